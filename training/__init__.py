@@ -1,0 +1,1 @@
+"""s2sr.training: generators, simulated data, losses, training loops and export."""

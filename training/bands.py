@@ -1,0 +1,28 @@
+"""Sentinel-2 band facts shared by the models, the simulation and the export.
+
+The order is the order of the CESBIO shallow SISR models: the four 10 m bands, then the
+six 20 m bands.  Everything in s2sr that lays bands along a channel axis uses it.
+"""
+
+from typing import Dict, Tuple
+
+#: Band order along the channel axis of every s2sr model.
+BANDS: Tuple[str, ...] = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
+#: Native ground sampling distance of each band, metres.
+NATIVE_RESOLUTION_M: Dict[str, int] = {
+    "B02": 10, "B03": 10, "B04": 10, "B08": 10,
+    "B05": 20, "B06": 20, "B07": 20, "B8A": 20, "B11": 20, "B12": 20,
+}
+#: Per-band reflectance mean and standard deviation used to normalise network inputs
+#: (CESBIO's published statistics; reflectance = DN / 10000).
+MEAN: Tuple[float, ...] = (0.0478, 0.0765, 0.0893, 0.2622, 0.1253, 0.2182, 0.2524, 0.2815, 0.2472, 0.1665)
+STD: Tuple[float, ...] = (0.0289, 0.0400, 0.0679, 0.0811, 0.0615, 0.0645, 0.0772, 0.0820, 0.1196, 0.1160)
+#: Published Sentinel-2 MTF at the band's Nyquist frequency.
+MTF_NYQUIST: Dict[str, float] = {
+    "B02": 0.304, "B03": 0.276, "B04": 0.233, "B08": 0.222,
+    "B05": 0.343, "B06": 0.336, "B07": 0.338, "B8A": 0.325, "B11": 0.21, "B12": 0.19,
+}
+#: L2A digital numbers: reflectance x 10000, no offset (openEO's SENTINEL2_L2A units).
+REFLECTANCE_SCALE: float = 10000.0
+#: int16 nodata value of the reference tool's products (and of s2sr's int16 output).
+INT16_NODATA: int = -10000

@@ -1,0 +1,77 @@
+"""Generator architectures of the EVOLAND shallow Sentinel-2 SISR network.
+
+``ARCHITECTURES`` maps each model name of the seed table to its frozen config;
+``build_model(name)`` returns the exportable ``SuperResolver`` around the backbone.
+"""
+
+from dataclasses import replace
+from typing import Dict, Union
+
+from torch import nn
+
+from ..bands import BANDS, MEAN, REFLECTANCE_SCALE, STD
+from .carn import CARN, CARNConfig
+from .rrdbnet import RRDBConfig, RRDBNet
+from .wrapper import SuperResolver
+
+Config = Union[CARNConfig, RRDBConfig]
+
+ARCHITECTURES: Dict[str, Config] = {
+    "carn_1x3x64g4sw": CARNConfig(cascades=1),
+    "carn_2x3x64g4sw": CARNConfig(cascades=2),
+    "carn_3x3x64g4sw": CARNConfig(cascades=3),
+    "carn_4x3x64g4sw": CARNConfig(cascades=4),
+    "carn_3x3x64g4": CARNConfig(cascades=3, shared=False),
+    "carn_3x3x64g1sw": CARNConfig(cascades=3, groups=1),
+    "esrgan_3x64x32": RRDBConfig(),
+}
+DEFAULT_MODEL = "carn_3x3x64g4sw"
+#: Parameter counts published in the seed table (the SuperResolver adds only buffers).
+SEED_PARAMETER_COUNTS: Dict[str, int] = {
+    "carn_1x3x64g4sw": 1_243_530,
+    "carn_2x3x64g4sw": 1_867_914,
+    "carn_3x3x64g4sw": 2_492_298,
+    "carn_4x3x64g4sw": 3_116_682,
+    "carn_3x3x64g4": 4_659_594,
+    "carn_3x3x64g1sw": 5_146_506,
+    "esrgan_3x64x32": 2_280_662,
+}
+
+
+def get_config(name: str) -> Config:
+    """The frozen config of a named architecture; ValueError naming the known ones otherwise."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ValueError(f"unknown model {name!r}; known architectures: {known}") from None
+
+
+def build_backbone(cfg: Config) -> nn.Module:
+    return CARN(cfg) if isinstance(cfg, CARNConfig) else RRDBNet(cfg)
+
+
+def build_model(name: str, global_skip: bool = True, zero_init_last: bool = False) -> SuperResolver:
+    """The exportable model for a named architecture, ten S2 bands, factor 2.
+
+    ``zero_init_last`` zeroes the backbone's last conv so that, with the global skip, the
+    untrained model is exactly bicubic upsampling (a sane start for fine-tuning).
+    """
+    cfg = get_config(name)
+    backbone = build_backbone(cfg)
+    if zero_init_last:
+        last = backbone.last_conv()
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    return SuperResolver(backbone, cfg.factor, MEAN, STD, REFLECTANCE_SCALE, global_skip)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "ARCHITECTURES", "BANDS", "CARN", "CARNConfig", "DEFAULT_MODEL", "RRDBConfig", "RRDBNet",
+    "SEED_PARAMETER_COUNTS", "SuperResolver", "build_backbone", "build_model", "count_parameters",
+    "get_config", "replace",
+]

@@ -1,0 +1,57 @@
+"""The exported unit: normalisation, a generator backbone, the global skip, denormalisation.
+
+``SuperResolver`` takes digital numbers in the model's units (L2A convention: reflectance x
+10000, no offset) and returns the same units at ``factor`` times the resolution:
+``[B, bands, H, W] -> [B, bands, factor*H, factor*W]``, float32 in and out.  Inside, as
+CESBIO's models do: reflectance = DN / scale, per band (r - mean) / std, the backbone, and
+the inverse on the output.  With ``global_skip`` the bicubic upsampling of the normalised
+input is added to the backbone's output (no parameters; the net learns the residual).
+"""
+
+from typing import Final, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class SuperResolver(nn.Module):
+    factor: Final[int]
+    global_skip: Final[bool]
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        factor: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        scale: float = 10000.0,
+        global_skip: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError("mean and std must have one entry per band")
+        self.backbone = backbone
+        self.factor = int(factor)
+        self.global_skip = bool(global_skip)
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """DN -> normalised units, [B, C, H, W]."""
+        return (x / self.scale - self.mean) / self.std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised units -> DN, [B, C, H, W]."""
+        return (z * self.std + self.mean) * self.scale
+
+    def forward_normalized(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised [B, C, H, W] -> normalised [B, C, f*H, f*W] (what training optimises)."""
+        y = self.backbone(z)
+        if self.global_skip:
+            y = y + F.interpolate(z, scale_factor=float(self.factor), mode="bicubic", align_corners=False)
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.denormalize(self.forward_normalized(self.normalize(x)))

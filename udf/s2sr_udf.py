@@ -1,0 +1,573 @@
+"""s2sr openEO UDF: Sentinel-2 10 / 20 m bands super-resolved to 5 m.
+
+Self-contained (numpy, xarray, torch, openeo only): an openEO backend runs this file as text
+inside ``apply_neighborhood``.  ``apply_datacube`` takes a window ``[t, bands, y, x]`` (or
+``[bands, y, x]``) of the ten bands B02 B03 B04 B08 B05 B06 B07 B8A B11 B12 on the 10 m grid
+and returns it at 5 m, overlap included (the backend crops it); ``apply_metadata`` halves the
+cube's spatial step.  Works under the ``Python-Jep`` runtime (the one that lets
+``apply_neighborhood`` change resolution) and under plain ``Python`` / ``run_code``.
+
+Context keys (all optional; an empty context runs the default model):
+
+==================  ======================================================================
+``model``           model name, e.g. ``"carn_3x3x64g4sw"``; looked up as ``<model>.pt`` in
+                    ``weights_dir``, ``$S2SR_WEIGHTS_DIR``, ``./s2sr_weights`` (the folder of
+                    the job's ``udf-dependency-archives`` entry) and the installed s2sr package
+``weights``         explicit path of a weights file (overrides ``model``)
+``weights_dir``     extra folder searched first for ``<model>.pt``
+``device``          ``"cpu"`` (default), ``"cuda"`` or ``"auto"``
+``threads``         torch intra-op threads (default: the CPUs this worker may use)
+``batch``           dates per forward pass (default 1: bounded memory)
+``precision``       ``"fp32"`` (default; also what ``"auto"`` picks for now)
+``scale``           input units per unit of reflectance (default 10000: L2A digital numbers)
+``offset``          added to input values before scaling: reflectance = (value + offset) /
+                    scale (default 0; -1000 for L1C / L2A of processing baseline >= 04.00
+                    when the backend did not remove it)
+``nodata``          an input value meaning no-data, besides NaN (default none)
+``output_dtype``    ``"float32"`` (default; input units, NaN no-data) or ``"int16"``
+                    (rounded, no-data -10000)
+``overlap``         the ``apply_neighborhood`` overlap in input pixels; the UDF pads the
+                    window itself only by what the overlap lacks of the model's margin
+``factor``          expected upscaling factor; an error if the weights differ
+``resolution``      input pixel size, only needed for windows one pixel wide
+==================  ======================================================================
+
+No-data: a NaN (or ``nodata``) input value stays no-data in the output over exactly the
+``factor x factor`` pixels it covers; the network sees the band's mean reflectance there (a
+fill that depends on nothing but the pixel, so that results do not depend on the chunking).
+"""
+
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import xarray
+from openeo.metadata import CollectionMetadata
+from openeo.udf import XarrayDataCube
+
+UDF_VERSION = "0.1.0"
+WEIGHTS_FORMAT = "s2sr-weights"
+WEIGHTS_FORMAT_VERSION = 1
+METADATA_FILE = "s2sr_metadata.json"
+MANIFEST_FILE = "manifest.json"
+DEFAULT_MODEL = "carn_3x3x64g4sw"
+ARCHIVE_DIR = "s2sr_weights"
+INT16_NODATA = -10000
+#: reflectances outside this range are not physical: masked, and an error when they dominate
+REFLECTANCE_RANGE = (-1.0, 3.0)
+CONTEXT_KEYS = (
+    "model", "weights", "weights_dir", "device", "threads", "batch", "precision", "scale",
+    "offset", "nodata", "output_dtype", "overlap", "factor", "resolution",
+)
+PRECISIONS = ("fp32", "auto")
+TIME_DIMS = ("t", "time")
+SPATIAL_DIMS = ("y", "x")
+MIN_NET_SIZE = 8  # the smallest input the net runs on (reflection padding needs > 1 px)
+
+log = logging.getLogger("s2sr.udf")
+
+
+# --------------------------------------------------------------------------- weights
+
+def canonical_band(name: Any) -> str:
+    """'B2', 'b02', 'B8a', 'B08' -> 'B02', 'B02', 'B8A', 'B08'."""
+    text = str(name).strip().upper()
+    match = re.fullmatch(r"B0?(\d{1,2})(A?)", text)
+    if not match:
+        return text
+    return f"B{int(match.group(1)):02d}" if not match.group(2) else f"B{int(match.group(1))}A"
+
+
+def _read_metadata_bytes(path: Path) -> bytes:
+    """The metadata JSON stored in a TorchScript archive, without unpickling the model."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_FILE)]
+            if not names:
+                raise ValueError(
+                    f"weights file {path} has no {METADATA_FILE}: not an s2sr weights file "
+                    "(export it with s2sr.training.export)"
+                )
+            return archive.read(names[0])
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"weights file {path} is corrupt or truncated (not a TorchScript archive: {exc})") from None
+
+
+def validate_metadata(meta: Any, path: Path) -> Dict[str, Any]:
+    """Check the self-description of a weights file; ValueError naming what is wrong."""
+    if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"weights file {path}: metadata is not in the {WEIGHTS_FORMAT!r} format")
+    if meta.get("format_version") != WEIGHTS_FORMAT_VERSION:
+        raise ValueError(
+            f"weights file {path}: format version {meta.get('format_version')!r}, this UDF reads "
+            f"version {WEIGHTS_FORMAT_VERSION}"
+        )
+    missing = [k for k in ("architecture", "bands", "factor", "margin", "input_scaling", "normalization") if k not in meta]
+    if missing:
+        raise ValueError(f"weights file {path}: metadata lacks {missing}")
+    bands = meta["bands"]
+    if not isinstance(bands, list) or not bands or len(set(map(canonical_band, bands))) != len(bands):
+        raise ValueError(f"weights file {path}: metadata 'bands' must list distinct band names, got {bands!r}")
+    factor, margin = meta["factor"], meta["margin"]
+    if not isinstance(factor, int) or factor < 2:
+        raise ValueError(f"weights file {path}: metadata 'factor' must be an integer >= 2, got {factor!r}")
+    if not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"weights file {path}: metadata 'margin' must be an integer >= 0, got {margin!r}")
+    scaling, norm = meta["input_scaling"], meta["normalization"]
+    if not (isinstance(scaling, dict) and float(scaling.get("scale", 0)) > 0):
+        raise ValueError(f"weights file {path}: metadata 'input_scaling' needs a positive 'scale'")
+    if not (isinstance(norm, dict) and len(norm.get("mean", [])) == len(bands)):
+        raise ValueError(f"weights file {path}: metadata 'normalization' needs one 'mean' per band")
+    return meta
+
+
+def read_metadata(path: Any) -> Dict[str, Any]:
+    """The validated metadata of a weights file (cheap: reads one entry of the archive)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} does not exist")
+    try:
+        meta = json.loads(_read_metadata_bytes(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"weights file {path}: metadata is not valid JSON ({exc})") from None
+    return validate_metadata(meta, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _verify_checksum(path_str: str, size: int, mtime: float) -> None:
+    """If a manifest lies beside the weights and lists them, their sha256 must match it."""
+    path = Path(path_str)
+    manifest_path = path.parent / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        entries = manifest.get("models", {})
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"weights manifest {manifest_path} is not valid JSON ({exc})") from None
+    for entry in entries.values():
+        if isinstance(entry, dict) and entry.get("file") == path.name:
+            actual = _sha256(path)
+            if actual != entry.get("sha256"):
+                raise ValueError(
+                    f"weights file {path} fails its checksum: sha256 {actual} but {manifest_path} "
+                    f"lists {entry.get('sha256')} (corrupt or altered weights)"
+                )
+            return
+
+
+def _package_weights_dir() -> Optional[Path]:
+    """The weights shipped inside an installed s2sr package, located without importing it."""
+    try:
+        spec = importlib.util.find_spec("s2sr")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "weights"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def weights_search_dirs(context: Dict[str, Any]) -> List[Path]:
+    """Folders searched for ``<model>.pt``, first match wins."""
+    dirs = []
+    if context.get("weights_dir"):
+        dirs.append(Path(str(context["weights_dir"])))
+    if os.environ.get("S2SR_WEIGHTS_DIR"):
+        dirs.append(Path(os.environ["S2SR_WEIGHTS_DIR"]))
+    dirs.append(Path.cwd() / ARCHIVE_DIR)
+    package_dir = _package_weights_dir()
+    if package_dir is not None:
+        dirs.append(package_dir)
+    return dirs
+
+
+def _default_model_name(dirs: Sequence[Path]) -> str:
+    for folder in dirs:
+        manifest = folder / MANIFEST_FILE
+        if manifest.is_file():
+            try:
+                name = json.loads(manifest.read_text()).get("default")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(name, str) and name:
+                return name
+    return DEFAULT_MODEL
+
+
+def resolve_weights(context: Dict[str, Any]) -> Path:
+    """The weights file the context asks for (``weights``, else ``model``, else the default)."""
+    if context.get("weights"):
+        path = Path(str(context["weights"]))
+        if not path.is_file():
+            raise ValueError(f"weights file {path} does not exist")
+        return path
+    dirs = weights_search_dirs(context)
+    name = context.get("model") or _default_model_name(dirs)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        raise ValueError(f"invalid model name {name!r}")
+    for folder in dirs:
+        candidate = folder / f"{name}.pt"
+        if candidate.is_file():
+            return candidate
+    available = sorted({p.stem for folder in dirs if folder.is_dir() for p in folder.glob("*.pt")})
+    raise ValueError(
+        f"unknown model {name!r}: no {name}.pt in {[str(d) for d in dirs]}; available models: {available}"
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path_str: str, size: int, mtime: float, device: str) -> Tuple[Any, Dict[str, Any]]:
+    path = Path(path_str)
+    _verify_checksum(path_str, size, mtime)
+    meta = read_metadata(path)
+    extra = {METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(path_str, map_location=device, _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError and friends for broken archives
+        raise ValueError(
+            f"weights file {path} is corrupt or truncated: TorchScript cannot load it "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    module.eval()
+    _probe(module, meta, path, device)
+    log.info("s2sr: loaded %s (%s, x%d, margin %d px) on %s", path, meta["architecture"], meta["factor"], meta["margin"], device)
+    return module, meta
+
+
+def _probe(module: Any, meta: Dict[str, Any], path: Path, device: str) -> None:
+    """Run the net once on a tiny input: its shape must agree with the metadata."""
+    n, f = len(meta["bands"]), meta["factor"]
+    mean = torch.tensor(meta["normalization"]["mean"], dtype=torch.float32, device=device)
+    x = (mean * float(meta["input_scaling"]["scale"])).view(1, n, 1, 1).expand(1, n, MIN_NET_SIZE, MIN_NET_SIZE)
+    try:
+        with torch.inference_mode():
+            y = module(x.contiguous())
+    except Exception as exc:
+        raise ValueError(
+            f"weights file {path}: the network does not accept the {n} bands its metadata lists "
+            f"({type(exc).__name__})"
+        ) from None
+    expected = (1, n, f * MIN_NET_SIZE, f * MIN_NET_SIZE)
+    if tuple(y.shape) != expected:
+        raise ValueError(
+            f"weights file {path}: the network maps {tuple(x.shape)} to {tuple(y.shape)}, but its "
+            f"metadata says factor {f} ({expected})"
+        )
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"weights file {path}: the network returns non-finite values (corrupt weights)")
+
+
+def load_model(context: Dict[str, Any]) -> Tuple[Any, Dict[str, Any], str]:
+    """The cached TorchScript model, its metadata and the device for this context."""
+    device = _device(context.get("device", "cpu"))
+    path = resolve_weights(context).resolve()
+    stat = path.stat()
+    module, meta = _load_cached(str(path), stat.st_size, stat.st_mtime, device)
+    expected = context.get("factor")
+    if expected is not None and int(expected) != meta["factor"]:
+        raise ValueError(f"weights {path.name} upscale by {meta['factor']}, the context expects factor {expected}")
+    return module, meta, device
+
+
+def _device(name: Any) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if isinstance(name, str) and name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available on this worker")
+        return name
+    raise ValueError(f"unknown device {name!r}: use 'cpu', 'cuda' or 'auto'")
+
+
+def _available_cpus() -> int:
+    """CPUs this worker may use: affinity, capped by a cgroup v2 CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def _set_threads(context: Dict[str, Any]) -> None:
+    threads = context.get("threads")
+    threads = _available_cpus() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- cube checks
+
+def _check_context(context: Any) -> Dict[str, Any]:
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise ValueError(f"the UDF context must be a dict, got {type(context).__name__}")
+    unknown = sorted(set(context) - set(CONTEXT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown context keys {unknown}; known keys: {list(CONTEXT_KEYS)}")
+    precision = context.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
+    if context.get("output_dtype", "float32") not in ("float32", "int16"):
+        raise ValueError(f"output_dtype must be 'float32' or 'int16', got {context.get('output_dtype')!r}")
+    if float(context.get("scale", 10000.0)) <= 0:
+        raise ValueError(f"scale must be positive, got {context.get('scale')!r}")
+    if int(context.get("overlap", 0)) < 0 or int(context.get("batch", 1)) < 1:
+        raise ValueError("overlap must be >= 0 and batch >= 1")
+    return context
+
+
+def _dims(array: xarray.DataArray) -> Tuple[Optional[str], str]:
+    """(time dim or None, band dim); ValueError unless the cube is [t,] bands, y, x."""
+    for dim in SPATIAL_DIMS:
+        if dim not in array.dims:
+            raise ValueError(f"the cube needs dimensions 'y' and 'x', got {array.dims}")
+    time_dims = [d for d in array.dims if d in TIME_DIMS]
+    others = [d for d in array.dims if d not in TIME_DIMS and d not in SPATIAL_DIMS]
+    if len(time_dims) > 1 or len(others) != 1:
+        raise ValueError(f"the cube must have dimensions ([t,] bands, y, x), got {array.dims}")
+    return (time_dims[0] if time_dims else None), others[0]
+
+
+def _band_indices(array: xarray.DataArray, band_dim: str, bands: Sequence[str]) -> List[int]:
+    """Index along the cube's band axis of each model band, in model order."""
+    size = array.sizes[band_dim]
+    labels = array.coords[band_dim].values.tolist() if band_dim in array.coords else None
+    named = labels is not None and all(isinstance(v, str) for v in labels)
+    if not named:
+        if size != len(bands):
+            raise ValueError(
+                f"the cube has {size} bands without names along {band_dim!r}; label them or pass "
+                f"exactly the {len(bands)} bands {list(bands)} in that order"
+            )
+        return list(range(size))
+    names = [canonical_band(v) for v in labels]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate band names along {band_dim!r}: {labels}")
+    wanted = [canonical_band(b) for b in bands]
+    missing = [b for b in wanted if b not in names]
+    if missing:
+        raise ValueError(f"the cube lacks bands {missing} that the model needs (it has {labels}; needs {list(bands)})")
+    extra = [labels[i] for i, n in enumerate(names) if n not in wanted]
+    if extra:
+        raise ValueError(
+            f"unexpected bands {extra}: the model super-resolves exactly {list(bands)} (filter_bands first)"
+        )
+    return [names.index(b) for b in wanted]
+
+
+def _axis_coords(values: np.ndarray, factor: int, axis: str, resolution: Any) -> np.ndarray:
+    """Fine-grid pixel centres from coarse pixel centres: outer edge + (i + 0.5) * step / f."""
+    coarse = np.asarray(values, dtype=np.float64)
+    n = coarse.size
+    if n >= 2:
+        steps = np.diff(coarse)
+        step = (coarse[-1] - coarse[0]) / (n - 1)
+        if step == 0 or np.max(np.abs(steps - step)) > 1e-3 * abs(step):
+            raise ValueError(f"the {axis} coordinates are not a regular grid")
+    elif resolution is not None:
+        step = float(resolution) if axis == "x" else -abs(float(resolution))
+    else:
+        raise ValueError(f"a window one pixel wide along {axis} needs the context key 'resolution'")
+    edge = coarse[0] - step / 2.0
+    return edge + (np.arange(n * factor, dtype=np.float64) + 0.5) * (step / factor)
+
+
+# --------------------------------------------------------------------------- core
+
+def _valid_mask(values: np.ndarray, context: Dict[str, Any]) -> np.ndarray:
+    valid = np.isfinite(values)
+    nodata = context.get("nodata")
+    if nodata is not None:
+        valid &= values != float(nodata)
+    n_inf = int(np.isinf(values).sum())
+    if n_inf:
+        log.warning("s2sr: %d infinite input values treated as no-data", n_inf)
+    return valid
+
+
+def _check_radiometry(refl: np.ndarray, valid: np.ndarray, bands: Sequence[str], context: Dict[str, Any]) -> np.ndarray:
+    """Mask unphysical reflectances; ValueError when they dominate a band or the scale is off."""
+    if not valid.any():
+        return valid
+    lo, hi = REFLECTANCE_RANGE
+    absurd = valid & ((refl < lo) | (refl > hi))
+    band_axis = refl.ndim - 3
+    per_band_valid = valid.sum(axis=tuple(i for i in range(refl.ndim) if i != band_axis))
+    per_band_absurd = absurd.sum(axis=tuple(i for i in range(refl.ndim) if i != band_axis))
+    for band, n_valid, n_absurd in zip(bands, per_band_valid, per_band_absurd):
+        if n_valid and n_absurd > 0.5 * n_valid:
+            raise ValueError(
+                f"band {band}: {n_absurd} of {n_valid} values are outside reflectance "
+                f"[{lo}, {hi}] with scale {context.get('scale', 10000.0)} and offset "
+                f"{context.get('offset', 0.0)}; check the input scaling"
+            )
+    scale = float(context.get("scale", 10000.0))
+    vmax = float(np.abs(refl[valid]).max())
+    if scale >= 100 and 0 < vmax * scale <= 2.0:
+        raise ValueError(
+            f"all input values lie within [-2, 2] while the scale is {scale}: the cube looks like "
+            "reflectance in [0, 1]; pass context {'scale': 1}"
+        )
+    if absurd.any():
+        log.warning("s2sr: %d values outside reflectance [%s, %s] treated as no-data", int(absurd.sum()), lo, hi)
+    return valid & ~absurd
+
+
+def _pad_fill(x: np.ndarray, pad: int, fill: np.ndarray) -> np.ndarray:
+    """[T, C, H, W] -> [T, C, H+2p, W+2p] with the per-band fill value around it."""
+    if pad == 0:
+        return x
+    t, c, h, w = x.shape
+    out = np.empty((t, c, h + 2 * pad, w + 2 * pad), dtype=np.float32)
+    out[...] = fill.reshape(1, c, 1, 1)
+    out[:, :, pad:pad + h, pad:pad + w] = x
+    return out
+
+
+def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str = "cpu") -> np.ndarray:
+    """Super-resolve ``[T, C, H, W]`` (model band order, input units) to ``[T, C, fH, fW]``.
+
+    Output in the input's units, float32, NaN where the input was no-data.
+    """
+    f, margin = meta["factor"], meta["margin"]
+    model_scale = float(meta["input_scaling"]["scale"])
+    model_offset = float(meta["input_scaling"].get("offset", 0.0))
+    scale = float(context.get("scale", 10000.0))
+    offset = float(context.get("offset", 0.0))
+    t, c, h, w = values.shape
+    values = values.astype(np.float32, copy=False)
+    valid = _valid_mask(values, context)
+    refl = (values + offset) / scale
+    valid = _check_radiometry(refl, valid, meta["bands"], context)
+    out = np.full((t, c, f * h, f * w), np.nan, dtype=np.float32)
+    if not valid.any():
+        return out  # all no-data: nothing to run
+    fill = (np.asarray(meta["normalization"]["mean"], dtype=np.float32) * model_scale - model_offset)
+    x = (refl * model_scale - model_offset).astype(np.float32)
+    x = np.where(valid, x, fill.reshape(1, c, 1, 1)).astype(np.float32)
+    pad = max(margin - int(context.get("overlap", 0)), 0)
+    pad = max(pad, math.ceil(max(0, MIN_NET_SIZE - min(h, w)) / 2))
+    x = _pad_fill(x, pad, fill)
+    batch = int(context.get("batch", 1))
+    crop = f * pad
+    with torch.inference_mode():
+        for start in range(0, t, batch):
+            stop = min(t, start + batch)
+            if not valid[start:stop].any():
+                continue
+            xt = torch.from_numpy(np.ascontiguousarray(x[start:stop])).to(device)
+            y = module(xt).float().cpu().numpy()
+            out[start:stop] = y[:, :, crop:crop + f * h, crop:crop + f * w]
+    out = ((out + model_offset) / model_scale) * scale - offset
+    fine_valid = valid.repeat(f, axis=-2).repeat(f, axis=-1)
+    out[~fine_valid] = np.nan
+    return out
+
+
+def _to_int16(out: np.ndarray) -> np.ndarray:
+    nodata = ~np.isfinite(out)
+    rounded = np.clip(np.rint(np.nan_to_num(out, nan=0.0)), INT16_NODATA + 1, np.iinfo(np.int16).max)
+    rounded[nodata] = INT16_NODATA
+    return rounded.astype(np.int16)
+
+
+def superresolve_cube(array: xarray.DataArray, context: Dict[str, Any]) -> xarray.DataArray:
+    """The UDF on a DataArray: ``[t,] bands, y, x`` at 10 m -> the same at 5 m."""
+    context = _check_context(context)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"the cube must hold real numbers, got dtype {array.dtype}")
+    time_dim, band_dim = _dims(array)
+    _set_threads(context)
+    module, meta, device = load_model(context)
+    f = meta["factor"]
+    order = _band_indices(array, band_dim, meta["bands"])
+    lead = [time_dim] if time_dim else []
+    data = array.transpose(*lead, band_dim, "y", "x").values
+    if time_dim is None:
+        data = data[None]
+    if data.shape[-1] < 1 or data.shape[-2] < 1:
+        raise ValueError(f"the cube has an empty spatial extent {data.shape[-2:]}")
+    out_model = superresolve(data[:, order], module, meta, context, device)
+    out = np.empty_like(out_model)
+    out[:, order] = out_model  # back to the cube's own band order
+    if time_dim is None:
+        out = out[0]
+    if context.get("output_dtype", "float32") == "int16":
+        out = _to_int16(out)
+    coords: Dict[str, Any] = {}
+    for dim in ("y", "x"):
+        if dim in array.coords:
+            coords[dim] = _axis_coords(array.coords[dim].values, f, dim, context.get("resolution"))
+    for dim in lead + [band_dim]:
+        if dim in array.coords:
+            coords[dim] = array.coords[dim].values
+    result = xarray.DataArray(out, dims=lead + [band_dim, "y", "x"], coords=coords, name=array.name, attrs=dict(array.attrs))
+    return result.transpose(*array.dims)
+
+
+# --------------------------------------------------------------------------- openEO entry points
+
+def apply_metadata(metadata: CollectionMetadata, context: dict) -> CollectionMetadata:
+    """The cube's spatial step divided by the model's factor (10 m -> 5 m)."""
+    context = _check_context(context)
+    meta = read_metadata(resolve_weights(context))
+    f = meta["factor"]
+    if metadata.has_band_dimension():
+        names = metadata.band_dimension.band_names
+        if names and all(isinstance(n, str) for n in names):
+            have = {canonical_band(n) for n in names}
+            missing = [b for b in meta["bands"] if canonical_band(b) not in have]
+            if missing:
+                raise ValueError(
+                    f"band dimension {metadata.band_dimension.name!r} lacks bands {missing} that the model needs"
+                )
+    steps = [d.step for d in metadata.spatial_dimensions]
+    if len(steps) != 2 or any(s is None for s in steps):
+        raise ValueError(f"apply_metadata needs two spatial dimensions with a known step, got {steps}")
+    return metadata.resample_spatial(resolution=tuple(float(s) / f for s in steps))
+
+
+def apply_datacube(cube: XarrayDataCube, context: dict) -> XarrayDataCube:
+    """Entry point for both runtimes: Python-Jep (positional, XarrayDataCube) and run_code.
+
+    Accepts an ``XarrayDataCube`` or a bare ``xarray.DataArray``; returns the same kind.  The
+    XarrayDataCube result is float32 (what the Jep runtime reads back).
+    """
+    if isinstance(cube, xarray.DataArray):
+        return superresolve_cube(cube, context or {})
+    array = cube.get_array()
+    result = superresolve_cube(array, context or {})
+    return XarrayDataCube(result.astype(np.float32))
