@@ -22,7 +22,7 @@ import s2sr
 from s2sr.udf import s2sr_udf
 
 from .bands import BANDS, INT16_NODATA, MEAN, REFLECTANCE_SCALE, STD
-from .models import DEFAULT_MODEL, SuperResolver, build_model, count_parameters, get_config
+from .models import DEFAULT_MODEL, SuperResolver, build_model, count_parameters
 from .models.receptive_field import receptive_field
 
 
@@ -33,7 +33,7 @@ def build_metadata(model: SuperResolver, arch: str, training: Optional[Dict[str,
         "format": s2sr_udf.WEIGHTS_FORMAT,
         "format_version": s2sr_udf.WEIGHTS_FORMAT_VERSION,
         "architecture": arch,
-        "config": asdict(get_config(arch)),
+        "config": {"family": type(model.backbone).__name__, **asdict(model.backbone.cfg)},
         "parameters": count_parameters(model),
         "bands": list(BANDS),
         "factor": model.factor,

@@ -57,7 +57,11 @@ def build_model(name: str, global_skip: bool = True, zero_init_last: bool = Fals
     ``zero_init_last`` zeroes the backbone's last conv so that, with the global skip, the
     untrained model is exactly bicubic upsampling (a sane start for fine-tuning).
     """
-    cfg = get_config(name)
+    return build_model_from_config(get_config(name), global_skip, zero_init_last)
+
+
+def build_model_from_config(cfg: Config, global_skip: bool = True, zero_init_last: bool = False) -> SuperResolver:
+    """As ``build_model`` for any config (e.g. a slim variant for tests)."""
     backbone = build_backbone(cfg)
     if zero_init_last:
         last = backbone.last_conv()
@@ -72,6 +76,6 @@ def count_parameters(module: nn.Module) -> int:
 
 __all__ = [
     "ARCHITECTURES", "BANDS", "CARN", "CARNConfig", "DEFAULT_MODEL", "RRDBConfig", "RRDBNet",
-    "SEED_PARAMETER_COUNTS", "SuperResolver", "build_backbone", "build_model", "count_parameters",
+    "SEED_PARAMETER_COUNTS", "SuperResolver", "build_backbone", "build_model", "build_model_from_config", "count_parameters",
     "get_config", "replace",
 ]

@@ -1,0 +1,169 @@
+"""Losses of the EVOLAND shallow SISR training: L1 reconstruction and the relativistic GAN.
+
+All functions are pure torch functions that follow the device and dtype of their inputs.
+
+GAN set-up of the seed (CESBIO, SUREDOS24): a UNet discriminator that sees high-pass-filtered
+images (:func:`high_pass`), the relativistic average formulation of ESRGAN (Wang et al. 2018)
+on the discriminator's raw logits (:func:`relativistic_d_loss`, :func:`relativistic_g_loss`),
+and an adversarial weight of 0.005-0.01 switched on after about 2000 steps
+(:func:`gan_weight`).
+
+Relativistic average discriminator, with ``C`` the raw discriminator output (logits)::
+
+    D_Ra(a, b) = sigmoid(C(a) - mean(C(b)))
+    L_D = -E[log D_Ra(x_r, x_f)] - E[log(1 - D_Ra(x_f, x_r))]
+    L_G = -E[log(1 - D_Ra(x_r, x_f))] - E[log D_Ra(x_f, x_r)]
+
+Both losses are computed with ``binary_cross_entropy_with_logits`` (log-sum-exp stable) and
+halved, as in ESRGAN's reference set-up, so that an undecided discriminator (all logits equal)
+gives ``log 2`` for either loss.
+"""
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean absolute error, optionally over the unmasked elements only.
+
+    Args:
+        pred, target: ``[B, C, H, W]`` (any identical shapes), same units.
+        mask: 0/1 weights broadcastable to ``pred`` without enlarging it, typically
+            ``[B, C, 1, 1]`` (bands without a true target in a sample get 0) or ``[B, C, H, W]``;
+            bool or float.
+
+    Returns:
+        A scalar: ``sum(|pred - target| * mask) / sum(mask broadcast to pred's shape)``.  When
+        the mask is all zero the loss is 0 (not NaN) and still part of the graph.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    diff = (pred - target).abs()
+    if mask is None:
+        return diff.mean()
+    if torch.broadcast_shapes(mask.shape, diff.shape) != diff.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} does not broadcast to {tuple(diff.shape)}")
+    weights = mask.to(device=diff.device, dtype=diff.dtype).expand_as(diff)
+    # clamp: an all-masked batch contributes 0 instead of 0/0.
+    return (diff * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def _bce_logits(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Mean binary cross-entropy of logits against a constant 0/1 label."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def relativistic_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Relativistic average discriminator loss (ESRGAN), on raw logits.
+
+    ``0.5 * (BCE(C(x_r) - mean C(x_f), 1) + BCE(C(x_f) - mean C(x_r), 0))``.
+
+    Args:
+        real_logits: ``C(x_r)``, discriminator logits on real (target) images, any shape, e.g.
+            per-pixel maps ``[B, 1, H, W]`` from the UNet discriminator.
+        fake_logits: ``C(x_f)``, logits on generated images, same layout.  For the D step the
+            generator output must be detached before the discriminator sees it.
+
+    Returns:
+        A scalar.  The relativistic means ``mean C(.)`` are taken over all elements (batch and
+        spatial dims, and the single channel), and so is the final BCE average: every pixel of
+        every sample is one real/fake decision compared with the average decision on the other
+        set.  Gradients flow through both branches, means included.
+    """
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    return 0.5 * (_bce_logits(real_rel, 1.0) + _bce_logits(fake_rel, 0.0))
+
+
+def relativistic_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Relativistic average generator loss (ESRGAN), on raw logits.
+
+    ``0.5 * (BCE(C(x_r) - mean C(x_f), 0) + BCE(C(x_f) - mean C(x_r), 1))``: the roles of
+    :func:`relativistic_d_loss` swapped, so ``g_loss(r, f) == d_loss(f, r)``.  Unlike the
+    standard GAN, the generator also learns from the real branch (it makes real images look
+    less real relative to its fakes), through ``mean C(x_f)``.
+
+    Args:
+        real_logits: ``C(x_r)`` on real images, any shape (e.g. ``[B, 1, H, W]``).  The caller
+            passes it DETACHED (``disc(real).detach()``, or computed under ``torch.no_grad``)
+            for the G step: real images do not depend on the generator, so the only gradient
+            its graph could carry is into D's parameters, which the G step must not update
+            (and which would otherwise accumulate into D's ``.grad`` before D's own step).
+        fake_logits: ``C(G(x))`` on generated images, NOT detached: the generator's gradient
+            flows through it (through D, whose parameters the G optimiser does not step).
+
+    Returns:
+        A scalar; means over all elements as in :func:`relativistic_d_loss`.
+    """
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    return 0.5 * (_bce_logits(real_rel, 0.0) + _bce_logits(fake_rel, 1.0))
+
+
+def gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Normalised sampled Gaussian, radius ``ceil(3 sigma)`` pixels; shape ``[2r + 1]``."""
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
+    radius = max(1, math.ceil(3.0 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable per-channel Gaussian blur with reflect padding; ``[B, C, H, W]`` -> same.
+
+    ``sigma`` in pixels; the image must be larger than the kernel radius ``ceil(3 sigma)``
+    along both axes (reflect padding needs it).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"expected [B, C, H, W], got shape {tuple(x.shape)}")
+    k = gaussian_kernel1d(sigma, x.dtype, x.device)
+    r = (k.numel() - 1) // 2
+    if min(x.shape[-2:]) <= r:
+        raise ValueError(f"image {tuple(x.shape[-2:])} too small for sigma={sigma} (radius {r} px)")
+    c = x.shape[1]
+    # Depthwise (groups=C) so that bands never mix.
+    kh = k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    kw = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    y = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), kh, groups=c)
+    return F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), kw, groups=c)
+
+
+def high_pass(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """High-pass filter ``x - gaussian_blur(x, sigma)``, per channel, reflect padding.
+
+    The discriminator sees these images (seed: "UNet discriminator with High Pass Filtering of
+    inputs") so it judges texture and detail, not the low frequencies (radiometry) that the L1
+    loss already ties to the target.
+
+    Args:
+        x: ``[B, C, H, W]``, any units (the result has the same units, zero mean locally).
+        sigma: Gaussian standard deviation in pixels; the image must be larger than
+            ``ceil(3 sigma)`` along both axes.
+
+    Returns:
+        ``[B, C, H, W]``; a constant image maps to 0.
+    """
+    return x - gaussian_blur(x, sigma)
+
+
+def gan_weight(step: int, start_step: int, ramp_steps: int, weight: float) -> float:
+    """Adversarial loss weight at a training step.
+
+    0 for ``step <= start_step`` (pure L1 warm-up; the seed switches the GAN on after about
+    2000 steps), then a linear ramp reaching ``weight`` at ``start_step + ramp_steps`` and
+    constant after (the seed uses 0.005-0.01).  ``ramp_steps = 0`` switches the full weight on
+    right after ``start_step``.  The ramp keeps the still-untrained discriminator from jolting
+    a well pre-trained generator.
+    """
+    if start_step < 0 or ramp_steps < 0 or weight < 0:
+        raise ValueError("start_step, ramp_steps and weight must be >= 0")
+    if step <= start_step:
+        return 0.0
+    if ramp_steps == 0:
+        return float(weight)
+    return float(weight) * min(1.0, (step - start_step) / ramp_steps)
