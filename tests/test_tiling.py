@@ -1,0 +1,85 @@
+"""Seam-free tiling: the UDF inside an emulation of the backend's apply_neighborhood (windows
+with overlap, NaN past the cube's edges, the 2x result cropped by 2 x overlap, stitched)
+reassembles to the whole-scene result."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from s2sr.deploy.neighborhood import apply_neighborhood, fine_coords
+from s2sr_testing import make_cube, run_local
+
+TOL_REFLECTANCE = 1e-5  # |chunked - whole| everywhere, in reflectance (DN / 10000)
+
+
+def _chunked(udf_code, cube, ctx, size, overlap, coord_dtype=np.float64):
+    process = lambda window: run_local(udf_code, window, {**ctx, "overlap": overlap})  # noqa: E731
+    return apply_neighborhood(cube, process, size=size, overlap=overlap, coord_dtype=coord_dtype)
+
+
+def _assert_same(chunked, whole):
+    assert chunked.shape == whole.shape
+    a, b = chunked.values, whole.values
+    assert np.array_equal(np.isnan(a), np.isnan(b)), "no-data differs between chunked and whole runs"
+    diff = np.nanmax(np.abs(a - b)) / 10000.0 if np.isfinite(b).any() else 0.0
+    assert diff <= TOL_REFLECTANCE, f"max |chunked - whole| = {diff:.2e} reflectance"
+    assert np.array_equal(chunked.x.values, whole.x.values) and np.array_equal(chunked.y.values, whole.y.values)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ny=st.integers(20, 70), nx=st.integers(20, 70), size=st.integers(12, 40), extra_overlap=st.integers(0, 6),
+    holes=st.lists(st.tuples(st.integers(0, 69), st.integers(0, 69), st.integers(1, 12), st.integers(0, 9)), max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_chunks_reassemble_to_whole_scene(udf_code, slim_weights, slim_margin, ny, nx, size, extra_overlap, holes, seed):
+    cube = make_cube(ny, nx, seed=seed)
+    for y, x, n, band in holes:  # no-data patches, some crossing window borders
+        cube.values[0, band, y:y + n, x:x + n] = np.nan
+    ctx = {"weights": str(slim_weights)}
+    whole = run_local(udf_code, cube, ctx)  # one window, the UDF pads the margin itself
+    chunked = _chunked(udf_code, cube, ctx, size, slim_margin + extra_overlap)
+    _assert_same(chunked, whole)
+
+
+def test_default_weights_two_by_two_windows(udf_code):
+    """The shipped model, a scene cut into 2 x 2 windows with the model's own margin."""
+    from s2sr.udf import default_weights_path, s2sr_udf
+
+    margin = s2sr_udf.read_metadata(default_weights_path())["margin"]
+    cube = make_cube(40, 36, seed=11)
+    cube.values[0, 4, 18:23, 15:21] = np.nan
+    whole = run_local(udf_code, cube, {})
+    _assert_same(_chunked(udf_code, cube, {}, 20, margin), whole)
+
+
+def test_float32_coordinates_like_backends(udf_code, slim_weights, slim_margin):
+    cube = make_cube(30, 30, seed=1)
+    ctx = {"weights": str(slim_weights)}
+    chunked = _chunked(udf_code, cube, ctx, 16, slim_margin, coord_dtype=np.float32)
+    assert np.array_equal(chunked.x.values, fine_coords(cube.x.values, 2))
+    _assert_same(chunked, run_local(udf_code, cube, ctx))
+
+
+def test_too_small_overlap_shows_seams(udf_code, slim_weights, slim_margin):
+    """The comparison is not vacuous: with an overlap of 2 px, tiles disagree at seams.
+
+    (Whether the margin is large enough is the receptive-field tests' job: autograd shows
+    that no input beyond the margin moves an output pixel.)"""
+    cube = make_cube(40, 40, seed=3)
+    ctx = {"weights": str(slim_weights)}
+    whole = run_local(udf_code, cube, ctx)
+    chunked = _chunked(udf_code, cube, ctx, 20, 2)
+    assert np.nanmax(np.abs(chunked.values - whole.values)) / 10000.0 > 100 * TOL_REFLECTANCE
+
+
+def test_harness_rejects_inconsistent_coordinates(udf_code, slim_weights, slim_margin):
+    cube = make_cube(24, 24)
+
+    def shifted(window):
+        out = run_local(udf_code, window, {"weights": str(slim_weights), "overlap": slim_margin})
+        return out.assign_coords(x=out.x + 2.5)  # a half-pixel shift
+
+    with pytest.raises(ValueError, match="x coordinates off the expected fine grid"):
+        apply_neighborhood(cube, shifted, size=12, overlap=slim_margin)
