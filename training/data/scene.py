@@ -13,18 +13,23 @@ cut down to a multiple of 80 m, so that every 20 m pixel covers exactly 2x2 10 m
 40 m and 80 m grids of the Wald protocol (anchored at the same corner) nest as well.
 Crop: 1944 rows x 1928 columns at 10 m (19.44 km x 19.28 km), 972 x 964 at 20 m.
 
-Split (``SPLITS``, windows in 10 m pixels of the crop, full height, west to east)::
+Split (``SPLITS``: name -> tuple of windows in 10 m pixels of the crop, rows x columns).  The
+scene is farmland and forest in the west, an estuary, barrier islands and open ocean in the
+east, so the held-out areas are blocks on the land side (vertical strips in the east would be
+open water only)::
 
-    train  columns    0 .. 1255  (1256 px, 12.56 km, 69.8 % of the used width)
-    gap    columns 1256 .. 1319  (64 px, 640 m, unused)
-    val    columns 1320 .. 1591  (272 px, 2.72 km, 15.1 %)
-    gap    columns 1592 .. 1655  (64 px, 640 m, unused)
-    test   columns 1656 .. 1927  (272 px, 2.72 km, 15.1 %)
+    test   rows    0 ..  519, columns   0 ..  519  (520 x 520 px, 5.2 km: farmland, forest)
+    val    rows 1424 .. 1943, columns   0 ..  519  (520 x 520 px: farmland, estuary shore)
+    train  rows    0 .. 1943, columns 584 .. 1927  (farmland, estuary, barrier islands, ocean)
+           rows  584 .. 1359, columns   0 ..  583  (farmland between test and val)
+    gaps   64 px (640 m) unused between any two areas of different splits
 
-Every window edge is a multiple of 8 10 m pixels (80 m), so each split area nests on the 20,
-40 and 80 m grids.  The 640 m gaps exceed the support of the Wald degradations (< 350 m), and
-each split is degraded on its own anyway (``wald.build_wald_split``), so no pixel of one area
-feeds another's inputs or targets; the gaps also damp spatial autocorrelation between areas.
+(test 7.2 %, val 7.2 %, train 81.5 % of the crop; the rest is gaps.)  Every window edge is a
+multiple of 8 10 m pixels (80 m), so each area nests on the 20, 40 and 80 m grids.  The 640 m
+gaps exceed the reach of the Wald degradations (about 400 m: the 20 m bands' x4 blur on the
+80 m grid plus the cubic step back to 40 m), and each area is degraded on its own anyway
+(``wald.build_wald_regions``), so no pixel of one area feeds another's inputs or targets; the
+gaps also damp spatial autocorrelation between areas.
 """
 
 import importlib.resources
@@ -91,7 +96,7 @@ class Scene:
         return Scene(
             b10=self.b10[:, rows10, cols10],
             b20=self.b20[:, rows20, cols20],
-            transform=self.transform * Affine.translation(win.col_off, win.row_off),
+            transform=self.transform @ Affine.translation(win.col_off, win.row_off),
             crs=self.crs,
         )
 
@@ -170,28 +175,25 @@ def load_scene(folder: Optional[Path] = None) -> Scene:
     return Scene(
         b10=_read_bands(folder, BANDS_10M, win10),
         b20=_read_bands(folder, BANDS_20M, win20),
-        transform=rasterio.windows.transform(win10, t10),
+        transform=t10 @ Affine.translation(win10.col_off, win10.row_off),
         crs=crs10,
     )
 
 
-def split_windows(height: int, width: int, fractions: Sequence[float] = (0.70, 0.15, 0.15),
-                  gap: int = SPLIT_GAP_PX, align: int = NEST_PX,
-                  names: Sequence[str] = SPLIT_NAMES) -> Dict[str, PixelWindow]:
-    """Full-height vertical strips, west to east, separated by ``gap`` unused columns.
-
-    All but the first strip get ``round(fraction * usable / align) * align`` columns; the first
-    takes what is left, so every edge is a multiple of ``align`` when ``width`` and ``gap`` are.
-    """
-    usable = width - gap * (len(fractions) - 1)
-    widths = [int(round(f * usable / align)) * align for f in fractions[1:]]
-    widths.insert(0, usable - sum(widths))
-    windows, col = {}, 0
-    for name, w in zip(names, widths):
-        windows[name] = PixelWindow(0, col, height, w)
-        col += w + gap
-    return windows
+def _block(rows: Tuple[int, int], cols: Tuple[int, int]) -> PixelWindow:
+    return PixelWindow(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0])
 
 
 #: The train / val / test areas of the cropped scene, 10 m pixels (see module docstring).
-SPLITS: Dict[str, PixelWindow] = split_windows(*CROP_SHAPE_10M)
+SPLITS: Dict[str, Tuple[PixelWindow, ...]] = {
+    "train": (_block((0, 1944), (584, 1928)), _block((584, 1360), (0, 584))),
+    "val": (_block((1424, 1944), (0, 520)),),
+    "test": (_block((0, 520), (0, 520)),),
+}
+
+
+def windows_gap(a: PixelWindow, b: PixelWindow) -> int:
+    """Chebyshev distance in pixels between two windows (0 when they touch or overlap)."""
+    dr = max(b.row_off - (a.row_off + a.height), a.row_off - (b.row_off + b.height), 0)
+    dc = max(b.col_off - (a.col_off + a.width), a.col_off - (b.col_off + b.width), 0)
+    return max(dr, dc)

@@ -1,0 +1,110 @@
+"""Training smoke tests: two steps end to end (pre-training and GAN), resume == uninterrupted,
+config files and overrides, export of a checkpoint."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from s2sr.training.train import (
+    TrainConfig, Trainer, apply_overrides, config_from_dict, export_checkpoint, main, preset,
+)
+from s2sr.udf import s2sr_udf
+
+
+@pytest.fixture(scope="module")
+def wald_cache(tmp_path_factory):
+    from s2sr.training.data.wald import cache_wald_pairs
+
+    return str(cache_wald_pairs(tmp_path_factory.mktemp("wald") / "pairs.npz"))
+
+
+def _cfg(tmp_path, wald_cache, **kw):
+    base = TrainConfig(arch="carn_1x3x64g4sw", steps=2, batch_size=2, patch=16, val_every=1, log_every=1,
+                       data_cache=wald_cache, out=str(tmp_path / "run"))
+    return replace(base, **kw)
+
+
+def test_two_step_pretraining(tmp_path, wald_cache):
+    trainer = Trainer(_cfg(tmp_path, wald_cache))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    summary = trainer.fit(progress=False)
+    assert summary["steps"] == 2 and summary["trained"]
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    run = tmp_path / "run"
+    assert (run / "last.pt").exists() and (run / "best.pt").exists()
+    assert len((run / "train.csv").read_text().splitlines()) == 3 and "val_l1" in (run / "val.csv").read_text()
+
+
+def test_two_step_gan_finetuning(tmp_path, wald_cache):
+    from s2sr.training.train import GANConfig
+
+    cfg = _cfg(tmp_path, wald_cache, gan=GANConfig(enabled=True, start_step=0, ramp_steps=1, weight=0.01, features=8))
+    trainer = Trainer(cfg)
+    rows = [trainer.train_step(s) for s in range(2)]
+    assert rows[0]["gan_weight"] == 0.0 and rows[1]["gan_weight"] == pytest.approx(0.01)
+    assert "g_adv" in rows[1] and "d_loss" in rows[0]
+    trainer.step = 2
+    trainer.maybe_validate()
+    assert trainer.best["metric"] == "brisque" and trainer.best["brisque"] > 0
+
+
+def test_resume_equals_uninterrupted(tmp_path, wald_cache):
+    straight = Trainer(_cfg(tmp_path / "a", wald_cache, steps=3, val_every=100))
+    straight.fit(progress=False)
+    cut = Trainer(_cfg(tmp_path / "b", wald_cache, steps=3, val_every=100))
+    cut.fit(max_steps=1, progress=False)
+    resumed = Trainer(_cfg(tmp_path / "b", wald_cache, steps=3, val_every=100))
+    assert resumed.step == 1
+    resumed.fit(progress=False)
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_resume_refuses_another_architecture(tmp_path, wald_cache):
+    Trainer(_cfg(tmp_path, wald_cache)).fit(max_steps=1, progress=False)
+    with pytest.raises(ValueError, match="trained with arch='carn_1x3x64g4sw'"):
+        Trainer(_cfg(tmp_path, wald_cache, arch="carn_2x3x64g4sw"))
+
+
+def test_checkpoint_exports_to_weights_the_udf_loads(tmp_path, wald_cache):
+    trainer = Trainer(_cfg(tmp_path, wald_cache))
+    trainer.fit(progress=False)
+    meta = export_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "w.pt")
+    assert meta["training"]["trained"] and meta["training"]["steps"] >= 1
+    module, loaded = s2sr_udf.load_model({"weights": str(tmp_path / "w.pt")})[:2]
+    assert loaded["architecture"] == "carn_1x3x64g4sw"
+
+
+def test_presets_exist_for_all_architectures():
+    from s2sr.training.models import ARCHITECTURES
+
+    for name in ARCHITECTURES:
+        assert preset(name).arch == name
+    with pytest.raises(ValueError, match="no preset 'nope'"):
+        preset("nope")
+
+
+def test_config_files_and_overrides(tmp_path):
+    (tmp_path / "c.toml").write_text('arch = "esrgan_3x64x32"\nsteps = 7\n[gan]\nenabled = true\n')
+    (tmp_path / "c.yaml").write_text("arch: esrgan_3x64x32\nsteps: 7\ngan:\n  enabled: true\n")
+    from s2sr.training.train import load_config_file
+
+    a = config_from_dict(load_config_file(tmp_path / "c.toml"))
+    b = config_from_dict(load_config_file(tmp_path / "c.yaml"))
+    assert a == b and a.gan.enabled and a.steps == 7
+    c = apply_overrides(a, ["steps=9", "gan.weight=0.01", "bf16=true", "noise_dn=1,2,3,4,5,6,7,8,9,10"])
+    assert (c.steps, c.gan.weight, c.bf16, c.noise_dn[9]) == (9, 0.01, True, 10.0)
+    with pytest.raises(ValueError, match="unknown training config keys \\['stpes'\\]"):
+        config_from_dict({"stpes": 3})
+    with pytest.raises(ValueError, match="unknown gan config key 'wieght'"):
+        apply_overrides(a, ["gan.wieght=1"])
+    with pytest.raises(ValueError, match="multiple of 8"):
+        TrainConfig(patch=12)
+
+
+def test_cli_runs_two_steps(tmp_path, wald_cache, capsys):
+    assert main(["--preset", "carn_1x3x64g4sw", "--out", str(tmp_path / "cli"), "--set", "steps=2", "--set", "batch_size=1",
+                 "--set", "patch=8", "--set", f"data_cache={wald_cache}", "--set", "val_every=2",
+                 "--export", str(tmp_path / "cli.pt")]) == 0
+    assert s2sr_udf.read_metadata(tmp_path / "cli.pt")["training"]["steps"] == 2
