@@ -42,6 +42,10 @@ def build_metadata(model: SuperResolver, arch: str, training: Optional[Dict[str,
         "input_scaling": {"scale": REFLECTANCE_SCALE, "offset": 0.0, "units": "reflectance x 10000 (L2A digital numbers)"},
         "normalization": {"mean": list(MEAN), "std": list(STD), "space": "reflectance"},
         "global_skip": "bicubic" if model.global_skip else "none",
+        "hard_constraint": {"enabled": model.hard_constraint, "radius": model.constraint.radius,
+                            "iterations": model.constraint.iterations,
+                            "note": "low-frequency hard constraint: the output re-degraded by each band's MTF blur "
+                                    "and decimation x2 reproduces the 10 m-grid input"},
         "nodata": {"input": "NaN", "int16_output": INT16_NODATA},
         "training": training or {"trained": False, "note": "untrained export"},
         "package_version": s2sr.__version__,
@@ -90,17 +94,20 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="training checkpoint with a 'model' state dict")
     parser.add_argument("--out", type=Path, required=True, help="output folder; writes <arch>.pt and manifest.json")
     parser.add_argument("--no-skip", action="store_true", help="export without the bicubic global skip")
+    parser.add_argument("--hard-constraint", action="store_true", help="add the low-frequency hard constraint layer")
+    parser.add_argument("--name", help="file stem (default: the architecture name)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    model = build_model(args.arch, global_skip=not args.no_skip, zero_init_last=args.checkpoint is None)
+    model = build_model(args.arch, global_skip=not args.no_skip, zero_init_last=args.checkpoint is None,
+                        hard_constraint=args.hard_constraint)
     training = None
     if args.checkpoint:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         training = state.get("summary", {"trained": True})
-    meta = export(model, args.arch, args.out / f"{args.arch}.pt", training)
-    write_manifest(args.out, default=args.arch if not (args.out / f"{DEFAULT_MODEL}.pt").exists() else DEFAULT_MODEL)
+    meta = export(model, args.arch, args.out / f"{args.name or args.arch}.pt", training)
+    write_manifest(args.out, default=args.name or args.arch if not (args.out / f"{DEFAULT_MODEL}.pt").exists() else DEFAULT_MODEL)
     print(json.dumps({k: meta[k] for k in ("architecture", "factor", "margin", "parameters")}))
     return 0
 

@@ -50,6 +50,7 @@ class GANConfig:
 class TrainConfig:
     arch: str = "carn_3x3x64g4sw"
     global_skip: bool = True
+    hard_constraint: bool = False  # train with the low-frequency hard constraint layer on
     steps: int = 4000
     batch_size: int = 8
     patch: int = 32  # input pixels (40 m in the Wald pairs); the target is 2x
@@ -250,7 +251,8 @@ class Trainer:
         np.random.seed(cfg.seed)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.model = build_model(cfg.arch, global_skip=cfg.global_skip, zero_init_last=cfg.global_skip)
+        self.model = build_model(cfg.arch, global_skip=cfg.global_skip, zero_init_last=cfg.global_skip,
+                                 hard_constraint=cfg.hard_constraint)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.opt, T_0=cfg.restart_period, eta_min=cfg.lr_min)
         self.disc: Optional[UNetDiscriminatorSN] = None
@@ -406,15 +408,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def export_checkpoint(checkpoint: Path, path: Path) -> Dict[str, Any]:
-    """TorchScript weights (with metadata) from a training checkpoint."""
+def export_checkpoint(checkpoint: Path, path: Path, hard_constraint: Optional[bool] = None) -> Dict[str, Any]:
+    """TorchScript weights (with metadata) from a training checkpoint.
+
+    ``hard_constraint`` adds (True) or removes (False) the low-frequency hard constraint layer,
+    which has no trained parameters; None keeps the training setting.
+    """
     from .export import export
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    cfg = config_from_dict(state["config"])
-    model = build_model(cfg.arch, global_skip=cfg.global_skip)
+    cfg = config_from_dict({k: v for k, v in state["config"].items() if k in {f.name for f in fields(TrainConfig)}})
+    constraint = cfg.hard_constraint if hard_constraint is None else hard_constraint
+    model = build_model(cfg.arch, global_skip=cfg.global_skip, hard_constraint=constraint)
     model.load_state_dict(state["model"])
-    return export(model, cfg.arch, path, state["summary"])
+    summary = dict(state["summary"], hard_constraint=constraint)
+    return export(model, cfg.arch, path, summary)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Dict, Union
 
 from torch import nn
 
-from ..bands import BANDS, MEAN, REFLECTANCE_SCALE, STD
+from ..bands import BANDS, MEAN, MTF_NYQUIST, REFLECTANCE_SCALE, STD
 from .carn import CARN, CARNConfig
 from .rrdbnet import RRDBConfig, RRDBNet
 from .wrapper import SuperResolver
@@ -51,23 +51,25 @@ def build_backbone(cfg: Config) -> nn.Module:
     return CARN(cfg) if isinstance(cfg, CARNConfig) else RRDBNet(cfg)
 
 
-def build_model(name: str, global_skip: bool = True, zero_init_last: bool = False) -> SuperResolver:
+def build_model(name: str, global_skip: bool = True, zero_init_last: bool = False, hard_constraint: bool = False) -> SuperResolver:
     """The exportable model for a named architecture, ten S2 bands, factor 2.
 
     ``zero_init_last`` zeroes the backbone's last conv so that, with the global skip, the
     untrained model is exactly bicubic upsampling (a sane start for fine-tuning).
     """
-    return build_model_from_config(get_config(name), global_skip, zero_init_last)
+    return build_model_from_config(get_config(name), global_skip, zero_init_last, hard_constraint)
 
 
-def build_model_from_config(cfg: Config, global_skip: bool = True, zero_init_last: bool = False) -> SuperResolver:
+def build_model_from_config(cfg: Config, global_skip: bool = True, zero_init_last: bool = False,
+                            hard_constraint: bool = False) -> SuperResolver:
     """As ``build_model`` for any config (e.g. a slim variant for tests)."""
     backbone = build_backbone(cfg)
     if zero_init_last:
         last = backbone.last_conv()
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-    return SuperResolver(backbone, cfg.factor, MEAN, STD, REFLECTANCE_SCALE, global_skip)
+    mtf = [MTF_NYQUIST[b] for b in BANDS]
+    return SuperResolver(backbone, cfg.factor, MEAN, STD, REFLECTANCE_SCALE, global_skip, hard_constraint, mtf)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -79,6 +79,9 @@ def receptive_field(model: nn.Module) -> ReceptiveField:
         skip_out = _upscale(BICUBIC_RADIUS_IN, rf.factor)
         if skip_out > rf.radius_out_px:
             rf = ReceptiveField(rf.radius_lr_px, skip_out, math.ceil(skip_out / rf.factor), rf.factor)
+    if isinstance(model, SuperResolver) and model.hard_constraint:
+        out = rf.radius_out_px + model.constraint.radius_out_px()
+        rf = ReceptiveField(rf.radius_lr_px, out, math.ceil(out / rf.factor), rf.factor)
     return rf
 
 

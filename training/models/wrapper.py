@@ -5,19 +5,24 @@
 ``[B, bands, H, W] -> [B, bands, factor*H, factor*W]``, float32 in and out.  Inside, as
 CESBIO's models do: reflectance = DN / scale, per band (r - mean) / std, the backbone, and
 the inverse on the output.  With ``global_skip`` the bicubic upsampling of the normalised
-input is added to the backbone's output (no parameters; the net learns the residual).
+input is added to the backbone's output (no parameters; the net learns the residual).  With ``hard_constraint``
+a final ``LowFrequencyConstraint`` makes the output, re-degraded by each band's MTF blur and
+decimation, reproduce the input (see ``constraint.py``).
 """
 
-from typing import Final, Sequence
+from typing import Final, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .constraint import LowFrequencyConstraint
+
 
 class SuperResolver(nn.Module):
     factor: Final[int]
     global_skip: Final[bool]
+    hard_constraint: Final[bool]
 
     def __init__(
         self,
@@ -27,6 +32,8 @@ class SuperResolver(nn.Module):
         std: Sequence[float],
         scale: float = 10000.0,
         global_skip: bool = True,
+        hard_constraint: bool = False,
+        mtf: Optional[Sequence[float]] = None,
     ) -> None:
         super().__init__()
         if len(mean) != len(std):
@@ -37,6 +44,10 @@ class SuperResolver(nn.Module):
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("scale", torch.tensor(float(scale)))
+        # the low-frequency hard constraint (radiometric faithfulness by construction); always
+        # built (TorchScript needs a fixed module tree), applied only when enabled
+        self.hard_constraint = bool(hard_constraint)
+        self.constraint = LowFrequencyConstraint(mtf if mtf is not None else [0.3] * len(mean), self.factor)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """DN -> normalised units, [B, C, H, W]."""
@@ -51,6 +62,8 @@ class SuperResolver(nn.Module):
         y = self.backbone(z)
         if self.global_skip:
             y = y + F.interpolate(z, scale_factor=float(self.factor), mode="bicubic", align_corners=False)
+        if self.hard_constraint:
+            y = self.constraint(y, z)
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

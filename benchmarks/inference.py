@@ -1,0 +1,346 @@
+"""Inference benchmark: the s2sr UDF path beside the reference runtime (onnxruntime) and eager torch.
+
+Same weights (the shipped default), same windows, in one run, alternating:
+
+  (a) ``udf``: the UDF as a backend runs it (window in, 2x window out, overlap included, the
+      cached model, the UDF's default precision), called like the Python-Jep runtime;
+  (b) ``onnxruntime``: the same weights exported to ONNX, run by onnxruntime on the CPU with the
+      reference tool's settings (intra/inter-op threads = threads, deterministic compute);
+  (c) ``eager``: the bare network in torch eager FP32, for context.
+
+Each measurement runs in its own subprocess (clean thread settings, its own peak RSS).
+Throughput counts the useful output pixels of a window (the part the backend keeps: 2 x size
+per axis, size = window - 2 x overlap), 10 bands each.  Also reported: FLOPs per output pixel,
+the measured peak of a large FP32 matmul per thread count and the fraction of it reached,
+one-time costs (model load, ONNX export), the UDF path's error against FP32 eager on the
+sample scene and its PSNR drop on the held-out Wald test split, and the extrapolated time for a
+full 10980 x 10980 tile.
+
+    python benchmarks/inference.py [--quick] [--json] [--out docs/benchmarks.md]
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+TILE_PX = 10980  # a full Sentinel-2 tile at 10 m
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ----------------------------------------------------------------------------- worker side
+
+def _sample_window(window: int):
+    """A [1, 10, window, window] float32 DN cube from the shipped sample scene (reflected if larger)."""
+    import numpy as np
+    import rasterio
+    import torch
+
+    from s2sr.training.degradation import cubic_upsample
+
+    data = Path(__import__("s2sr").__file__).with_name("sample_data")
+    with rasterio.open(data / "s2_10m.tif") as a, rasterio.open(data / "s2_20m.tif") as b:
+        b10, b20 = a.read().astype("float32"), b.read().astype("float32")
+    b20 = cubic_upsample(torch.from_numpy(b20)[None], 2, border="gdal")[0].numpy()
+    cube = np.concatenate([b10, b20])
+    reps = math.ceil(window / cube.shape[-1])
+    if reps > 1:
+        cube = np.pad(cube, ((0, 0), (0, cube.shape[1] * (reps - 1)), (0, cube.shape[2] * (reps - 1))), mode="reflect")
+    return np.ascontiguousarray(cube[None, :, :window, :window])
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    import numpy as np
+    import torch
+
+    threads, window, reps, path = spec["threads"], spec["window"], spec["reps"], spec["path"]
+    torch.set_num_threads(threads)
+    x = _sample_window(window)
+    t0 = time.perf_counter()
+    if path == "udf":
+        import xarray
+        from openeo.udf import XarrayDataCube
+        from openeo.udf.run_code import load_module_from_string
+
+        from s2sr.udf import udf_source
+
+        module = load_module_from_string(udf_source())
+        cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"),
+                                               coords={"bands": ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]}))
+        ctx = {"overlap": spec["overlap"], "threads": threads}
+        run = lambda: module["apply_datacube"](cube, ctx).get_array().values  # noqa: E731
+        module["load_model"](ctx)
+    elif path == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = threads
+        opts.use_deterministic_compute = True
+        session = ort.InferenceSession(spec["onnx"], sess_options=opts, providers=["CPUExecutionProvider"])
+        run = lambda: session.run(None, {"input": x})[0]  # noqa: E731
+    elif path == "eager":
+        model = _eager_model(spec["weights"])
+        xt = torch.from_numpy(x)
+
+        def run():
+            with torch.inference_mode():
+                return model(xt).numpy()
+    elif path == "peak":
+        n = 4096
+        a, b = torch.rand(n, n), torch.rand(n, n)
+        torch.mm(a, b)
+        t = time.perf_counter()
+        for _ in range(3):
+            torch.mm(a, b)
+        return {"gflops": 3 * 2 * n**3 / (time.perf_counter() - t) / 1e9}
+    else:
+        raise ValueError(path)
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    run()  # warm-up (first-call costs counted apart)
+    first_s = time.perf_counter() - t1
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return {"load_s": load_s, "first_s": first_s, "s": statistics.median(times), "peak_rss_gib": _peak_rss_gib()}
+
+
+def _eager_model(weights: str):
+    import torch
+
+    from s2sr.training.models import build_model
+    from s2sr.udf import s2sr_udf
+
+    meta = s2sr_udf.read_metadata(weights)
+    model = build_model(meta["architecture"], global_skip=meta.get("global_skip", "bicubic") == "bicubic")
+    model.load_state_dict(torch.jit.load(weights).state_dict())
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- parent side
+
+def _spawn(spec: Dict[str, Any]) -> Dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec.get("threads", 1)))
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env, check=False)
+    if out.returncode:
+        raise RuntimeError(f"worker {spec} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def export_onnx(weights: str, folder: Path) -> Dict[str, Any]:
+    import torch
+
+    model = _eager_model(weights)
+    path = folder / "model.onnx"
+    t = time.perf_counter()
+    x = torch.rand(1, 10, 64, 64) * 3000
+    torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}, "output": {0: "b", 2: "H", 3: "W"}})
+    return {"path": str(path), "export_s": time.perf_counter() - t}
+
+
+def flops_per_output_pixel(weights: str) -> float:
+    """Multiply-adds x 2 of every conv, per output pixel, counted with forward hooks."""
+    import torch
+
+    model = _eager_model(weights)
+    total = [0]
+
+    def hook(mod, inp, out):
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        total[0] += 2 * out.numel() * (mod.in_channels // mod.groups) * k
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(hook)
+    with torch.inference_mode():
+        y = model(torch.rand(1, 10, 64, 64) * 3000)
+    return total[0] / (y.shape[-1] * y.shape[-2])
+
+
+def accuracy(weights: str) -> Dict[str, float]:
+    """UDF path vs FP32 eager: max |diff| on the sample scene; PSNR drop on the Wald test split."""
+    import numpy as np
+    import torch
+    import xarray
+    from openeo.udf import XarrayDataCube
+    from openeo.udf.run_code import load_module_from_string
+
+    from s2sr.training.data.wald import build_wald_split
+    from s2sr.training.metrics import psnr_per_band
+    from s2sr.udf import udf_source
+
+    module = load_module_from_string(udf_source())
+    eager = _eager_model(weights)
+
+    def both(x):
+        cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x")))
+        a = module["apply_datacube"](cube, {"weights": weights}).get_array().values
+        with torch.inference_mode():
+            b = eager(torch.from_numpy(x)).numpy()
+        return a, b
+
+    a, b = both(_sample_window(256))
+    m = 21
+    inner = (Ellipsis, slice(2 * m, -2 * m), slice(2 * m, -2 * m))  # away from the border padding
+    max_abs = float(np.abs(a[inner] - b[inner]).max() / 10000.0)
+    x, ref = build_wald_split("test")
+    a, b = both(x[None].numpy())
+    r = ref.numpy() / 10000.0
+    drop = float(np.mean(psnr_per_band(b[0] / 10000.0, r)) - np.mean(psnr_per_band(a[0] / 10000.0, r)))
+    return {"max_abs_reflectance_vs_fp32": max_abs, "psnr_drop_db_vs_fp32": drop}
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    from s2sr.udf import s2sr_udf
+
+    weights = str(s2sr_udf.resolve_weights({}))
+    meta = s2sr_udf.read_metadata(weights)
+    margin = meta["margin"]
+    windows = [256] if args.quick else [128, 256, 512]
+    threads = [2] if args.quick else [1, 2]
+    reps = 1 if args.quick else 3
+    rounds = 1 if args.quick else 2
+    tmp = Path(tempfile.mkdtemp(prefix="s2sr-bench-"))
+    onnx = export_onnx(weights, tmp)
+    result: Dict[str, Any] = {"cpu": cpu_model(), "machine": platform.machine(), "weights": Path(weights).name,
+                              "architecture": meta["architecture"], "margin_px": margin, "onnx_export_s": onnx["export_s"],
+                              "flops_per_output_pixel": flops_per_output_pixel(weights), "rows": []}
+    result["peak_gflops"] = {t: _spawn({"path": "peak", "threads": t, "window": 0, "reps": 0})["gflops"] for t in threads}
+    for w in windows:
+        size = w - 2 * margin
+        for t in threads:
+            per_path: Dict[str, List[Dict[str, Any]]] = {"udf": [], "onnxruntime": [], "eager": []}
+            for _ in range(rounds):  # alternate the paths, several rounds: shared machines are noisy
+                for path in per_path:
+                    spec = {"path": path, "threads": t, "window": w, "reps": reps, "overlap": margin,
+                            "onnx": onnx["path"], "weights": weights}
+                    per_path[path].append(_spawn(spec))
+            out_px = (2 * size) ** 2
+            for path, runs in per_path.items():
+                s = min(r["s"] for r in runs)
+                windows_per_tile = math.ceil(TILE_PX / size) ** 2
+                result["rows"].append({
+                    "path": path, "window": w, "size": size, "threads": t, "s_per_window": s,
+                    "mpix_per_s": out_px / s / 1e6, "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+                    "load_s": min(r["load_s"] for r in runs), "first_call_s": min(r["first_s"] for r in runs),
+                    "full_tile_minutes": windows_per_tile * s / 60,
+                })
+    acc = accuracy(weights)
+    result.update(acc)
+    default = next(r for r in result["rows"] if r["path"] == "udf" and r["window"] == 256 and r["threads"] == max(threads))
+    ref = next(r for r in result["rows"] if r["path"] == "onnxruntime" and r["window"] == 256 and r["threads"] == max(threads))
+    one_core = [r for r in result["rows"] if r["path"] == "udf" and r["window"] == 256 and r["threads"] == 1]
+    flops = result["flops_per_output_pixel"]
+    result["summary"] = {
+        "mpix_per_s": default["mpix_per_s"],
+        "onnxruntime_mpix_per_s": ref["mpix_per_s"],
+        "speedup_vs_onnxruntime": default["mpix_per_s"] / ref["mpix_per_s"],
+        "peak_fraction": default["mpix_per_s"] * 1e6 * flops / (result["peak_gflops"][max(threads)] * 1e9),
+        "full_tile_minutes_1core": one_core[0]["full_tile_minutes"] if one_core else None,
+        "full_tile_minutes_2cores": default["full_tile_minutes"] if max(threads) == 2 else None,
+        "peak_memory_gib": default["peak_rss_gib"],
+        "onnxruntime_peak_memory_gib": ref["peak_rss_gib"],
+        "psnr_drop_db_vs_fp32": acc["psnr_drop_db_vs_fp32"],
+        "threads": max(threads), "window": 256, "cpu": result["cpu"],
+    }
+    return result
+
+
+def to_markdown(res: Dict[str, Any], command: str) -> str:
+    s = res["summary"]
+    lines = [
+        "# Inference benchmark", "",
+        f"Command: `{command}`  ", f"CPU: {res['cpu']} ({res['machine']}); weights `{res['weights']}` "
+        f"({res['architecture']}, margin {res['margin_px']} px); {res['flops_per_output_pixel'] / 1e6:.2f} MFLOP per output pixel.", "",
+        "Large FP32 matmul peak: " + ", ".join(f"{t} thread(s) {g:.0f} GFLOP/s" for t, g in res["peak_gflops"].items()) + ".", "",
+        "| path | window (size) | threads | s / window | output MP/s | peak RSS GiB | load s | first call s | full tile min |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res["rows"]:
+        lines.append(f"| {r['path']} | {r['window']} ({r['size']}) | {r['threads']} | {r['s_per_window']:.2f} | {r['mpix_per_s']:.4f} | "
+                     f"{r['peak_rss_gib']:.2f} | {r['load_s']:.2f} | {r['first_call_s']:.2f} | {r['full_tile_minutes']:.0f} |")
+    lines += [
+        "", f"ONNX export (one-time): {res['onnx_export_s']:.1f} s.", "",
+        f"At the default window (256 px, {s['threads']} threads): UDF path {s['mpix_per_s']:.4f} MP/s, onnxruntime "
+        f"{s['onnxruntime_mpix_per_s']:.4f} MP/s, ratio **{s['speedup_vs_onnxruntime']:.2f}x**; {100 * s['peak_fraction']:.0f} % of the "
+        f"FP32 matmul peak; peak memory {s['peak_memory_gib']:.2f} GiB (onnxruntime {s['onnxruntime_peak_memory_gib']:.2f} GiB); "
+        f"full 10980 x 10980 tile: {s['full_tile_minutes_1core'] or float('nan'):.0f} min on 1 core, "
+        f"{s['full_tile_minutes_2cores'] or float('nan'):.0f} min on 2.",
+        f"UDF path vs FP32 eager: max |diff| {res['max_abs_reflectance_vs_fp32']:.2e} reflectance on the sample scene, "
+        f"PSNR drop {res['psnr_drop_db_vs_fp32']:+.3f} dB on the held-out Wald test split.",
+        "", "![benchmark](benchmarks.png)", "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(res: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (p, t), marker in zip([(p, t) for p in ("udf", "onnxruntime", "eager") for t in sorted(res["peak_gflops"])], "osv^<>"):
+        rows = [r for r in res["rows"] if r["path"] == p and r["threads"] == t]
+        ax.plot([r["window"] for r in rows], [r["mpix_per_s"] for r in rows], marker=marker, label=f"{p}, {t} thread(s)")
+    ax.set_xlabel("input window (px, overlap included)")
+    ax.set_ylabel("output MP/s (10 bands)")
+    ax.set_title(res["cpu"], fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: List[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one window, 2 threads, one round (< 2 minutes)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--out", type=Path, help="write a markdown report (and a plot beside it)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    res = run(args)
+    command = "python benchmarks/inference.py" + (" --quick" if args.quick else "")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(to_markdown(res, command))
+        plot(res, args.out.with_suffix(".png"))
+        (args.out.with_suffix(".json")).write_text(json.dumps(res, indent=1) + "\n")
+    print(to_markdown(res, command))
+    if args.json:
+        print(json.dumps(res["summary"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
