@@ -2,6 +2,7 @@
 config files and overrides, export of a checkpoint."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +109,13 @@ def test_cli_runs_two_steps(tmp_path, wald_cache, capsys):
                  "--set", "patch=8", "--set", f"data_cache={wald_cache}", "--set", "val_every=2",
                  "--export", str(tmp_path / "cli.pt")]) == 0
     assert s2sr_udf.read_metadata(tmp_path / "cli.pt")["training"]["steps"] == 2
+
+
+def test_warm_start_from_exported_weights(tmp_path, wald_cache):
+    first = Trainer(_cfg(tmp_path / "a", wald_cache))
+    first.fit(progress=False)
+    export_checkpoint(Path(first.out) / "last.pt", tmp_path / "w.pt")
+    second = Trainer(_cfg(tmp_path / "b", wald_cache, init_from=str(tmp_path / "w.pt")))
+    assert second.step == 0
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        torch.testing.assert_close(a, b)

@@ -66,6 +66,7 @@ class TrainConfig:
     val_every: int = 200
     data_cache: str = "runs/wald_pairs.npz"
     out: str = "runs/default"
+    init_from: str = ""  # warm start: exported TorchScript weights or a checkpoint (fresh optimiser)
     gan: GANConfig = field(default_factory=GANConfig)
 
     def __post_init__(self) -> None:
@@ -264,6 +265,8 @@ class Trainer:
         self.best: Dict[str, Any] = {"metric": None, "value": math.inf, "step": -1}
         self.wall = 0.0
         self._load_data()
+        if cfg.init_from and not (self.out / "last.pt").exists():
+            self._warm_start(Path(cfg.init_from))
         self._resume()
 
     def _load_data(self) -> None:
@@ -282,6 +285,15 @@ class Trainer:
             state["disc"] = self.disc.state_dict()
             state["disc_opt"] = self.disc_opt.state_dict()
         return state
+
+    def _warm_start(self, path: Path) -> None:
+        """Model weights from exported TorchScript weights (committed between sessions) or a checkpoint."""
+        try:
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except RuntimeError:  # not TorchScript: a training checkpoint
+            state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        self.model.load_state_dict({k: v for k, v in state.items() if not k.startswith("constraint.")})
+        print(f"warm start from {path}")
 
     def _resume(self) -> None:
         last = self.out / "last.pt"
