@@ -58,3 +58,38 @@ def test_manifest_checksum_is_verified(tmp_path):
     shutil.copy(other, folder / "carn_1x3x64g4sw.pt")  # same format, different bytes
     with pytest.raises(ValueError, match="fails its checksum"):
         s2sr_udf.load_model({"weights_dir": str(folder)})
+
+
+def _archive_dir(folder, slim_weights, name="carn_3x3x64g4sw"):
+    folder.mkdir(parents=True)
+    shutil.copy(slim_weights, folder / f"{name}.pt")
+    write_manifest(folder, default=name)
+    return folder
+
+
+def test_empty_context_prefers_the_dependency_archive_folder(tmp_path, monkeypatch, slim_weights):
+    """On a backend, udf-dependency-archives unpacks to ./s2sr_weights: used before the package's copy."""
+    _archive_dir(tmp_path / "s2sr_weights", slim_weights)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("S2SR_WEIGHTS_DIR", raising=False)
+    assert s2sr_udf.resolve_weights({}) == tmp_path / "s2sr_weights" / "carn_3x3x64g4sw.pt"
+    _, meta, _ = s2sr_udf.load_model({})
+    assert meta["architecture"].endswith("_test")  # the slim test weights, not the packaged ones
+
+
+def test_env_and_context_folders_come_first(tmp_path, monkeypatch, slim_weights):
+    env = _archive_dir(tmp_path / "env", slim_weights, "mine")
+    monkeypatch.setenv("S2SR_WEIGHTS_DIR", str(env))
+    assert s2sr_udf.resolve_weights({"model": "mine"}) == env / "mine.pt"
+    assert s2sr_udf.resolve_weights({}) == env / "mine.pt"  # the manifest's default
+    ctx_dir = _archive_dir(tmp_path / "ctx", slim_weights, "mine")
+    assert s2sr_udf.resolve_weights({"model": "mine", "weights_dir": str(ctx_dir)}) == ctx_dir / "mine.pt"
+
+
+def test_without_archive_the_installed_package_is_used(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("S2SR_WEIGHTS_DIR", raising=False)
+    from s2sr.udf import default_weights_dir
+
+    assert s2sr_udf.resolve_weights({}) == default_weights_dir() / "carn_3x3x64g4sw.pt"
+    assert s2sr_udf._package_weights_dir() == default_weights_dir()  # found without importing s2sr
