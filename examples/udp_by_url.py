@@ -1,0 +1,107 @@
+"""Use the public s2sr UDP from another process graph, by its URL.
+
+A UDP registered with ``s2sr-deploy register --public`` has a public URL (the ``canonical``
+link the backend returns, ``.../processes/u:<user>/sentinel2_superresolution``).  Any openEO
+user on that backend can call it by URL as the process's ``namespace``, without installing
+s2sr, and keep processing its output (here: an optional NDVI at 5 m)::
+
+    python examples/udp_by_url.py --backend https://openeo.dataspace.copernicus.eu \\
+        --udp-url https://openeo.dataspace.copernicus.eu/openeo/1.2/processes/u:USER/sentinel2_superresolution \\
+        --bbox 5.05 51.21 5.08 51.23 --dates 2023-06-01 2023-06-15 [--ndvi] [--run --out results/]
+
+Without ``--run`` it prints the process graph (no login, nothing executes).  With ``--run`` it
+logs in (OIDC), starts a batch job and downloads the results.  The job options carry the
+weights archive (``udf-dependency-archives``): taken from the UDP's ``default_job_options``,
+or from its weights link where the backend does not keep job options, or from ``--weights-url``.
+
+Needs only the ``openeo`` client.
+"""
+
+import argparse
+import json
+from typing import Any, Dict, List, Optional, Sequence
+
+import openeo
+import requests
+from openeo.rest.datacube import DataCube
+
+UDP_ID = "sentinel2_superresolution"
+WEIGHTS_DIR = "s2sr_weights"  # the folder the UDF looks in; the archive URL's #fragment
+
+
+def superresolved(connection: openeo.Connection, udp_url: str, spatial_extent: Dict[str, Any],
+                  temporal_extent: Sequence[str], product: str = "SENTINEL2_L2A", **arguments: Any) -> DataCube:
+    """The UDP's output cube: the ten bands at 5 m over ``spatial_extent`` and ``temporal_extent``.
+
+    ``arguments``: further UDP parameters (``model``, ``output_dtype``, ``max_cloud_cover``,
+    ``radiometric_offset``).  The process is referenced by URL (``namespace=udp_url``); the
+    backend fetches its definition from there.
+    """
+    return connection.datacube_from_process(
+        UDP_ID, namespace=udp_url, spatial_extent=spatial_extent, temporal_extent=list(temporal_extent),
+        product=product, **arguments,
+    )
+
+
+def build(connection: openeo.Connection, udp_url: str, bbox: Sequence[float], dates: Sequence[str],
+          product: str = "SENTINEL2_L2A", ndvi: bool = False, output_format: str = "GTiff") -> DataCube:
+    """A whole graph using the UDP: super-resolve, optionally NDVI, save.  ``bbox``: W S E N (degrees)."""
+    west, south, east, north = bbox
+    extent = {"west": west, "south": south, "east": east, "north": north, "crs": "EPSG:4326"}
+    cube = superresolved(connection, udp_url, extent, dates, product=product)
+    if ndvi:
+        cube = cube.ndvi(nir="B08", red="B04")
+    return cube.save_result(format=output_format)
+
+
+def describe(udp_url: str, timeout: float = 30) -> Dict[str, Any]:
+    """The public UDP document (no login needed)."""
+    response = requests.get(udp_url, timeout=timeout)
+    response.raise_for_status()
+    return response.json()
+
+
+def job_options(udp: Dict[str, Any], weights_url: Optional[str] = None) -> Dict[str, Any]:
+    """Batch job options for the UDP: its ``default_job_options``, the weights archive from its
+    ``related`` zip link when the backend dropped them, or ``weights_url`` when given."""
+    options = dict(udp.get("default_job_options") or {})
+    archives: List[str] = list(options.get("udf-dependency-archives") or [])
+    if weights_url:
+        archives = [f"{weights_url}#{WEIGHTS_DIR}"]
+    elif not archives:
+        links = [link for link in udp.get("links") or [] if link.get("rel") == "related" and link.get("type") == "application/zip"]
+        archives = [f"{link['href']}#{WEIGHTS_DIR}" for link in links[:1]]
+    if archives:
+        options["udf-dependency-archives"] = archives
+    return options
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", required=True, help="openEO backend URL")
+    parser.add_argument("--udp-url", required=True, help="public URL of the sentinel2_superresolution UDP")
+    parser.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), required=True)
+    parser.add_argument("--dates", nargs=2, metavar=("START", "END"), required=True)
+    parser.add_argument("--product", default="SENTINEL2_L2A", choices=["SENTINEL2_L2A", "SENTINEL2_L1C"])
+    parser.add_argument("--ndvi", action="store_true", help="compute NDVI on the 5 m bands")
+    parser.add_argument("--weights-url", help="weights archive URL, if the UDP does not carry one")
+    parser.add_argument("--run", action="store_true", help="log in (OIDC), run a batch job, download results")
+    parser.add_argument("--out", default="s2sr_results", help="download folder for --run")
+    args = parser.parse_args(argv)
+
+    connection = openeo.connect(args.backend)
+    cube = build(connection, args.udp_url, args.bbox, args.dates, product=args.product, ndvi=args.ndvi)
+    if not args.run:
+        print(cube.to_json())
+        return 0
+    options = job_options(describe(args.udp_url), args.weights_url)
+    connection.authenticate_oidc()
+    job = cube.create_job(title="s2sr by URL", job_options=options)
+    job.start_and_wait()
+    job.get_results().download_files(args.out)
+    print(json.dumps({"job": job.job_id, "out": args.out}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
