@@ -1,0 +1,321 @@
+"""The ``s2sr`` command.
+
+``s2sr run``: the committed UDP (``deploy/sentinel2_superresolution.json``) on the local
+engine (``s2sr.deploy.local``).  With no arguments it super-resolves the shipped sample scene
+(L1C, whole extent) and writes to ``./s2sr_output/``:
+
+- ``sr_5m.tif``: the ten bands at 5 m (GeoTIFF, CRS, transform, band names);
+- ``bicubic_5m.tif``: the comparison product on the same grid, GDAL cubic upsampling of the
+  same 10 m input cube (the one the UDF's windows are cut from);
+- ``preview.png``: input | bicubic | SR, true colour (B04 B03 B02) and red edge (B07 B06 B05);
+- ``s2sr_run.json``: what ran (arguments, model, windows, seconds, files).
+
+Several dates give one set of products per date (``sr_5m_<date>.tif`` ...).  Products are
+written into a temporary folder beside ``--out`` and moved into place only when complete;
+an error leaves no output folder behind.
+
+``s2sr evaluate``: forwards to ``s2sr.training.evaluate.main``.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+DEFAULT_OUT = Path("s2sr_output")
+RUN_FILE = "s2sr_run.json"
+TRUE_COLOUR = ("B04", "B03", "B02")
+RED_EDGE = ("B07", "B06", "B05")
+REQUIRED_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+def _run_parser(prog: str = "s2sr run") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Run the s2sr openEO process (UDP) on the local engine. "
+                                "No arguments: the shipped sample scene, written to ./s2sr_output/.")
+    src = p.add_argument_group("input (default: the shipped sample scene, SENTINEL2_L1C)")
+    src.add_argument("--input", type=Path, metavar="FILE", help="GeoTIFF or NetCDF holding the ten bands")
+    src.add_argument("--input-10m", type=Path, metavar="FILE", help="GeoTIFF/NetCDF with B02 B03 B04 B08 (10 m)")
+    src.add_argument("--input-20m", type=Path, metavar="FILE", help="GeoTIFF/NetCDF with B05 B06 B07 B8A B11 B12 (20 m)")
+    src.add_argument("--date", help="acquisition date YYYY-MM-DD of an input file that carries none")
+    src.add_argument("--product", choices=["SENTINEL2_L2A", "SENTINEL2_L1C"],
+                     help="collection the input is registered as (default: L1C for the sample, L2A for --input)")
+    sel = p.add_argument_group("selection")
+    sel.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), help="output extent (default: the whole input)")
+    sel.add_argument("--bbox-crs", default="EPSG:4326", help="CRS of --bbox (default %(default)s)")
+    sel.add_argument("--temporal", nargs=2, metavar=("START", "END"), help="dates [START, END) (default: all dates of the input)")
+    sel.add_argument("--max-cloud-cover", type=float, help="skip dates with more cloud cover (percent; UDP default 50)")
+    udp = p.add_argument_group("processing")
+    udp.add_argument("--model", help="model name (the UDP's 'model' parameter; default: the UDP's default)")
+    udp.add_argument("--output-dtype", choices=["float32", "int16"], default="float32")
+    udp.add_argument("--radiometric-offset", type=float, help="added to DN before scaling (-1000 for baseline >= 04.00 products)")
+    udp.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
+    udp.add_argument("--workers", type=int, help="local threads running windows (default: the CPUs available)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default ./%(default)s/)")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _catalogue(args: argparse.Namespace):
+    """The catalogue and product id for the chosen input; bands checked up front."""
+    from s2sr.deploy import local
+
+    files = [args.input] if args.input else [f for f in (args.input_10m, args.input_20m) if f]
+    if not files:
+        return local.sample_catalogue(), args.product or local.SAMPLE_COLLECTION
+    product = args.product or "SENTINEL2_L2A"
+    catalogue = local.Catalogue()
+    try:
+        catalogue.register_files(product, files, date=args.date)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    missing = [b for b in REQUIRED_BANDS if b not in catalogue.bands(product)]
+    if missing:
+        raise CliError(f"the input lacks bands {missing} (it has {catalogue.bands(product)}; "
+                       f"s2sr needs {list(REQUIRED_BANDS)})")
+    return catalogue, product
+
+
+def _check_sources(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.input and (args.input_10m or args.input_20m):
+        parser.error("give either --input or --input-10m/--input-20m")
+    if bool(args.input_10m) != bool(args.input_20m):
+        parser.error("--input-10m and --input-20m go together")
+
+
+def udp_arguments(args: argparse.Namespace, catalogue, product: str) -> Dict[str, Any]:
+    """The UDP's arguments from the command line; extents default to the whole input."""
+    from s2sr.deploy import local
+
+    bbox = (local.collection_extent(catalogue, product) if args.bbox is None else
+            dict(zip(("west", "south", "east", "north"), args.bbox), crs=_crs_arg(args.bbox_crs)))
+    arguments: Dict[str, Any] = {
+        "product": product, "spatial_extent": bbox, "output_dtype": args.output_dtype,
+        "temporal_extent": list(args.temporal) if args.temporal else local.collection_dates(catalogue, product),
+    }
+    for name, value in (("model", args.model), ("max_cloud_cover", args.max_cloud_cover),
+                        ("radiometric_offset", args.radiometric_offset)):
+        if value is not None:
+            arguments[name] = value
+    return arguments
+
+
+def _crs_arg(text: str) -> Any:
+    return int(text) if text.isdigit() else text
+
+
+# --------------------------------------------------------------------------- products
+
+def bicubic_product(cube10, sr):
+    """GDAL cubic upsampling of the 10 m input cube onto the SR's grid (same shape, coords)."""
+    import xarray
+    from rasterio.warp import Resampling
+
+    from s2sr.deploy import local
+
+    lead = [d for d in cube10.dims if d not in ("y", "x")]
+    values = local.warp_array(cube10.transpose(*lead, "y", "x").values, local.cube_grid(cube10), local.cube_grid(sr),
+                              Resampling.cubic)
+    coords = {**{d: cube10[d].values for d in lead if d in cube10.coords}, "y": sr.y.values, "x": sr.x.values}
+    return xarray.DataArray(values, dims=lead + ["y", "x"], coords=coords, attrs=dict(sr.attrs)).transpose(*sr.dims)
+
+
+def _input_crop(cube10, sr):
+    """The 10 m input over the SR's extent (pixels whose centres fall inside it)."""
+    from s2sr.deploy import local
+
+    w, s, e, n = local.cube_grid(sr).bounds
+    extent = {"west": w, "south": s, "east": e, "north": n, "crs": sr.attrs["crs"]}
+    return local.filter_bbox({"data": cube10, "extent": extent}, None)
+
+
+def _rgb(cube, bands: Sequence[str], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    data = np.stack([cube.sel(bands=b).values for b in bands], axis=-1).astype(np.float32)
+    data = np.where(data <= -10000, np.nan, data)
+    return np.nan_to_num(np.clip((data - lo) / np.maximum(hi - lo, 1e-6), 0, 1), nan=0.0)
+
+
+def write_preview(cube10, bicubic, sr, path: Path, title: str = "") -> Path:
+    """PNG: rows true colour / red edge, columns input (10 m) | bicubic | SR (5 m).
+
+    One stretch per row (2nd-98th percentile of the bicubic per band) for all three panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from s2sr.deploy import local
+
+    w, s, e, n = local.cube_grid(sr).bounds
+    fig, axes = plt.subplots(2, 3, figsize=(12, 8.4), constrained_layout=True)
+    for row, bands in enumerate((TRUE_COLOUR, RED_EDGE)):
+        ref = np.stack([bicubic.sel(bands=b).values for b in bands], axis=-1)
+        ref = np.where(ref <= -10000, np.nan, ref)
+        lo, hi = np.nanpercentile(ref, 2, axis=(0, 1)), np.nanpercentile(ref, 98, axis=(0, 1))
+        for col, (name, cube) in enumerate((("input 10 m", cube10), ("bicubic 5 m", bicubic), ("s2sr 5 m", sr))):
+            ax = axes[row, col]
+            ax.imshow(_rgb(cube, bands, lo, hi), extent=(w, e, s, n), interpolation="nearest")
+            ax.set_title(f"{name}: {' '.join(bands)}", fontsize=10)
+            ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_products(execution, arguments: Dict[str, Any], folder: Path, dtype: str) -> List[str]:
+    """SR, bicubic and preview per date into ``folder``; returns the file names."""
+    from s2sr.deploy import local
+
+    sr = execution.result
+    cube10 = neighborhood_input(execution)
+    dates = [str(np.datetime64(t, "D")) for t in sr.t.values]
+    files = []
+    for i, date in enumerate(dates):
+        tag = "" if len(dates) == 1 else f"_{date}"
+        sr_i, in_i = sr.isel(t=i), cube10.isel(t=i)
+        bic_i = bicubic_product(in_i, sr_i)
+        local.to_geotiff(sr_i, folder / f"sr_5m{tag}.tif", dtype)
+        local.to_geotiff(bic_i, folder / f"bicubic_5m{tag}.tif", dtype)
+        write_preview(_input_crop(in_i, sr_i), bic_i, sr_i, folder / f"preview{tag}.png",
+                      f"{arguments['product']} {date}, model {model_name(arguments)}")
+        files += [f"sr_5m{tag}.tif", f"bicubic_5m{tag}.tif", f"preview{tag}.png"]
+    return files
+
+
+def neighborhood_input(execution):
+    """The cube the UDP's apply_neighborhood cut its windows from (the merged 10 m cube)."""
+    from s2sr.deploy.udp import load_udp_json
+
+    graph = load_udp_json()["process_graph"]
+    node = next(n for n in graph.values() if n["process_id"] == "apply_neighborhood")
+    return execution.results[node["arguments"]["data"]["from_node"]]
+
+
+# --------------------------------------------------------------------------- output folder
+
+def _check_out(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier s2sr output."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / RUN_FILE).is_file())):
+        raise CliError(f"{out} exists and is not an s2sr output folder: choose another --out")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place (replacing an earlier s2sr output)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(old / "previous")
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> Path:
+    from s2sr.deploy import local
+
+    out = args.out.resolve()
+    _check_out(out)
+    catalogue, product = _catalogue(args)
+    arguments = udp_arguments(args, catalogue, product)
+    engine = local.LocalEngine(catalogue, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    _say(args, f"s2sr: running the UDP on {product} (local engine)...")
+    try:
+        execution = engine.run_udp(arguments=arguments)
+    except (local.ProcessError, local.ParameterError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output folder should not be
+    try:
+        files = write_products(execution, arguments, tmp, args.output_dtype)
+        _write_run_file(tmp, args, arguments, execution, files)
+        _publish(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _say(args, f"s2sr: wrote {', '.join(files)} to {out} in {execution.seconds:.1f} s")
+    return out
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def model_name(arguments: Dict[str, Any]) -> str:
+    """The model a run uses: its argument, else the UDP's default."""
+    from s2sr.deploy.udp import load_udp_json
+
+    if arguments.get("model"):
+        return str(arguments["model"])
+    return next(p.get("default", "?") for p in load_udp_json()["parameters"] if p["name"] == "model")
+
+
+def _write_run_file(folder: Path, args, arguments: Dict[str, Any], execution, files: List[str]) -> None:
+    import s2sr
+
+    inputs = [str(p) for p in (args.input, args.input_10m, args.input_20m) if p] or ["s2sr sample scene"]
+    record = {"s2sr": s2sr.__version__, "udp": "sentinel2_superresolution", "arguments": arguments,
+              "model": model_name(arguments), "inputs": inputs,
+              "seconds": round(execution.seconds, 2), "stats": execution.stats, "files": files,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (folder / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- entry point
+
+USAGE = """usage: s2sr {run,evaluate} ...
+
+  run       super-resolve with the openEO UDP on the local engine (no arguments: the sample scene)
+  evaluate  per-band metrics vs bicubic on the held-out Wald split
+
+s2sr COMMAND --help for a command's options."""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "evaluate":
+        from s2sr.training.evaluate import main as evaluate_main
+
+        return evaluate_main(rest)
+    if command != "run":
+        print(f"{USAGE}\n\ns2sr: error: unknown command {command!r}", file=sys.stderr)
+        return 2
+    parser = _run_parser()
+    args = parser.parse_args(rest)
+    _check_sources(args, parser)
+    try:
+        run(args)
+    except CliError as exc:
+        print(f"s2sr run: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
