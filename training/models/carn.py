@@ -117,3 +117,8 @@ class CARN(nn.Module):
 
     def last_conv(self) -> nn.Conv2d:
         return self.tail
+
+    @torch.jit.export
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the trunk runs in (bf16 after ``.to(torch.bfloat16)`` for the fast path)."""
+        return self.head.weight.dtype

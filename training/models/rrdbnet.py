@@ -79,3 +79,8 @@ class RRDBNet(nn.Module):
 
     def last_conv(self) -> nn.Conv2d:
         return self.conv_last
+
+    @torch.jit.export
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the trunk runs in (bf16 after ``.to(torch.bfloat16)`` for the fast path)."""
+        return self.conv_first.weight.dtype

@@ -58,8 +58,12 @@ class SuperResolver(nn.Module):
         return (z * self.std + self.mean) * self.scale
 
     def forward_normalized(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised [B, C, H, W] -> normalised [B, C, f*H, f*W] (what training optimises)."""
-        y = self.backbone(z)
+        """Normalised [B, C, H, W] -> normalised [B, C, f*H, f*W] (what training optimises).
+
+        The backbone runs in its own dtype (a bf16 copy on the fast inference path); the
+        normalisation, the skip and the constraint stay in the input's precision (float32).
+        """
+        y = self.backbone(z.to(self.backbone.compute_dtype())).to(z.dtype)
         if self.global_skip:
             y = y + F.interpolate(z, scale_factor=float(self.factor), mode="bicubic", align_corners=False)
         if self.hard_constraint:

@@ -1,0 +1,66 @@
+"""Reduced-precision paths of the UDF: bf16 trunk, channels-last; the chunking contract holds
+within the path's own error against FP32."""
+
+import numpy as np
+import pytest
+
+from s2sr.deploy.neighborhood import apply_neighborhood
+from s2sr_testing import make_cube, run_local
+
+
+@pytest.fixture(scope="module")
+def cube():
+    c = make_cube(44, 40, seed=21)
+    c.values[0, 2, 10:14, 30:35] = np.nan
+    return c
+
+
+def test_bf16_close_to_fp32_and_nodata_identical(udf_code, slim_weights, cube):
+    ctx = {"weights": str(slim_weights)}
+    fp32 = run_local(udf_code, cube, {**ctx, "precision": "fp32"}).values
+    bf16 = run_local(udf_code, cube, {**ctx, "precision": "bf16"}).values
+    assert np.array_equal(np.isnan(fp32), np.isnan(bf16))
+    err = np.nanmax(np.abs(bf16 - fp32)) / 10000.0
+    assert 0 < err < 0.01  # really a different path, and a bounded error (reflectance)
+
+
+def test_bf16_chunking_within_its_own_error(udf_code, slim_weights, slim_margin, cube):
+    ctx = {"weights": str(slim_weights), "precision": "bf16"}
+    whole = run_local(udf_code, cube, ctx).values
+    fp32 = run_local(udf_code, cube, {**ctx, "precision": "fp32"}).values
+    own_error = np.nanmax(np.abs(whole - fp32))
+    chunked = apply_neighborhood(cube, lambda w: run_local(udf_code, w, {**ctx, "overlap": slim_margin}),
+                                 size=20, overlap=slim_margin).values
+    assert np.array_equal(np.isnan(chunked), np.isnan(whole))
+    assert np.nanmax(np.abs(chunked - whole)) <= own_error + 1e-3
+
+
+def test_auto_picks_a_supported_precision(udf_module, slim_weights):
+    import torch
+
+    module, meta, device = udf_module["load_model"]({"weights": str(slim_weights), "precision": "auto"})
+    dtype = module.backbone.compute_dtype()  # TorchScript returns the ScalarType code
+    assert dtype in (6, 15, torch.float32, torch.bfloat16)  # float32, bfloat16
+
+
+def test_bf16_refuses_weights_without_the_cast(udf_module, tmp_path, slim_weights):
+    import json
+
+    import torch
+
+    from s2sr.udf import s2sr_udf
+
+    class Old(torch.nn.Module):  # the pre-bf16 layout: no backbone.compute_dtype
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    meta = s2sr_udf.read_metadata(slim_weights)
+    model = Old(torch.jit.load(str(slim_weights)))
+    path = tmp_path / "old.pt"
+    torch.jit.save(torch.jit.script(model), str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta)})
+    with pytest.raises(ValueError, match="predates the bf16 path"):
+        udf_module["load_model"]({"weights": str(path), "precision": "bf16"})
