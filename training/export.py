@@ -44,6 +44,7 @@ def build_metadata(model: SuperResolver, arch: str, training: Optional[Dict[str,
         "global_skip": "bicubic" if model.global_skip else "none",
         "hard_constraint": {"enabled": model.hard_constraint, "radius": model.constraint.radius,
                             "iterations": model.constraint.iterations,
+                            "bands": [b for b, on in zip(BANDS, model.constraint.active.flatten().tolist()) if on],
                             "note": "low-frequency hard constraint: the output re-degraded by each band's MTF blur "
                                     "and decimation x2 reproduces the 10 m-grid input"},
         "nodata": {"input": "NaN", "int16_output": INT16_NODATA},

@@ -9,7 +9,7 @@ from typing import Dict, Union
 
 from torch import nn
 
-from ..bands import BANDS, MEAN, MTF_NYQUIST, REFLECTANCE_SCALE, STD
+from ..bands import BANDS, MEAN, MTF_NYQUIST, NATIVE_RESOLUTION_M, REFLECTANCE_SCALE, STD
 from .carn import CARN, CARNConfig
 from .rrdbnet import RRDBConfig, RRDBNet
 from .wrapper import SuperResolver
@@ -69,7 +69,8 @@ def build_model_from_config(cfg: Config, global_skip: bool = True, zero_init_las
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
     mtf = [MTF_NYQUIST[b] for b in BANDS]
-    return SuperResolver(backbone, cfg.factor, MEAN, STD, REFLECTANCE_SCALE, global_skip, hard_constraint, mtf)
+    native = [NATIVE_RESOLUTION_M[b] == 10 for b in BANDS]  # the constraint binds the native 10 m bands
+    return SuperResolver(backbone, cfg.factor, MEAN, STD, REFLECTANCE_SCALE, global_skip, hard_constraint, mtf, native)
 
 
 def count_parameters(module: nn.Module) -> int:

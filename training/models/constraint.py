@@ -14,12 +14,16 @@ computed by FFT and truncated to a ``(2R+1)^2`` FIR filter so that the layer sta
 UDF's tiling stays seam-free and the receptive field grows by a known amount (walked in
 ``receptive_field``).  A second pass (``iterations=2``) removes most of the truncation error.
 It works on the normalised bands (D keeps constants, so it commutes with the per-band affine
-normalisation).  ``D`` uses each band's MTF at the coarse (10 m grid) Nyquist; for the 20 m
-bands the constraint is to their 10 m-grid input (their cubic upsampling), as the UDF sees it.
+normalisation).  ``D`` uses each band's MTF at the coarse (10 m grid) Nyquist.
+
+Which bands: ``active`` (default in s2sr models: the native 10 m bands B02 B03 B04 B08).  The
+20 m bands reach the network only through their cubic interpolation onto the 10 m grid, so a x2
+constraint would tie them to that interpolated (blurred) signal; their faithful constraint
+(x4 to the native 20 m samples) needs inputs the openEO graph does not pass to the UDF.
 """
 
 import math
-from typing import Final, Sequence
+from typing import Final, Optional, Sequence
 
 import torch
 from torch import nn
@@ -60,14 +64,19 @@ class LowFrequencyConstraint(nn.Module):
     radius: Final[int]
     iterations: Final[int]
 
-    def __init__(self, mtf: Sequence[float], factor: int = 2, radius: int = 8, iterations: int = 2) -> None:
+    def __init__(self, mtf: Sequence[float], factor: int = 2, radius: int = 8, iterations: int = 2,
+                 active: Optional[Sequence[bool]] = None) -> None:
         super().__init__()
+        active = [True] * len(mtf) if active is None else list(active)
+        if len(active) != len(mtf):
+            raise ValueError(f"active needs one flag per band ({len(mtf)}), got {len(active)}")
         g = gaussian_kernel1d(torch.tensor(list(mtf), dtype=torch.float64), factor)  # [C, K]
         self.factor, self.radius, self.iterations = int(factor), int(radius), int(iterations)
         self.pad = (g.shape[1] - factor) // 2
         # non-persistent: rebuilt from the MTFs, so checkpoints with and without the layer load alike
         self.register_buffer("kernel", g.float(), persistent=False)
         self.register_buffer("inverse", inverse_filter(g, factor, radius).float()[:, None], persistent=False)
+        self.register_buffer("active", torch.tensor(active, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def down(self, y: torch.Tensor) -> torch.Tensor:
         """D: blur + decimate, [B, C, fH, fW] -> [B, C, H, W] (as degradation.mtf_downsample)."""
@@ -87,7 +96,7 @@ class LowFrequencyConstraint(nn.Module):
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         for _ in range(self.iterations):
-            y = y + self.up(x - self.down(y))
+            y = y + self.active * self.up(x - self.down(y))
         return y
 
     def radius_out_px(self) -> int:

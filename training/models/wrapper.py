@@ -34,6 +34,7 @@ class SuperResolver(nn.Module):
         global_skip: bool = True,
         hard_constraint: bool = False,
         mtf: Optional[Sequence[float]] = None,
+        constrained_bands: Optional[Sequence[bool]] = None,
     ) -> None:
         super().__init__()
         if len(mean) != len(std):
@@ -47,7 +48,8 @@ class SuperResolver(nn.Module):
         # the low-frequency hard constraint (radiometric faithfulness by construction); always
         # built (TorchScript needs a fixed module tree), applied only when enabled
         self.hard_constraint = bool(hard_constraint)
-        self.constraint = LowFrequencyConstraint(mtf if mtf is not None else [0.3] * len(mean), self.factor)
+        self.constraint = LowFrequencyConstraint(mtf if mtf is not None else [0.3] * len(mean), self.factor,
+                                                 active=constrained_bands)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """DN -> normalised units, [B, C, H, W]."""
