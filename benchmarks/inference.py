@@ -137,13 +137,12 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 def _eager_model(weights: str):
     import torch
 
-    from s2sr.training.models import build_model
+    from s2sr.training.models import build_model, load_trained
     from s2sr.udf import s2sr_udf
 
     meta = s2sr_udf.read_metadata(weights)
     model = build_model(meta["architecture"], global_skip=meta.get("global_skip", "bicubic") == "bicubic")
-    state = torch.jit.load(weights).state_dict()
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("constraint.")})  # rebuilt, not stored
+    load_trained(model, torch.jit.load(weights).state_dict())
     return model.eval()
 
 

@@ -68,6 +68,11 @@ def neighborhood_geometry(models: Dict[str, Dict[str, Any]], window: int = WINDO
     return {"size": size, "overlap": overlap}
 
 
+def _px(n: int) -> List[Dict[str, Any]]:
+    """``apply_neighborhood`` size / overlap of ``n`` pixels along x and y."""
+    return [{"dimension": d, "value": n, "unit": "px"} for d in ("x", "y")]
+
+
 def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
     return [
         Parameter.spatial_extent(name="spatial_extent", description="Area to super-resolve (the output's extent)."),
@@ -113,8 +118,7 @@ def build_graph(models: Optional[Dict[str, Dict[str, Any]]] = None) -> DataCube:
         "overlap": geometry["overlap"],
     }
     udf = openeo.UDF(udf_source(), runtime="Python-Jep", context=context)
-    px = lambda n: [{"dimension": d, "value": n, "unit": "px"} for d in ("x", "y")]  # noqa: E731
-    cube = cube.apply_neighborhood(udf, size=px(geometry["size"]), overlap=px(geometry["overlap"]))
+    cube = cube.apply_neighborhood(udf, size=_px(geometry["size"]), overlap=_px(geometry["overlap"]))
     return cube.filter_bbox(Parameter("spatial_extent", description="spatial_extent"))
 
 
@@ -169,8 +173,7 @@ def superresolve(cube: DataCube, model: str = s2sr_udf.DEFAULT_MODEL, output_dty
         raise ValueError(f"overlap {overlap} is smaller than the model's margin {geometry['overlap']}: tiles would show seams")
     udf = openeo.UDF(udf_source(), runtime="Python-Jep",
                      context={"model": model, "output_dtype": output_dtype, "offset": offset, "overlap": overlap})
-    px = lambda n: [{"dimension": d, "value": n, "unit": "px"} for d in ("x", "y")]  # noqa: E731
-    return cube.apply_neighborhood(udf, size=px(size), overlap=px(overlap))
+    return cube.apply_neighborhood(udf, size=_px(size), overlap=_px(overlap))
 
 
 def load_s2(connection: Any, spatial_extent: Any, temporal_extent: Any, product: str = "SENTINEL2_L2A",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from s2sr.udf import default_weights_dir, s2sr_udf
+from s2sr.udf.s2sr_udf import sha256_file  # the check the UDF itself runs
 
 MANIFEST_FORMAT = "s2sr-weights-manifest"
 MANIFEST_FORMAT_VERSION = 1
@@ -39,15 +40,6 @@ class ArchiveInfo:
     sha256: str
     size: int
     manifest: Dict[str, Any]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def select_weights(weights_dir: Optional[Path] = None, models: Optional[Sequence[str]] = None) -> Dict[str, Path]:

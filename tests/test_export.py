@@ -43,7 +43,7 @@ def test_packaged_default_weights():
     assert meta["margin"] == 21 and meta["factor"] == 2 and meta["bands"] == list(BANDS)
     manifest = json.loads((path.parent / "manifest.json").read_text())
     assert manifest["default"] == "carn_3x3x64g4sw"
-    assert manifest["models"]["carn_3x3x64g4sw"]["sha256"] == s2sr_udf._sha256(path)
+    assert manifest["models"]["carn_3x3x64g4sw"]["sha256"] == s2sr_udf.sha256_file(path)
 
 
 def test_manifest_checksum_is_verified(tmp_path):

@@ -25,13 +25,17 @@ from .bands import BANDS, MTF_NYQUIST
 DEFAULT_OUT = Path("docs/evaluation")
 
 
-def _bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
+def bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Torch bicubic (a = -0.75) of ``[C, H, W]``: the baseline, and the models' global skip."""
     return torch.nn.functional.interpolate(x[None], scale_factor=float(factor), mode="bicubic", align_corners=False)[0]
 
 
 @torch.no_grad()
 def predict_module(module: Any, x: torch.Tensor, factor: int, margin: int, tile: int = 128) -> torch.Tensor:
-    """SR of a whole ``[C, H, W]`` DN image with a loaded (TorchScript) model, tiled with its margin."""
+    """SR of a whole ``[C, H, W]`` DN image, in tiles read with ``margin`` pixels of context (bounded memory).
+
+    ``module``: a loaded TorchScript model or an eager ``SuperResolver``.
+    """
     c, h, w = x.shape
     out = torch.empty(c, factor * h, factor * w)
     for y0 in range(0, h, tile):
@@ -75,7 +79,7 @@ def evaluate(weights: Optional[Path] = None, split: str = "test", data_cache: Op
 
     from .brisque import BandStretch, brisque_bands
     from .data.wald import build_wald_split, cache_wald_pairs, load_wald_pairs
-    from .metrics import sam, sam_map  # noqa: F401
+    from .metrics import sam
 
     ctx = {"weights": str(weights)} if weights else {}
     module, meta, _ = s2sr_udf.load_model(ctx)
@@ -87,7 +91,7 @@ def evaluate(weights: Optional[Path] = None, split: str = "test", data_cache: Op
     else:
         x, ref = build_wald_split(split)
     sr = predict_module(module, x, f, meta["margin"])
-    bic = _bicubic(x, f)
+    bic = bicubic(x, f)
     to_r = lambda t: (t / 10000.0).double().numpy()  # noqa: E731
     x_r, ref_r, sr_r, bic_r = to_r(x), to_r(ref), to_r(sr), to_r(bic)
     stretch = BandStretch.from_reference(x_r)

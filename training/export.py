@@ -10,7 +10,6 @@ CLI: ``s2sr-export --arch carn_3x3x64g4sw [--checkpoint ckpt.pt] --out weights/`
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -72,16 +71,12 @@ def load(path: Path, device: str = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[
     return module, meta
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def write_manifest(folder: Path, default: str = DEFAULT_MODEL) -> Dict[str, Any]:
     """manifest.json for every ``*.pt`` in ``folder``: file, sha256, metadata; the default name."""
     folder = Path(folder)
     models = {}
     for weights in sorted(folder.glob("*.pt")):
-        models[weights.stem] = {"file": weights.name, "sha256": sha256(weights), "metadata": s2sr_udf.read_metadata(weights)}
+        models[weights.stem] = {"file": weights.name, "sha256": s2sr_udf.sha256_file(weights), "metadata": s2sr_udf.read_metadata(weights)}
     if default not in models:
         raise ValueError(f"default model {default!r} is not among {sorted(models)}")
     manifest = {"format": "s2sr-weights-manifest", "format_version": 1, "default": default, "models": models}

@@ -29,7 +29,7 @@ import torch
 
 from .bands import BANDS
 from .losses import gan_weight, l1_loss, relativistic_d_loss, relativistic_g_loss
-from .models import SuperResolver, build_model, count_parameters
+from .models import SuperResolver, build_model, count_parameters, load_trained
 from .models.discriminator import UNetDiscriminatorConfig, UNetDiscriminatorSN
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -199,38 +199,21 @@ def _append_csv(path: Path, row: Dict[str, Any]) -> None:
         writer.writerow(row)
 
 
-@torch.no_grad()
-def predict(model: SuperResolver, x: torch.Tensor, tile: int = 256) -> torch.Tensor:
-    """SR of a whole [C, H, W] DN image in DN, in overlapping tiles (bounded memory)."""
-    from .models.receptive_field import receptive_field
-
-    m = receptive_field(model).margin_in_px
-    f = model.factor
-    c, h, w = x.shape
-    out = torch.empty(c, f * h, f * w)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            ys, xs = max(0, y0 - m), max(0, x0 - m)
-            ye, xe = min(h, y0 + tile + m), min(w, x0 + tile + m)
-            y = model(x[None, :, ys:ye, xs:xe])[0]
-            ty, tx = min(tile, h - y0), min(tile, w - x0)
-            out[:, f * y0:f * (y0 + ty), f * x0:f * (x0 + tx)] = y[:, f * (y0 - ys):f * (y0 - ys + ty), f * (x0 - xs):f * (x0 - xs + tx)]
-    return out
-
-
 def validate(model: SuperResolver, val_input: torch.Tensor, val_target: torch.Tensor, with_brisque: bool) -> Dict[str, float]:
     """Validation on the whole val area: L1 (normalised), PSNR of SR and bicubic, BRISQUE."""
+    from .evaluate import bicubic, predict_module
     from .metrics import psnr_per_band
+    from .models.receptive_field import receptive_field
 
     model.eval()
-    sr = predict(model, val_input)
+    sr = predict_module(model, val_input, model.factor, receptive_field(model).margin_in_px, tile=256)
     model.train()
-    bicubic = torch.nn.functional.interpolate(val_input[None], scale_factor=2.0, mode="bicubic", align_corners=False)[0]
+    bic = bicubic(val_input, model.factor)
     with torch.no_grad():
         l1 = float(l1_loss(model.normalize(sr[None]), model.normalize(val_target[None])))
     ref = (val_target / 10000.0).numpy()
     psnr_sr = psnr_per_band((sr / 10000.0).numpy(), ref)
-    psnr_bic = psnr_per_band((bicubic / 10000.0).numpy(), ref)
+    psnr_bic = psnr_per_band((bic / 10000.0).numpy(), ref)
     row = {"val_l1": l1, "psnr_sr": float(np.mean(psnr_sr)), "psnr_bicubic": float(np.mean(psnr_bic)),
            "psnr_gain_min": float(np.min(psnr_sr - psnr_bic))}
     if with_brisque:
@@ -292,7 +275,7 @@ class Trainer:
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
         except RuntimeError:  # not TorchScript: a training checkpoint
             state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-        self.model.load_state_dict({k: v for k, v in state.items() if not k.startswith("constraint.")})
+        load_trained(self.model, state)
         print(f"warm start from {path}")
 
     def _resume(self) -> None:

@@ -146,7 +146,8 @@ def read_metadata(path: Any) -> Dict[str, Any]:
     return validate_metadata(meta, path)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -168,7 +169,7 @@ def _verify_checksum(path_str: str, size: int, mtime: float) -> None:
         raise ValueError(f"weights manifest {manifest_path} is not valid JSON ({exc})") from None
     for entry in entries.values():
         if isinstance(entry, dict) and entry.get("file") == path.name:
-            actual = _sha256(path)
+            actual = sha256_file(path)
             if actual != entry.get("sha256"):
                 raise ValueError(
                     f"weights file {path} fails its checksum: sha256 {actual} but {manifest_path} "

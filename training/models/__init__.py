@@ -7,6 +7,7 @@
 from dataclasses import replace
 from typing import Dict, Union
 
+import torch
 from torch import nn
 
 from ..bands import BANDS, MEAN, MTF_NYQUIST, NATIVE_RESOLUTION_M, REFLECTANCE_SCALE, STD
@@ -73,6 +74,15 @@ def build_model_from_config(cfg: Config, global_skip: bool = True, zero_init_las
     return SuperResolver(backbone, cfg.factor, MEAN, STD, REFLECTANCE_SCALE, global_skip, hard_constraint, mtf, native)
 
 
+def load_trained(model: SuperResolver, state: Dict[str, torch.Tensor]) -> None:
+    """Load trained weights from a checkpoint's or a TorchScript module's state dict.
+
+    TorchScript's state dict also lists the hard constraint's buffers, which are not trained and
+    are rebuilt from the MTFs (non-persistent): skip them, require everything else.
+    """
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("constraint.")})
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -80,5 +90,5 @@ def count_parameters(module: nn.Module) -> int:
 __all__ = [
     "ARCHITECTURES", "BANDS", "CARN", "CARNConfig", "DEFAULT_MODEL", "RRDBConfig", "RRDBNet",
     "SEED_PARAMETER_COUNTS", "SuperResolver", "build_backbone", "build_model", "build_model_from_config", "count_parameters",
-    "get_config", "replace",
+    "get_config", "load_trained", "replace",
 ]
