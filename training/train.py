@@ -44,6 +44,10 @@ class GANConfig:
     features: int = 32  # discriminator width (64 in Real-ESRGAN; 32 keeps CPU steps affordable)
     high_pass_sigma: float = 1.0
     lr: float = 1e-4
+    # BRISQUE picks among checkpoints that stay faithful: each band still beats bicubic on PSNR and
+    # the mean validation PSNR is at most this far below the pre-GAN one (the GAN trades PSNR for
+    # texture; radiometry comes first for CLMS users)
+    max_psnr_drop_db: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,7 @@ def validate(model: SuperResolver, val_input: torch.Tensor, val_target: torch.Te
     psnr_bic = psnr_per_band((bic / 10000.0).numpy(), ref)
     row = {"val_l1": l1, "psnr_sr": float(np.mean(psnr_sr)), "psnr_bicubic": float(np.mean(psnr_bic)),
            "psnr_gain_min": float(np.min(psnr_sr - psnr_bic))}
+    row["brisque"] = math.nan  # a fixed set of columns in val.csv
     if with_brisque:
         from .brisque import BandStretch, brisque_bands
 
@@ -339,14 +344,32 @@ class Trainer:
         row.update({"loss": float(loss.detach()), "gan_weight": lam, "lr": self.opt.param_groups[0]["lr"]})
         return row
 
+    def _reference_psnr(self) -> float:
+        """The best mean validation PSNR before the GAN term switched on (from val.csv)."""
+        path = self.out / "val.csv"
+        rows = list(csv.DictReader(open(path))) if path.exists() else []
+        before = [float(r["psnr_sr"]) for r in rows if int(r["step"]) <= self.cfg.gan.start_step]
+        return max(before) if before else math.inf
+
+    def eligible(self, row: Dict[str, float]) -> bool:
+        """Whether a GAN checkpoint may be picked by BRISQUE (see ``GANConfig.max_psnr_drop_db``)."""
+        drop = self._reference_psnr() - row["psnr_sr"]
+        return row["psnr_gain_min"] > 0 and not drop > self.cfg.gan.max_psnr_drop_db
+
     def maybe_validate(self, final: bool = False) -> None:
         cfg = self.cfg
         gan_on = self.disc is not None and self.step > cfg.gan.start_step
         row = validate(self.model, *self.val, with_brisque=gan_on or final)
         metric = "brisque" if gan_on else "val_l1"
         value = row[metric]
-        if value < self.best["value"] or self.best["metric"] != metric:
-            self.best = {"metric": metric, "value": value, "step": self.step, **row}
+        if gan_on and not self.eligible(row):
+            pass  # keep the last faithful checkpoint (the pre-GAN one at worst)
+        elif gan_on and not self.best.get("eligible", False) and self.best["metric"] == metric:
+            # resumed from a run picked without the faithfulness rule: re-pick
+            self.best = {"metric": metric, "value": value, "step": self.step, "eligible": True, **row}
+            _atomic_save(self.state(), self.out / "best.pt")
+        elif value < self.best["value"] or self.best["metric"] != metric:
+            self.best = {"metric": metric, "value": value, "step": self.step, "eligible": True, **row}
             _atomic_save(self.state(), self.out / "best.pt")
         _append_csv(self.out / "val.csv", {"step": self.step, **row})
         print(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
