@@ -53,16 +53,10 @@ def cpu_model() -> str:
 def _sample_window(window: int):
     """A [1, 10, window, window] float32 DN cube from the shipped sample scene (reflected if larger)."""
     import numpy as np
-    import rasterio
-    import torch
 
-    from s2sr.training.degradation import cubic_upsample
+    from s2sr.training.evaluate import sample_scene_input
 
-    data = Path(__import__("s2sr").__file__).with_name("sample_data")
-    with rasterio.open(data / "s2_10m.tif") as a, rasterio.open(data / "s2_20m.tif") as b:
-        b10, b20 = a.read().astype("float32"), b.read().astype("float32")
-    b20 = cubic_upsample(torch.from_numpy(b20)[None], 2, border="gdal")[0].numpy()
-    cube = np.concatenate([b10, b20])
+    cube = sample_scene_input()
     reps = math.ceil(window / cube.shape[-1])
     if reps > 1:
         cube = np.pad(cube, ((0, 0), (0, cube.shape[1] * (reps - 1)), (0, cube.shape[2] * (reps - 1))), mode="reflect")

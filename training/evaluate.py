@@ -30,6 +30,20 @@ def bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(x[None], scale_factor=float(factor), mode="bicubic", align_corners=False)[0]
 
 
+def sample_scene_input() -> np.ndarray:
+    """The shipped sample scene as the UDF gets it: ``[10, H, W]`` float32 DN on the 10 m grid,
+    the 20 m bands GDAL-cubic upsampled (the process graph's resample_cube_spatial)."""
+    import rasterio
+
+    from .degradation import cubic_upsample
+
+    data = Path(__import__("s2sr").__file__).with_name("sample_data")
+    with rasterio.open(data / "s2_10m.tif") as a, rasterio.open(data / "s2_20m.tif") as b:
+        b10, b20 = a.read().astype("float32"), b.read().astype("float32")
+    b20 = cubic_upsample(torch.from_numpy(b20)[None], 2, border="gdal")[0].numpy()
+    return np.ascontiguousarray(np.concatenate([b10, b20]))
+
+
 @torch.no_grad()
 def predict_module(module: Any, x: torch.Tensor, factor: int, margin: int, tile: int = 128) -> torch.Tensor:
     """SR of a whole ``[C, H, W]`` DN image, in tiles read with ``margin`` pixels of context (bounded memory).
@@ -82,7 +96,7 @@ def evaluate(weights: Optional[Path] = None, split: str = "test", data_cache: Op
     from .metrics import sam
 
     ctx = {"weights": str(weights)} if weights else {}
-    module, meta, _ = s2sr_udf.load_model(ctx)
+    module, meta, _ = s2sr_udf.load_model({**ctx, "precision": "fp32"})  # the reference figures
     if meta["bands"] != list(BANDS):
         raise ValueError(f"evaluation needs weights for {list(BANDS)}, got {meta['bands']}")
     f = meta["factor"]

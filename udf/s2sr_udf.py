@@ -18,10 +18,13 @@ Context keys (all optional; an empty context runs the default model):
 ``device``          ``"cpu"`` (default), ``"cuda"`` or ``"auto"``
 ``threads``         torch intra-op threads (default: the CPUs this worker may use)
 ``batch``           dates per forward pass (default 1: bounded memory)
-``precision``       ``"fp32"`` (default), ``"bf16"`` (the network's trunk in bfloat16, the
-                    normalisation, skip and constraint in float32; fast on CPUs with native
-                    bf16) or ``"auto"`` (bf16 where a one-off timing on this worker shows it
-                    at least 1.2x faster, else fp32)
+``precision``       ``"auto"`` (default: fp32 or bf16, whichever a one-off timing on this
+                    worker finds faster, bf16 only where >= 1.1x faster), ``"fp32"`` (the
+                    reference path), ``"bf16"`` (the network's trunk in bfloat16; normalisation,
+                    skip and constraint in float32; PSNR within 0.01 dB of fp32) or ``"int8"``
+                    (opt-in, CPU only: ``<model>_int8.pt`` made by ``s2sr-export --int8-from``;
+                    fastest, PSNR within 0.1 dB, but static activation scales clip at bright
+                    point targets, so ``auto`` never picks it)
 ``scale``           input units per unit of reflectance (default 10000: L2A digital numbers)
 ``offset``          added to input values before scaling: reflectance = (value + offset) /
                     scale (default 0; -1000 for L1C / L2A of processing baseline >= 04.00
@@ -52,11 +55,16 @@ import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
-import xarray
-from openeo.metadata import CollectionMetadata
-from openeo.udf import XarrayDataCube
+# Idle OpenMP threads must sleep, not spin: on the 2-vCPU workers measured, spinning threads took
+# the core from the working one, so 2 threads ran the net slower than 1 (FP32 2.6 s vs 2.3 s per
+# 128 px window; passive: 1.65 s).  Read once, when torch loads OpenMP: set before importing it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import xarray  # noqa: E402
+from openeo.metadata import CollectionMetadata  # noqa: E402
+from openeo.udf import XarrayDataCube  # noqa: E402
 
 UDF_VERSION = "0.1.0"
 WEIGHTS_FORMAT = "s2sr-weights"
@@ -72,7 +80,9 @@ CONTEXT_KEYS = (
     "model", "weights", "weights_dir", "device", "threads", "batch", "precision", "scale",
     "offset", "nodata", "output_dtype", "overlap", "factor", "resolution",
 )
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
+INT8_SUFFIX = "_int8"  # <model>_int8.pt: the int8 weights made from <model>.pt (s2sr-export --int8-from)
+QUANTIZED_ENGINE = "onednn"  # the engine the int8 weights were calibrated and packed for
 TIME_DIMS = ("t", "time")
 SPATIAL_DIMS = ("y", "x")
 MIN_NET_SIZE = 8  # the smallest input the net runs on (reflection padding needs > 1 px)
@@ -241,11 +251,20 @@ def resolve_weights(context: Dict[str, Any]) -> Path:
     )
 
 
+def weights_precision(meta: Dict[str, Any]) -> str:
+    """``"int8"`` for quantized weights, else ``"fp32"`` (float weights run as fp32 or bf16)."""
+    return "int8" if meta.get("precision") == "int8" else "fp32"
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(path_str: str, size: int, mtime: float, device: str, precision: str = "fp32") -> Tuple[Any, Dict[str, Any]]:
     path = Path(path_str)
     _verify_checksum(path_str, size, mtime)
     meta = read_metadata(path)
+    if precision == "int8":
+        if weights_precision(meta) != "int8":
+            raise ValueError(f"weights file {path} holds float weights, not int8 ones")
+        _set_quantized_engine(path)  # int8 weights are repacked for the engine while loading
     extra = {METADATA_FILE: ""}
     try:
         module = torch.jit.load(path_str, map_location=device, _extra_files=extra)
@@ -267,27 +286,100 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
     return module, meta
 
 
+def _set_quantized_engine(path: Path) -> None:
+    if QUANTIZED_ENGINE not in torch.backends.quantized.supported_engines:
+        raise ValueError(f"int8 weights {path.name} need torch's {QUANTIZED_ENGINE!r} quantized engine; this torch "
+                         f"has {torch.backends.quantized.supported_engines}: use precision 'fp32'")
+    torch.backends.quantized.engine = QUANTIZED_ENGINE
+
+
+def int8_companion(path: Path) -> Optional[Path]:
+    """``<model>_int8.pt`` beside float weights ``<model>.pt``, when present and made from them.
+
+    A companion made from other weights (the float ones were retrained since) is ignored.
+    """
+    candidate = path.with_name(path.stem + INT8_SUFFIX + ".pt")
+    if not candidate.is_file():
+        return None
+    meta = read_metadata(candidate)
+    base = meta.get("quantization", {}).get("base_sha256")
+    if weights_precision(meta) != "int8" or base != _sha256_cached(str(path), *_stat(path)):
+        log.warning("s2sr: ignoring %s: not int8 weights made from %s", candidate, path.name)
+        return None
+    return candidate
+
+
+def _stat(path: Path) -> Tuple[int, float]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_cached(path_str: str, size: int, mtime: float) -> str:
+    return sha256_file(Path(path_str))
+
+
+def choose_path(path: Path, precision: str, device: str) -> Tuple[Path, str]:
+    """The weights file and the precision to run: the context's ``precision`` resolved.
+
+    Float weights: ``fp32`` / ``bf16`` as asked, ``int8`` through the int8 companion, ``auto``
+    by timing the candidates.  Int8 weights run only as ``int8`` (or ``auto``).
+    """
+    meta = read_metadata(path)
+    if weights_precision(meta) == "int8":
+        if precision not in ("int8", "auto"):
+            raise ValueError(f"weights file {path.name} holds int8 weights: precision must be 'int8' or 'auto', not {precision!r}")
+        if device != "cpu":
+            raise ValueError(f"int8 weights {path.name} run on the CPU only (device {device!r})")
+        return path, "int8"
+    if precision == "int8":
+        if device != "cpu":
+            raise ValueError(f"precision 'int8' runs on the CPU only (device {device!r})")
+        companion = int8_companion(path)
+        if companion is None:
+            raise ValueError(f"precision 'int8': no int8 weights made from {path.name} (expected "
+                             f"{path.stem + INT8_SUFFIX}.pt beside it; make them with s2sr-export --int8-from {path.name})")
+        return companion, "int8"
+    if precision != "auto":
+        return path, precision
+    if device != "cpu":
+        return path, "fp32"
+    # int8 is never picked by itself: static activation scales clip at bright point targets
+    # (0.2 reflectance off on the sample scene's brightest roof, docs/benchmarks.md)
+    candidates = (("fp32", str(path), *_stat(path)), ("bf16", str(path), *_stat(path)))
+    return path, _auto_precision(candidates, device, torch.get_num_threads())
+
+
 @functools.lru_cache(maxsize=8)
-def _auto_precision(path_str: str, size: int, mtime: float, device: str, threads: int) -> str:
-    """bf16 where this worker really runs it faster (a timing, not the CPU flags), else fp32."""
+def _auto_precision(candidates: Tuple[Tuple[str, str, int, float], ...], device: str, threads: int) -> str:
+    """The fastest path on this worker (a timing, not the CPU flags); reduced precision only
+    where it is at least 1.1x faster than fp32.  ``candidates``: (precision, path, size, mtime)."""
     import time
 
-    if device != "cpu":
-        return "fp32"
     n = 64
     timings = {}
-    for precision in ("fp32", "bf16"):
-        module, meta = _load_cached(path_str, size, mtime, device, precision)
+    for precision, path_str, size, mtime in candidates:
+        try:
+            module, meta = _load_cached(path_str, size, mtime, device, precision)
+        except ValueError as exc:  # e.g. weights too old for bf16, no quantized engine
+            if precision == "fp32":
+                raise  # broken weights: say so, whatever the precision
+            log.warning("s2sr: precision %s unavailable: %s", precision, exc)
+            continue
         mean = torch.tensor(meta["normalization"]["mean"], dtype=torch.float32) * float(meta["input_scaling"]["scale"])
         x = mean.view(1, -1, 1, 1).expand(1, len(meta["bands"]), n, n).contiguous(memory_format=torch.channels_last)
+        runs = []
         with torch.inference_mode():
             module(x)
-            start = time.perf_counter()
             for _ in range(2):
+                start = time.perf_counter()
                 module(x)
-        timings[precision] = time.perf_counter() - start
-    choice = "bf16" if timings["bf16"] * 1.2 <= timings["fp32"] else "fp32"
-    log.info("s2sr: precision auto -> %s (fp32 %.3f s, bf16 %.3f s)", choice, timings["fp32"], timings["bf16"])
+                runs.append(time.perf_counter() - start)
+        timings[precision] = min(runs)
+    choice = min(timings, key=timings.get)
+    if choice != "fp32" and timings[choice] * 1.1 > timings["fp32"]:
+        choice = "fp32"
+    log.info("s2sr: precision auto -> %s (%s)", choice, ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()))
     return choice
 
 
@@ -317,12 +409,8 @@ def _probe(module: Any, meta: Dict[str, Any], path: Path, device: str) -> None:
 def load_model(context: Dict[str, Any]) -> Tuple[Any, Dict[str, Any], str]:
     """The cached TorchScript model, its metadata and the device for this context."""
     device = _device(context.get("device", "cpu"))
-    path = resolve_weights(context).resolve()
-    stat = path.stat()
-    precision = context.get("precision", "fp32")
-    if precision == "auto":
-        precision = _auto_precision(str(path), stat.st_size, stat.st_mtime, device, torch.get_num_threads())
-    module, meta = _load_cached(str(path), stat.st_size, stat.st_mtime, device, precision)
+    path, precision = choose_path(resolve_weights(context).resolve(), context.get("precision", "auto"), device)
+    module, meta = _load_cached(str(path), *_stat(path), device, precision)
     expected = context.get("factor")
     if expected is not None and int(expected) != meta["factor"]:
         raise ValueError(f"weights {path.name} upscale by {meta['factor']}, the context expects factor {expected}")
@@ -375,7 +463,7 @@ def _check_context(context: Any) -> Dict[str, Any]:
     unknown = sorted(set(context) - set(CONTEXT_KEYS))
     if unknown:
         raise ValueError(f"unknown context keys {unknown}; known keys: {list(CONTEXT_KEYS)}")
-    precision = context.get("precision", "fp32")
+    precision = context.get("precision", "auto")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
     if context.get("output_dtype", "float32") not in ("float32", "int16"):

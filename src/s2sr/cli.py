@@ -59,6 +59,8 @@ def _run_parser(prog: str = "s2sr run") -> argparse.ArgumentParser:
     udp = p.add_argument_group("processing")
     udp.add_argument("--model", help="model name (the UDP's 'model' parameter; default: the UDP's default)")
     udp.add_argument("--output-dtype", choices=["float32", "int16"], default="float32")
+    udp.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"],
+                     help="network arithmetic (the UDP's 'precision'; default auto: fp32 or bf16, whichever runs faster)")
     udp.add_argument("--radiometric-offset", type=float, help="added to DN before scaling (-1000 for baseline >= 04.00 products)")
     udp.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
     udp.add_argument("--workers", type=int, help="local threads running windows (default: the CPUs available)")
@@ -106,7 +108,7 @@ def udp_arguments(args: argparse.Namespace, catalogue, product: str) -> Dict[str
         "temporal_extent": list(args.temporal) if args.temporal else local.collection_dates(catalogue, product),
     }
     for name, value in (("model", args.model), ("max_cloud_cover", args.max_cloud_cover),
-                        ("radiometric_offset", args.radiometric_offset)):
+                        ("radiometric_offset", args.radiometric_offset), ("precision", args.precision)):
         if value is not None:
             arguments[name] = value
     return arguments

@@ -1,0 +1,123 @@
+"""The opt-in int8 path: quantization (zero padding exact inside the margin, scripted == eager),
+the ``<model>_int8.pt`` companion the UDF pairs by sha256, its errors, and the chunking contract
+within the path's own error against FP32."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from s2sr.deploy.neighborhood import apply_neighborhood
+from s2sr.training import quantize
+from s2sr.training.export import export_int8, model_from_weights
+from s2sr.udf import s2sr_udf
+from s2sr_testing import make_cube, run_local
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory, slim_weights):
+    """A folder holding float weights and their int8 companion (calibrated on seeded cubes)."""
+    folder = tmp_path_factory.mktemp("int8")
+    base = folder / "slim.pt"
+    shutil.copy(slim_weights, base)
+    batches = [torch.from_numpy(make_cube(48, 48, seed=s).values[:1].copy()) for s in range(4)]
+    export_int8(base, batches=batches, max_psnr_drop_db=None)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cube():
+    c = make_cube(44, 40, seed=31)
+    c.values[0, 3, 5:9, 20:26] = np.nan
+    return c
+
+
+def test_zero_padding_is_exact_inside_the_margin(slim_weights, slim_margin):
+    model, _ = model_from_weights(slim_weights)
+    zero = quantize.float_backbone_for_int8(model.backbone)
+    z = torch.randn(1, 10, 48, 52)
+    with torch.no_grad():
+        a, b = model.backbone(z), zero(z)
+    core = (Ellipsis, slice(2 * slim_margin, -2 * slim_margin), slice(2 * slim_margin, -2 * slim_margin))
+    assert torch.equal(a[core], b[core])
+    assert not torch.equal(a, b)  # the padding really changed: only the margin absorbs it
+
+
+def test_int8_weights_describe_themselves(weights_dir):
+    meta = s2sr_udf.read_metadata(weights_dir / "slim_int8.pt")
+    assert meta["precision"] == "int8"
+    q = meta["quantization"]
+    assert q["base_sha256"] == s2sr_udf.sha256_file(weights_dir / "slim.pt")
+    assert "head" in q["float32"] and "tail" in q["float32"] and q["engine"] == "onednn"
+
+
+def test_scripted_int8_equals_eager_int8(slim_weights):
+    model, _ = model_from_weights(slim_weights)
+    int8 = quantize.quantize_int8(model, [torch.rand(1, 10, 40, 40) * 3000])
+    scripted = torch.jit.script(int8)
+    x = torch.rand(2, 10, 36, 28) * 3000
+    with torch.no_grad():
+        assert torch.equal(scripted(x), int8(x))
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in int8.modules())
+
+
+def test_int8_close_to_fp32_nodata_identical(udf_code, weights_dir, cube):
+    ctx = {"weights_dir": str(weights_dir), "model": "slim"}
+    fp32 = run_local(udf_code, cube, {**ctx, "precision": "fp32"}).values
+    int8 = run_local(udf_code, cube, {**ctx, "precision": "int8"}).values
+    assert np.array_equal(np.isnan(fp32), np.isnan(int8))
+    err = np.nanmax(np.abs(int8 - fp32)) / 10000.0
+    assert 0 < err < 0.05  # a different path, bounded (reflectance)
+
+
+def test_int8_chunking_within_its_own_error(udf_code, weights_dir, slim_margin, cube):
+    ctx = {"weights_dir": str(weights_dir), "model": "slim", "precision": "int8"}
+    whole = run_local(udf_code, cube, ctx).values
+    fp32 = run_local(udf_code, cube, {**ctx, "precision": "fp32"}).values
+    own_error = np.nanmax(np.abs(whole - fp32))
+    chunked = apply_neighborhood(cube, lambda w: run_local(udf_code, w, {**ctx, "overlap": slim_margin}),
+                                 size=20, overlap=slim_margin).values
+    assert np.array_equal(np.isnan(chunked), np.isnan(whole))
+    assert np.nanmax(np.abs(chunked - whole)) <= own_error
+
+
+def test_int8_weights_named_directly(udf_module, weights_dir):
+    module, meta, _ = udf_module["load_model"]({"weights": str(weights_dir / "slim_int8.pt"), "precision": "int8"})
+    assert meta["precision"] == "int8"
+    with pytest.raises(ValueError, match="holds int8 weights: precision must be 'int8' or 'auto'"):
+        udf_module["load_model"]({"weights": str(weights_dir / "slim_int8.pt"), "precision": "fp32"})
+
+
+def test_auto_never_picks_int8(udf_module, weights_dir):
+    _, meta, _ = udf_module["load_model"]({"weights_dir": str(weights_dir), "model": "slim", "precision": "auto"})
+    assert meta.get("precision", "fp32") != "int8"
+
+
+def test_int8_without_companion_is_a_clear_error(udf_module, slim_weights):
+    with pytest.raises(ValueError, match=r"no int8 weights made from slim.pt .*s2sr-export --int8-from"):
+        udf_module["load_model"]({"weights": str(slim_weights), "precision": "int8"})
+
+
+def test_stale_companion_is_refused(udf_module, weights_dir, tmp_path):
+    from s2sr_testing import export_slim
+
+    shutil.copy(weights_dir / "slim_int8.pt", tmp_path / "slim_int8.pt")
+    export_slim(tmp_path / "slim.pt", seed=5)  # the float weights retrained: the companion is stale
+    with pytest.raises(ValueError, match="no int8 weights made from slim.pt"):
+        udf_module["load_model"]({"weights": str(tmp_path / "slim.pt"), "precision": "int8"})
+
+
+def test_int8_export_refuses_an_inaccurate_model(slim_weights, tmp_path, monkeypatch):
+    monkeypatch.setattr(quantize, "compare_with_fp32", lambda *a, **k: {"psnr_drop_db": 0.5})
+    shutil.copy(slim_weights, tmp_path / "slim.pt")
+    with pytest.raises(ValueError, match="lose 0.500 dB PSNR .* not written"):
+        export_int8(tmp_path / "slim.pt", batches=[torch.rand(1, 10, 32, 32) * 3000], max_psnr_drop_db=0.1)
+    assert not list(tmp_path.glob("slim_int8*"))
+
+
+def test_int8_only_for_carn(tmp_path):
+    from s2sr.training.models import build_model
+
+    with pytest.raises(ValueError, match="supports the CARN family"):
+        quantize.float_backbone_for_int8(build_model("esrgan_3x64x32").backbone)
