@@ -3,11 +3,12 @@
 Same weights (the shipped default), same windows, in one run, alternating:
 
   (a) ``udf``: the UDF as a backend runs it (window in, 2x window out, overlap included, the
-      cached model, the UDF's default precision), called like the Python-Jep runtime;
+      cached model, the UDF's default precision ``auto``, called like the Python-Jep runtime);
   (b) ``onnxruntime``: the same weights exported to ONNX, run by onnxruntime on the CPU with the
       reference tool's settings (intra/inter-op threads = threads, deterministic compute);
   (c) ``eager``: the bare network in torch eager FP32, for context;
-  (d) ``udf_bf16``: the UDF path with ``precision="bf16"`` (trunk in bfloat16), a candidate lever.
+  (d) ``udf_fp32``: the UDF with ``precision="fp32"`` forced (the reference path);
+  (e) full run only: ``udf_bf16`` and ``udf_int8`` (opt-in int8, its weights quantized for the run).
 
 Each measurement runs in its own subprocess (clean thread settings, its own peak RSS).
 Throughput counts the useful output pixels of a window (the part the backend keeps: 2 x size
@@ -67,29 +68,37 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
-    import numpy as np
-    import torch
+UDF_PRECISION = {"udf": None, "udf_fp32": "fp32", "udf_bf16": "bf16", "udf_int8": "int8"}
 
+
+def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     threads, window, reps, path = spec["threads"], spec["window"], spec["reps"], spec["path"]
-    torch.set_num_threads(threads)
-    x = _sample_window(window)
-    t0 = time.perf_counter()
-    if path in ("udf", "udf_bf16"):
-        import xarray
-        from openeo.udf import XarrayDataCube
+    udf = None
+    if path in UDF_PRECISION:
+        # the UDF text first, as a backend runs it: it sets OMP_WAIT_POLICY before torch loads
         from openeo.udf.run_code import load_module_from_string
 
         from s2sr.udf import udf_source
 
-        module = load_module_from_string(udf_source())
+        udf = load_module_from_string(udf_source())
+    import torch
+
+    torch.set_num_threads(threads)
+    x = _sample_window(window)
+    t0 = time.perf_counter()
+    chosen = None
+    if udf is not None:
+        import xarray
+        from openeo.udf import XarrayDataCube
+
         cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"),
                                                coords={"bands": ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]}))
-        ctx = {"overlap": spec["overlap"], "threads": threads}
-        if path == "udf_bf16":
-            ctx["precision"] = "bf16"
-        run = lambda: module["apply_datacube"](cube, ctx).get_array().values  # noqa: E731
-        module["load_model"](ctx)
+        ctx = {"overlap": spec["overlap"], "threads": threads, "weights": spec["weights"]}
+        if UDF_PRECISION[path]:
+            ctx["precision"] = UDF_PRECISION[path]
+        run = lambda: udf["apply_datacube"](cube, ctx).get_array().values  # noqa: E731
+        udf["load_model"](ctx)  # load, probe and (auto) the timing: one-time costs
+        chosen = udf["choose_path"](Path(spec["weights"]).resolve(), ctx.get("precision", "auto"), "cpu")[1]
     elif path == "onnxruntime":
         import onnxruntime as ort
 
@@ -106,9 +115,10 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         def run():
             with torch.inference_mode():
                 return model(xt).numpy()
-    elif path == "peak":
+    elif path in ("peak", "peak_bf16"):
         n = 4096
-        a, b = torch.rand(n, n), torch.rand(n, n)
+        dtype = torch.bfloat16 if path == "peak_bf16" else torch.float32
+        a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
         torch.mm(a, b)
         t = time.perf_counter()
         for _ in range(3):
@@ -125,7 +135,8 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
-    return {"load_s": load_s, "first_s": first_s, "s": statistics.median(times), "peak_rss_gib": _peak_rss_gib()}
+    return {"load_s": load_s, "first_s": first_s, "s": statistics.median(times), "peak_rss_gib": _peak_rss_gib(),
+            "precision": chosen}
 
 
 def _eager_model(weights: str):
@@ -215,6 +226,19 @@ def accuracy(weights: str, precision: str = "fp32") -> Dict[str, float]:
     return {"max_abs_reflectance_vs_fp32": max_abs, "psnr_drop_db_vs_fp32": drop}
 
 
+def _int8_weights(weights: str, folder: Path) -> Dict[str, Any]:
+    """The opt-in int8 companion, built for this run beside a copy of the weights (one-time cost)."""
+    import shutil
+
+    from s2sr.training.export import export_int8
+
+    base = folder / Path(weights).name
+    shutil.copy(weights, base)
+    t = time.perf_counter()
+    export_int8(base, max_psnr_drop_db=None)
+    return {"weights": str(base), "quantize_s": time.perf_counter() - t}
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from s2sr.udf import s2sr_udf
 
@@ -223,53 +247,65 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     margin = meta["margin"]
     windows = [256] if args.quick else [128, 256, 512]
     threads = [2] if args.quick else [1, 2]
-    reps = 1 if args.quick else 3
-    rounds = 1 if args.quick else 2
+    reps = 1 if args.quick else 2
     tmp = Path(tempfile.mkdtemp(prefix="s2sr-bench-"))
     onnx = export_onnx(weights, tmp)
+    paths = ["udf", "onnxruntime", "eager", "udf_fp32"] + ([] if args.quick else ["udf_bf16", "udf_int8"])
+    int8 = _int8_weights(weights, tmp) if "udf_int8" in paths else None
     result: Dict[str, Any] = {"cpu": cpu_model(), "machine": platform.machine(), "weights": Path(weights).name,
                               "architecture": meta["architecture"], "margin_px": margin, "onnx_export_s": onnx["export_s"],
+                              "int8_quantize_s": int8["quantize_s"] if int8 else None,
                               "flops_per_output_pixel": flops_per_output_pixel(weights), "rows": []}
     result["peak_gflops"] = {t: _spawn({"path": "peak", "threads": t, "window": 0, "reps": 0})["gflops"] for t in threads}
+    result["peak_gflops_bf16"] = {t: _spawn({"path": "peak_bf16", "threads": t, "window": 0, "reps": 0})["gflops"] for t in threads}
     for w in windows:
         size = w - 2 * margin
         for t in threads:
-            per_path: Dict[str, List[Dict[str, Any]]] = {"udf": [], "onnxruntime": [], "eager": [], "udf_bf16": []}
-            for _ in range(rounds):  # alternate the paths, several rounds: shared machines are noisy
-                for path in per_path:
-                    spec = {"path": path, "threads": t, "window": w, "reps": reps, "overlap": margin,
-                            "onnx": onnx["path"], "weights": weights}
-                    per_path[path].append(_spawn(spec))
-            out_px = (2 * size) ** 2
-            for path, runs in per_path.items():
-                s = min(r["s"] for r in runs)
-                windows_per_tile = math.ceil(TILE_PX / size) ** 2
+            for path in paths:  # alternating the paths within one window size and thread count
+                spec = {"path": path, "threads": t, "window": w, "reps": reps, "overlap": margin, "onnx": onnx["path"],
+                        "weights": int8["weights"] if path == "udf_int8" else weights}
+                r = _spawn(spec)
+                out_px = (2 * size) ** 2
                 result["rows"].append({
-                    "path": path, "window": w, "size": size, "threads": t, "s_per_window": s,
-                    "mpix_per_s": out_px / s / 1e6, "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
-                    "load_s": min(r["load_s"] for r in runs), "first_call_s": min(r["first_s"] for r in runs),
-                    "full_tile_minutes": windows_per_tile * s / 60,
+                    "path": path, "precision": r.get("precision"), "window": w, "size": size, "threads": t,
+                    "s_per_window": r["s"], "mpix_per_s": out_px / r["s"] / 1e6, "peak_rss_gib": r["peak_rss_gib"],
+                    "load_s": r["load_s"], "first_call_s": r["first_s"],
+                    "full_tile_minutes": math.ceil(TILE_PX / size) ** 2 * r["s"] / 60,
                 })
-    acc = accuracy(weights)
-    result.update(acc)
-    result["bf16"] = accuracy(weights, "bf16")
-    default = next(r for r in result["rows"] if r["path"] == "udf" and r["window"] == 256 and r["threads"] == max(threads))
-    ref = next(r for r in result["rows"] if r["path"] == "onnxruntime" and r["window"] == 256 and r["threads"] == max(threads))
-    one_core = [r for r in result["rows"] if r["path"] == "udf" and r["window"] == 256 and r["threads"] == 1]
-    flops = result["flops_per_output_pixel"]
-    result["summary"] = {
-        "mpix_per_s": default["mpix_per_s"],
+    result["accuracy"] = {"fp32": accuracy(weights, "fp32"), "bf16": accuracy(weights, "bf16")}
+    if int8:
+        result["accuracy"]["int8"] = accuracy(int8["weights"], "int8")
+    result["summary"] = summarize(result, max(threads))
+    return result
+
+
+def _row(res: Dict[str, Any], path: str, threads: int, window: int = 256) -> Dict[str, Any]:
+    return next(r for r in res["rows"] if r["path"] == path and r["window"] == window and r["threads"] == threads)
+
+
+def summarize(res: Dict[str, Any], threads: int) -> Dict[str, Any]:
+    """The issue's figures at the default window (256 px input, 214 kept)."""
+    default, ref = _row(res, "udf", threads), _row(res, "onnxruntime", threads)
+    fp32 = _row(res, "udf_fp32", threads)
+    precision = default["precision"]
+    peak = (res["peak_gflops_bf16"] if precision == "bf16" else res["peak_gflops"])[threads]
+    one_core = [r for r in res["rows"] if r["path"] == "udf" and r["threads"] == 1]
+    acc = res["accuracy"].get(precision, res["accuracy"]["fp32"])
+    return {
+        "mpix_per_s": default["mpix_per_s"], "precision": precision,
         "onnxruntime_mpix_per_s": ref["mpix_per_s"],
         "speedup_vs_onnxruntime": default["mpix_per_s"] / ref["mpix_per_s"],
-        "peak_fraction": default["mpix_per_s"] * 1e6 * flops / (result["peak_gflops"][max(threads)] * 1e9),
-        "full_tile_minutes_1core": one_core[0]["full_tile_minutes"] if one_core else None,
-        "full_tile_minutes_2cores": default["full_tile_minutes"] if max(threads) == 2 else None,
+        "fp32_speedup_vs_onnxruntime": fp32["mpix_per_s"] / ref["mpix_per_s"],
+        "peak_fraction": default["mpix_per_s"] * 1e6 * res["flops_per_output_pixel"] / (peak * 1e9),
+        "full_tile_minutes_1core": next((r["full_tile_minutes"] for r in one_core if r["window"] == 256), None),
+        "full_tile_minutes_1core_best_window": min((r["full_tile_minutes"] for r in one_core), default=None),
+        "full_tile_minutes_2cores": default["full_tile_minutes"] if threads == 2 else None,
         "peak_memory_gib": default["peak_rss_gib"],
         "onnxruntime_peak_memory_gib": ref["peak_rss_gib"],
         "psnr_drop_db_vs_fp32": acc["psnr_drop_db_vs_fp32"],
-        "threads": max(threads), "window": 256, "cpu": result["cpu"],
+        "max_abs_reflectance_vs_fp32": acc["max_abs_reflectance_vs_fp32"],
+        "threads": threads, "window": 256, "cpu": res["cpu"],
     }
-    return result
 
 
 def to_markdown(res: Dict[str, Any], command: str) -> str:
@@ -278,26 +314,37 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         "# Inference benchmark", "",
         f"Command: `{command}`  ", f"CPU: {res['cpu']} ({res['machine']}); weights `{res['weights']}` "
         f"({res['architecture']}, margin {res['margin_px']} px); {res['flops_per_output_pixel'] / 1e6:.2f} MFLOP per output pixel.", "",
-        "Large FP32 matmul peak: " + ", ".join(f"{t} thread(s) {g:.0f} GFLOP/s" for t, g in res["peak_gflops"].items()) + ".", "",
-        "| path | window (size) | threads | s / window | output MP/s | peak RSS GiB | load s | first call s | full tile min |",
+        "Large matmul peak: FP32 " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in res["peak_gflops"].items())
+        + " GFLOP/s; bf16 " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in res["peak_gflops_bf16"].items()) + " GFLOP/s.", "",
+        "Paths: `udf` = the UDF as backends run it with its default precision (`auto`; the chosen one in brackets); "
+        "`udf_fp32` / `udf_bf16` / `udf_int8` = the UDF with that precision forced; `onnxruntime` = the reference "
+        "runtime (ONNX of the same weights, CPU provider, intra/inter-op threads = threads); `eager` = the bare "
+        "network in torch eager FP32 (default OpenMP settings).", "",
+        "| path | window (kept) | threads | s / window | output MP/s | peak RSS GiB | load s | first call s | full tile min |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
-        lines.append(f"| {r['path']} | {r['window']} ({r['size']}) | {r['threads']} | {r['s_per_window']:.2f} | {r['mpix_per_s']:.4f} | "
+        name = r["path"] + (f" ({r['precision']})" if r["path"] == "udf" and r.get("precision") else "")
+        lines.append(f"| {name} | {r['window']} ({r['size']}) | {r['threads']} | {r['s_per_window']:.2f} | {r['mpix_per_s']:.4f} | "
                      f"{r['peak_rss_gib']:.2f} | {r['load_s']:.2f} | {r['first_call_s']:.2f} | {r['full_tile_minutes']:.0f} |")
+    lines += ["", f"One-time: ONNX export {res['onnx_export_s']:.1f} s"
+              + (f"; int8 quantization (calibration) {res['int8_quantize_s']:.0f} s" if res.get("int8_quantize_s") else "")
+              + "; the UDF's model load (and the `auto` timing) is the `load s` column.", ""]
     lines += [
-        "", f"ONNX export (one-time): {res['onnx_export_s']:.1f} s.", "",
-        f"At the default window (256 px, {s['threads']} threads): UDF path {s['mpix_per_s']:.4f} MP/s, onnxruntime "
-        f"{s['onnxruntime_mpix_per_s']:.4f} MP/s, ratio **{s['speedup_vs_onnxruntime']:.2f}x**; {100 * s['peak_fraction']:.0f} % of the "
-        f"FP32 matmul peak; peak memory {s['peak_memory_gib']:.2f} GiB (onnxruntime {s['onnxruntime_peak_memory_gib']:.2f} GiB); "
-        f"full 10980 x 10980 tile: {s['full_tile_minutes_1core'] or float('nan'):.0f} min on 1 core, "
-        f"{s['full_tile_minutes_2cores'] or float('nan'):.0f} min on 2.",
-        f"UDF path vs FP32 eager: max |diff| {res['max_abs_reflectance_vs_fp32']:.2e} reflectance on the sample scene, "
-        f"PSNR drop {res['psnr_drop_db_vs_fp32']:+.3f} dB on the held-out Wald test split.",
-        f"UDF path with precision bf16 vs FP32 eager: max |diff| {res['bf16']['max_abs_reflectance_vs_fp32']:.2e} reflectance, "
-        f"PSNR drop {res['bf16']['psnr_drop_db_vs_fp32']:+.4f} dB.",
-        "", "![benchmark](benchmarks.png)", "",
+        f"At the default window (256 px, {s['threads']} threads): UDF path ({s['precision']}) {s['mpix_per_s']:.4f} MP/s, onnxruntime "
+        f"{s['onnxruntime_mpix_per_s']:.4f} MP/s, ratio **{s['speedup_vs_onnxruntime']:.2f}x**; the forced FP32 path "
+        f"{s['fp32_speedup_vs_onnxruntime']:.2f}x; {100 * s['peak_fraction']:.0f} % of the {s['precision']} matmul peak; "
+        f"peak memory {s['peak_memory_gib']:.2f} GiB (onnxruntime {s['onnxruntime_peak_memory_gib']:.2f} GiB); "
+        f"full 10980 x 10980 tile: {s['full_tile_minutes_1core'] or float('nan'):.0f} min on 1 core "
+        f"({s['full_tile_minutes_1core_best_window'] or float('nan'):.0f} min at the best window), "
+        f"{s['full_tile_minutes_2cores'] or float('nan'):.0f} min on 2.", "",
+        "Accuracy of the UDF path against FP32 eager (max |diff| on the sample scene away from its border; PSNR drop on the "
+        "held-out Wald test split, mean of the per-band PSNRs):", "",
+        "| precision | max abs diff (reflectance) | PSNR drop dB |", "|---|---:|---:|",
     ]
+    for name, a in res["accuracy"].items():
+        lines.append(f"| {name} | {a['max_abs_reflectance_vs_fp32']:.2e} | {a['psnr_drop_db_vs_fp32']:+.4f} |")
+    lines += ["", "![benchmark](benchmarks.png)", ""]
     return "\n".join(lines)
 
 
@@ -308,13 +355,14 @@ def plot(res: Dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (p, t), marker in zip([(p, t) for p in ("udf", "onnxruntime", "eager", "udf_bf16") for t in sorted(res["peak_gflops"])], "osv^<>dp"):
+    paths = list(dict.fromkeys(r["path"] for r in res["rows"]))
+    for (p, t), marker in zip([(p, t) for p in paths for t in sorted(res["peak_gflops"])], "osv^<>dpP*hX"):
         rows = [r for r in res["rows"] if r["path"] == p and r["threads"] == t]
         ax.plot([r["window"] for r in rows], [r["mpix_per_s"] for r in rows], marker=marker, label=f"{p}, {t} thread(s)")
     ax.set_xlabel("input window (px, overlap included)")
     ax.set_ylabel("output MP/s (10 bands)")
     ax.set_title(res["cpu"], fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
