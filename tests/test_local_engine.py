@@ -16,7 +16,7 @@ import xarray
 from openeo.udf.run_code import load_module_from_string
 
 from s2sr.deploy import local
-from s2sr.deploy.udp import load_udp_json
+from s2sr.deploy.udp import build_udp, load_udp_json
 from s2sr.training.bands import BANDS
 from s2sr.training.degradation import cubic_upsample
 from s2sr.udf import udf_source
@@ -83,7 +83,8 @@ def test_windowed_udp_equals_udf_on_whole_merged_cube(slim_env, catalogue):
     """Whole sample (256 px, 4 windows of 214 + 2 x 21 px): each window must get its own
     run_udf result; a cached first window would differ from the whole-cube UDF by far."""
     engine = local.LocalEngine(catalogue, workers=2)
-    execution = engine.run_udp(arguments=_arguments(catalogue))
+    # 256 px windows (the committed UDP's 512 px would cover the sample in one window)
+    execution = engine.run_udp(build_udp(window=256), arguments=_arguments(catalogue))
     stats = execution.stats["apply_neighborhood"][0]
     assert stats["windows"] == 4 and stats["size"] == (214, 214) and stats["overlap"] == (21, 21)
     whole = run_jep(load_module_from_string(udf_source()), _reference_cube(0, 0, 256, 256), {"precision": "fp32"})

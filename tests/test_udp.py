@@ -28,7 +28,7 @@ def test_graph_shape_and_processes():
     assert {o["value"] for o in neigh["arguments"]["overlap"]} == {margin}
     assert run_udf["arguments"]["context"]["overlap"] == margin
     size = {o["value"] for o in neigh["arguments"]["size"]}.pop()
-    assert size + 2 * margin == 256 and size > margin
+    assert size + 2 * margin == 512 and size > margin
     last = next(n for n in graph.values() if n.get("result"))
     assert last["process_id"] == "filter_bbox" and last["arguments"]["extent"] == {"from_parameter": "spatial_extent"}
 
@@ -50,9 +50,10 @@ def test_parameters_and_job_options():
 
 
 def test_geometry_keeps_overlap_below_size():
-    assert neighborhood_geometry({"a": {"margin": 21}}) == {"size": 214, "overlap": 21}
-    assert neighborhood_geometry({"a": {"margin": 21}, "b": {"margin": 49}}) == {"size": 158, "overlap": 49}
-    big = neighborhood_geometry({"a": {"margin": 100}})
+    assert neighborhood_geometry({"a": {"margin": 21}}) == {"size": 470, "overlap": 21}
+    assert neighborhood_geometry({"a": {"margin": 21}}, window=256) == {"size": 214, "overlap": 21}
+    assert neighborhood_geometry({"a": {"margin": 21}, "b": {"margin": 49}}, window=256) == {"size": 158, "overlap": 49}
+    big = neighborhood_geometry({"a": {"margin": 100}}, window=256)
     assert big["size"] > big["overlap"]
 
 
