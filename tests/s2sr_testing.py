@@ -90,3 +90,16 @@ def run_jep(module: Dict[str, Any], cube: xarray.DataArray, context: Optional[di
 
 def json_roundtrip(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
+
+
+def chunking_vs_own_error(code: str, cube: xarray.DataArray, ctx: dict, margin: int, size: int = 20):
+    """(max |chunked - whole|, the path's own max error against FP32), input units; asserts that
+    no-data is identical.  The reduced-precision contract: the first may not exceed the second."""
+    from s2sr.deploy.neighborhood import apply_neighborhood
+
+    whole = run_local(code, cube, ctx).values
+    fp32 = run_local(code, cube, {**ctx, "precision": "fp32"}).values
+    chunked = apply_neighborhood(cube, lambda w: run_local(code, w, {**ctx, "overlap": margin}),
+                                 size=size, overlap=margin).values
+    assert np.array_equal(np.isnan(chunked), np.isnan(whole))
+    return float(np.nanmax(np.abs(chunked - whole))), float(np.nanmax(np.abs(whole - fp32)))

@@ -4,8 +4,7 @@ within the path's own error against FP32."""
 import numpy as np
 import pytest
 
-from s2sr.deploy.neighborhood import apply_neighborhood
-from s2sr_testing import make_cube, run_local
+from s2sr_testing import chunking_vs_own_error, make_cube, run_local
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +24,8 @@ def test_bf16_close_to_fp32_and_nodata_identical(udf_code, slim_weights, cube):
 
 
 def test_bf16_chunking_within_its_own_error(udf_code, slim_weights, slim_margin, cube):
-    ctx = {"weights": str(slim_weights), "precision": "bf16"}
-    whole = run_local(udf_code, cube, ctx).values
-    fp32 = run_local(udf_code, cube, {**ctx, "precision": "fp32"}).values
-    own_error = np.nanmax(np.abs(whole - fp32))
-    chunked = apply_neighborhood(cube, lambda w: run_local(udf_code, w, {**ctx, "overlap": slim_margin}),
-                                 size=20, overlap=slim_margin).values
-    assert np.array_equal(np.isnan(chunked), np.isnan(whole))
-    assert np.nanmax(np.abs(chunked - whole)) <= own_error + 1e-3
+    seams, own_error = chunking_vs_own_error(udf_code, cube, {"weights": str(slim_weights), "precision": "bf16"}, slim_margin)
+    assert seams <= own_error + 1e-3
 
 
 def test_auto_picks_a_supported_precision(udf_module, slim_weights):
