@@ -5,9 +5,11 @@ import csv
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from s2sr.training.bands import BANDS
 from s2sr.training.train import (
     TrainConfig, Trainer, apply_overrides, config_from_dict, export_checkpoint, main, preset,
 )
@@ -51,6 +53,8 @@ def test_two_step_gan_finetuning(tmp_path, wald_cache):
     # two steps do not beat bicubic: BRISQUE may not pick an unfaithful checkpoint
     row = next(csv.DictReader(open(tmp_path / "run" / "val.csv")))
     assert float(row["brisque"]) > 0 and float(row["psnr_gain_min"]) < 0
+    per_band = next(csv.DictReader(open(tmp_path / "run" / "val_brisque.csv")))  # BRISQUE per band, beside val.csv
+    assert list(per_band)[1:] == list(BANDS) and abs(np.mean([float(per_band[b]) for b in BANDS]) - float(row["brisque"])) < 1e-6
     assert trainer.best["metric"] is None and not (tmp_path / "run" / "best.pt").exists()
 
 

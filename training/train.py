@@ -225,7 +225,9 @@ def validate(model: SuperResolver, val_input: torch.Tensor, val_target: torch.Te
         from .brisque import BandStretch, brisque_bands
 
         stretch = BandStretch.from_reference((val_input / 10000.0).numpy())
-        row["brisque"] = float(np.mean(brisque_bands((sr / 10000.0).numpy(), stretch)))
+        per_band = brisque_bands((sr / 10000.0).numpy(), stretch)
+        row["brisque"] = float(np.mean(per_band))
+        row["brisque_bands"] = [float(v) for v in per_band]  # -> val_brisque.csv (one column per band)
     return row
 
 
@@ -371,6 +373,9 @@ class Trainer:
         elif value < self.best["value"] or self.best["metric"] != metric:
             self.best = {"metric": metric, "value": value, "step": self.step, "eligible": True, **row}
             _atomic_save(self.state(), self.out / "best.pt")
+        bands = row.pop("brisque_bands", None)
+        if bands is not None:
+            _append_csv(self.out / "val_brisque.csv", {"step": self.step, **dict(zip(BANDS, bands))})
         _append_csv(self.out / "val.csv", {"step": self.step, **row})
         print(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
 
