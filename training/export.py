@@ -9,6 +9,7 @@ CLI: ``s2sr-export --arch carn_3x3x64g4sw [--checkpoint ckpt.pt] --out weights/`
 """
 
 import argparse
+import copy
 import datetime as dt
 import json
 from dataclasses import asdict
@@ -54,10 +55,35 @@ def build_metadata(model: SuperResolver, arch: str, training: Optional[Dict[str,
     }
 
 
-def export(model: SuperResolver, arch: str, path: Path, training: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Script ``model`` and save it with its metadata to ``path``; returns the metadata."""
-    model = model.eval().float()
+PADDINGS = ("reflect", "zeros")
+
+
+def with_padding(model: SuperResolver, padding: str) -> SuperResolver:
+    """A copy whose backbone convs pad with ``padding`` (``"zeros"``: no pad copy per conv).
+
+    Exact wherever the output is kept by the UDF: it always supplies ``margin`` >= receptive-field
+    pixels of context, so no padded value reaches a kept pixel (``tests/test_export.py``).
+    """
+    if padding not in PADDINGS:
+        raise ValueError(f"unknown padding {padding!r}; available: {list(PADDINGS)}")
+    model = copy.deepcopy(model)
+    for module in model.backbone.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.padding_mode = padding
+    return model
+
+
+def export(model: SuperResolver, arch: str, path: Path, training: Optional[Dict[str, Any]] = None,
+           padding: str = "reflect") -> Dict[str, Any]:
+    """Script ``model`` and save it with its metadata to ``path``; returns the metadata.
+
+    ``padding``: the backbone convs' padding in the exported net (``"reflect"``, as trained, or
+    ``"zeros"``, faster and equal inside the margin the UDF supplies).
+    """
+    model = with_padding(model.eval().float(), padding)
     meta = build_metadata(model, arch, training)
+    meta["padding"] = {"mode": padding, "note": "backbone conv padding; the UDF feeds >= margin px of context, "
+                                                "so kept pixels never see it"}
     scripted = torch.jit.script(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +184,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--hard-constraint", action="store_true", help="add the low-frequency hard constraint layer")
     parser.add_argument("--name", help="file stem (default: the architecture name)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--padding", choices=PADDINGS, default="reflect",
+                        help="backbone conv padding in the exported net (zeros: faster, equal inside the UDF's margin)")
     parser.add_argument("--int8-from", type=Path, metavar="WEIGHTS",
                         help="quantize these float weights to <stem>_int8.pt beside them (int8 VNNI path) and "
                              "refresh that folder's manifest; --out is then optional")
@@ -183,7 +211,7 @@ def main(argv: Optional[list] = None) -> int:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         training = state.get("summary", {"trained": True})
-    meta = export(model, args.arch, args.out / f"{args.name or args.arch}.pt", training)
+    meta = export(model, args.arch, args.out / f"{args.name or args.arch}.pt", training, padding=args.padding)
     write_manifest(args.out, default=args.name or args.arch if not (args.out / f"{DEFAULT_MODEL}.pt").exists() else DEFAULT_MODEL)
     print(json.dumps({k: meta[k] for k in ("architecture", "factor", "margin", "parameters")}))
     return 0
