@@ -301,7 +301,7 @@ def int8_companion(path: Path) -> Optional[Path]:
     candidate = path.with_name(path.stem + INT8_SUFFIX + ".pt")
     if not candidate.is_file():
         return None
-    meta = read_metadata(candidate)
+    meta = _metadata_cached(str(candidate), *_stat(candidate))
     base = meta.get("quantization", {}).get("base_sha256")
     if weights_precision(meta) != "int8" or base != _sha256_cached(str(path), *_stat(path)):
         log.warning("s2sr: ignoring %s: not int8 weights made from %s", candidate, path.name)
@@ -319,13 +319,19 @@ def _sha256_cached(path_str: str, size: int, mtime: float) -> str:
     return sha256_file(Path(path_str))
 
 
+@functools.lru_cache(maxsize=16)
+def _metadata_cached(path_str: str, size: int, mtime: float) -> Dict[str, Any]:
+    """``read_metadata`` once per file version: ``load_model`` runs for every window."""
+    return read_metadata(Path(path_str))
+
+
 def choose_path(path: Path, precision: str, device: str) -> Tuple[Path, str]:
     """The weights file and the precision to run: the context's ``precision`` resolved.
 
     Float weights: ``fp32`` / ``bf16`` as asked, ``int8`` through the int8 companion, ``auto``
     by timing the candidates.  Int8 weights run only as ``int8`` (or ``auto``).
     """
-    meta = read_metadata(path)
+    meta = _metadata_cached(str(path), *_stat(path))
     if weights_precision(meta) == "int8":
         if precision not in ("int8", "auto"):
             raise ValueError(f"weights file {path.name} holds int8 weights: precision must be 'int8' or 'auto', not {precision!r}")
