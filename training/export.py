@@ -22,7 +22,7 @@ import s2sr
 from s2sr.udf import s2sr_udf
 
 from .bands import BANDS, INT16_NODATA, MEAN, REFLECTANCE_SCALE, STD
-from .models import DEFAULT_MODEL, SuperResolver, build_model, count_parameters
+from .models import DEFAULT_MODEL, SuperResolver, build_model, count_parameters, set_conv_padding
 from .models.receptive_field import receptive_field
 
 
@@ -67,9 +67,7 @@ def with_padding(model: SuperResolver, padding: str) -> SuperResolver:
     if padding not in PADDINGS:
         raise ValueError(f"unknown padding {padding!r}; available: {list(PADDINGS)}")
     model = copy.deepcopy(model)
-    for module in model.backbone.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            module.padding_mode = padding
+    set_conv_padding(model.backbone, padding)
     return model
 
 

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from .models import set_conv_padding
 from .models.carn import CARN
 from .models.wrapper import SuperResolver
 
@@ -74,10 +75,7 @@ def float_backbone_for_int8(backbone: nn.Module) -> nn.Module:
     """A copy with zero padding and unshared residual units (see the module docstring)."""
     if not isinstance(backbone, CARN):
         raise ValueError(f"int8 quantization supports the CARN family, not {type(backbone).__name__}")
-    net = copy.deepcopy(backbone).eval()
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            module.padding_mode = "zeros"
+    net = set_conv_padding(copy.deepcopy(backbone).eval(), "zeros")
     for cascade in net.cascades:
         if cascade.shared:
             cascade.blocks = nn.ModuleList([copy.deepcopy(cascade.blocks[0]) for _ in cascade.fusions])

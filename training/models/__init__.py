@@ -83,6 +83,15 @@ def load_trained(model: SuperResolver, state: Dict[str, torch.Tensor]) -> None:
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith("constraint.")})
 
 
+def set_conv_padding(module: nn.Module, mode: str) -> nn.Module:
+    """Set every conv's ``padding_mode`` in place (``"zeros"``: equal to the trained reflection
+    wherever ``margin`` px of context are supplied, and cheaper); returns ``module``."""
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv2d):
+            conv.padding_mode = mode
+    return module
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -90,5 +99,5 @@ def count_parameters(module: nn.Module) -> int:
 __all__ = [
     "ARCHITECTURES", "BANDS", "CARN", "CARNConfig", "DEFAULT_MODEL", "RRDBConfig", "RRDBNet",
     "SEED_PARAMETER_COUNTS", "SuperResolver", "build_backbone", "build_model", "build_model_from_config", "count_parameters",
-    "get_config", "load_trained", "replace",
+    "get_config", "load_trained", "replace", "set_conv_padding",
 ]
