@@ -275,6 +275,9 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
         ) from None
     module.eval()
     _probe(module, meta, path, device)
+    texture = _texture(meta, device)
+    with torch.inference_mode():
+        reference = module(texture)  # the float32 result the faster forms below must keep
     if precision == "bf16":
         if not hasattr(module, "backbone") or not hasattr(module.backbone, "compute_dtype"):
             raise ValueError(f"weights file {path} predates the bf16 path (no backbone.compute_dtype): use precision 'fp32'")
@@ -282,8 +285,84 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
         _probe(module, meta, path, device)
     if device == "cpu":
         module.to(memory_format=torch.channels_last)  # NHWC convolutions are faster on CPU (oneDNN)
+        if precision != "int8":
+            module = fuse_onednn(module, texture.contiguous(memory_format=torch.channels_last), reference)
     log.info("s2sr: loaded %s (%s, x%d, margin %d px) on %s, %s", path, meta["architecture"], meta["factor"], meta["margin"], device, precision)
     return module, meta
+
+
+def _texture(meta: Dict[str, Any], device: str, size: int = 32) -> torch.Tensor:
+    """A seeded ``[1, bands, size, size]`` input in the model's units: the band means with
+    +-30 % texture (a constant input would not tell a fused graph from a wrong one)."""
+    n, scale = len(meta["bands"]), float(meta["input_scaling"]["scale"])
+    mean = torch.tensor(meta["normalization"]["mean"], dtype=torch.float32).view(1, n, 1, 1) * scale
+    noise = torch.rand(1, n, size, size, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.7
+    return (mean * noise).to(device)
+
+
+# --------------------------------------------------------------------------- oneDNN fusion
+# Each conv followed by a LeakyReLU, or added to another tensor, becomes one oneDNN primitive
+# with a post-op (what torch.compile's inductor emits on CPU, without its C++ compiler): the
+# activation or the sum is applied while the conv's output is still in cache, instead of one
+# more pass over a 256-channel tensor in memory.  Same arithmetic (float32 accumulator).
+_CONV = "%y = aten::conv2d(%x, %w, %b, %stride, %padding, %dilation, %groups)"
+_FUSED_LRELU = (
+    f"""graph(%x, %w, %b, %stride, %padding, %dilation, %groups, %slope):
+  {_CONV}
+  %z = aten::leaky_relu(%y, %slope)
+  return (%z)""",
+    """graph(%x, %w, %b, %stride, %padding, %dilation, %groups, %slope):
+  %attr : str = prim::Constant[value="leaky_relu"]()
+  %scalars : Scalar?[] = prim::ListConstruct(%slope)
+  %none : str? = prim::Constant()
+  %z = mkldnn::_convolution_pointwise(%x, %w, %b, %padding, %stride, %dilation, %groups, %attr, %scalars, %none)
+  return (%z)""",
+)
+
+
+def _fused_add(conv_first: bool) -> Tuple[str, str]:
+    operands = "%y, %other" if conv_first else "%other, %y"
+    return (
+        f"""graph(%x, %w, %b, %stride, %padding, %dilation, %groups, %other, %alpha):
+  {_CONV}
+  %z = aten::add({operands}, %alpha)
+  return (%z)""",
+        """graph(%x, %w, %b, %stride, %padding, %dilation, %groups, %other, %alpha):
+  %attr : str = prim::Constant[value="add"]()
+  %none : str? = prim::Constant()
+  %scalars : Scalar?[] = prim::ListConstruct()
+  %z = mkldnn::_convolution_pointwise(%x, %other, %w, %b, %padding, %stride, %dilation, %groups, %attr, %alpha, %none, %scalars, %none)
+  return (%z)""",
+    )
+
+
+ONEDNN_FUSIONS = (_FUSED_LRELU, _fused_add(True), _fused_add(False))
+
+
+def fuse_onednn(module: Any, probe: torch.Tensor, reference: torch.Tensor) -> Any:
+    """A frozen copy of a float TorchScript ``module`` with conv + LeakyReLU and conv + add fused
+    (CPU, oneDNN), or ``module`` itself where that fails or changes the result.
+
+    ``reference``: the float32 output of the unconverted module for ``probe``.  The fused copy
+    must be as close to it as ``module`` is (plus 1e-5 of its range; in float32 the two agree
+    bit for bit on the CPUs measured): otherwise it is dropped, with a warning.
+    """
+    try:
+        fused = torch.jit.freeze(module)
+        for pattern, replacement in ONEDNN_FUSIONS:
+            torch._C._jit_pass_custom_pattern_based_rewrite_graph(pattern, replacement, fused.graph)
+        with torch.inference_mode():
+            plain_error = float((module(probe).float() - reference).abs().max())
+            fused_error = float((fused(probe).float() - reference).abs().max())
+    except Exception as exc:  # no oneDNN, an older torch, a CPU without the precision's kernels
+        reason = [line.strip() for line in str(exc).splitlines() if line.strip()][-1:]  # TorchScript: the cause comes last
+        log.info("s2sr: oneDNN fusion unavailable, unfused graph (%s: %s)", type(exc).__name__, "".join(reason))
+        return module
+    tolerance = 1.5 * plain_error + 1e-5 * float(reference.abs().max())
+    if not fused_error <= tolerance:  # also catches NaN
+        log.warning("s2sr: oneDNN fusion changed the result (max |diff| %.3g > %.3g): unfused graph", fused_error, tolerance)
+        return module
+    return fused
 
 
 def _set_quantized_engine(path: Path) -> None:
