@@ -362,7 +362,28 @@ def fuse_onednn(module: Any, probe: torch.Tensor, reference: torch.Tensor) -> An
     if not fused_error <= tolerance:  # also catches NaN
         log.warning("s2sr: oneDNN fusion changed the result (max |diff| %.3g > %.3g): unfused graph", fused_error, tolerance)
         return module
+    # kept only where this CPU runs it faster (freezing alone was slower for bf16 on one CPU measured)
+    timing = probe.repeat(1, 1, 2, 2).contiguous(memory_format=torch.channels_last)
+    plain_s, fused_s = min_time(module, timing), min_time(fused, timing)
+    if fused_s > 1.05 * plain_s:
+        log.info("s2sr: oneDNN fusion slower on this CPU (%.3f s vs %.3f s): unfused graph", fused_s, plain_s)
+        return module
+    log.info("s2sr: oneDNN fusion on (%.3f s vs %.3f s unfused)", fused_s, plain_s)
     return fused
+
+
+def min_time(module: Any, x: torch.Tensor, runs: int = 2) -> float:
+    """The fastest of ``runs`` timed calls after one warm-up (seconds)."""
+    import time
+
+    best = math.inf
+    with torch.inference_mode():
+        module(x)
+        for _ in range(runs):
+            start = time.perf_counter()
+            module(x)
+            best = min(best, time.perf_counter() - start)
+    return best
 
 
 def _set_quantized_engine(path: Path) -> None:
@@ -439,8 +460,6 @@ def choose_path(path: Path, precision: str, device: str) -> Tuple[Path, str]:
 def _auto_precision(candidates: Tuple[Tuple[str, str, int, float], ...], device: str, threads: int) -> str:
     """The fastest path on this worker (a timing, not the CPU flags); reduced precision only
     where it is at least 1.1x faster than fp32.  ``candidates``: (precision, path, size, mtime)."""
-    import time
-
     n = 64
     timings = {}
     for precision, path_str, size, mtime in candidates:
@@ -453,14 +472,7 @@ def _auto_precision(candidates: Tuple[Tuple[str, str, int, float], ...], device:
             continue
         mean = torch.tensor(meta["normalization"]["mean"], dtype=torch.float32) * float(meta["input_scaling"]["scale"])
         x = mean.view(1, -1, 1, 1).expand(1, len(meta["bands"]), n, n).contiguous(memory_format=torch.channels_last)
-        runs = []
-        with torch.inference_mode():
-            module(x)
-            for _ in range(2):
-                start = time.perf_counter()
-                module(x)
-                runs.append(time.perf_counter() - start)
-        timings[precision] = min(runs)
+        timings[precision] = min_time(module, x)
     choice = min(timings, key=timings.get)
     if choice != "fp32" and timings[choice] * 1.1 > timings["fp32"]:
         choice = "fp32"
