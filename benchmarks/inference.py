@@ -419,7 +419,8 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
     ]
     for name, a in res["accuracy"].items():
         lines.append(f"| {name} | {a['max_abs_reflectance_vs_fp32']:.2e} | {a['psnr_drop_db_vs_fp32']:+.4f} |")
-    lines += ["", "![benchmark](benchmarks.png)", "", "What was tried, kept and left: [speed notes](speed_notes.md).", ""]
+    lines += ["", "![benchmark](benchmarks.png)", "", "What was tried, kept and left: [speed notes](speed_notes.md). "
+              "Runs on other CPUs: `docs/benchmarks_*.md` (e.g. [Zen 4](benchmarks_zen4.md)).", ""]
     return "\n".join(lines)
 
 

@@ -62,3 +62,29 @@ def test_bf16_refuses_weights_without_the_cast(udf_module, tmp_path, slim_weight
     torch.jit.save(torch.jit.script(model), str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta)})
     with pytest.raises(ValueError, match="predates the bf16 path"):
         udf_module["load_model"]({"weights": str(path), "precision": "bf16"})
+
+
+@pytest.mark.parametrize("speedup, offered", [(0.13, ("fp32",)), (2.0, ("fp32", "bf16"))])
+def test_auto_screens_out_emulated_bf16(slim_weights, monkeypatch, speedup, offered):
+    """Where one bf16 conv runs slower than FP32 (torch emulating bf16), auto does not load and
+    time a whole bf16 model."""
+    from pathlib import Path
+
+    from s2sr.udf import s2sr_udf
+
+    seen = {}
+
+    def fake_auto(candidates, device, threads):
+        seen["offered"] = tuple(c[0] for c in candidates)
+        return "fp32"
+
+    monkeypatch.setattr(s2sr_udf, "bf16_conv_speedup", lambda threads: speedup)
+    monkeypatch.setattr(s2sr_udf, "_auto_precision", fake_auto)
+    assert s2sr_udf.choose_path(Path(slim_weights).resolve(), "auto", "cpu")[1] == "fp32"
+    assert seen["offered"] == offered
+
+
+def test_bf16_conv_screen_measures_a_positive_ratio():
+    from s2sr.udf import s2sr_udf
+
+    assert s2sr_udf.bf16_conv_speedup(1) > 0
