@@ -472,7 +472,11 @@ def bf16_conv_speedup(threads: int) -> float:
     times = {}
     for dtype in (torch.float32, torch.bfloat16):
         conv = functools.partial(torch.nn.functional.conv2d, weight=w.to(dtype), padding=1, groups=4)
-        times[dtype] = min_time(conv, x.to(dtype), runs=3)
+        try:
+            times[dtype] = min_time(conv, x.to(dtype), runs=3)
+        except RuntimeError as exc:  # a build or CPU with no bf16 convolution at all
+            log.info("s2sr: bf16 conv screen failed (%s): fp32 only", exc)
+            return 0.0
     speedup = times[torch.float32] / times[torch.bfloat16]
     log.info("s2sr: bf16 conv screen: %.2fx FP32 speed", speedup)
     return speedup
