@@ -46,12 +46,8 @@ QUICK_WINDOW = 256  # --quick measures one smaller window to stay under two minu
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 
-def cpu_model() -> str:
-    """The CPU's name with its family/model and the ISA that matters here.
-
-    Virtual machines often report a bare "AMD EPYC" for Zen 3 (AVX2 only) and Zen 4 (AVX-512 with
-    bf16 and VNNI) alike; the figures differ by 2x between them, so the flags go in the name.
-    """
+def _cpuinfo() -> Dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
     fields: Dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -60,20 +56,23 @@ def cpu_model() -> str:
             if key.strip() == "flags":
                 break
     except OSError:
+        pass
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's name with its family/model and the ISA that matters here.
+
+    Virtual machines often report a bare "AMD EPYC" for Zen 3 (AVX2 only) and Zen 4 (AVX-512 with
+    bf16 and VNNI) alike; the figures differ by 2x between them, so the flags go in the name.
+    """
+    fields = _cpuinfo()
+    if not fields:
         return platform.processor() or "unknown"
-    isa = "/".join(f for f in ISA_FLAGS if f in _cpu_flags()) or "no AVX2"
+    flags = set(fields.get("flags", "").split())
+    isa = "/".join(f for f in ISA_FLAGS if f in flags) or "no AVX2"
     name = fields.get("model name", platform.processor() or "unknown")
     return f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; {isa})"
-
-
-def _cpu_flags() -> set:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def bf16_is_native() -> bool:
@@ -82,7 +81,7 @@ def bf16_is_native() -> bool:
     Without it torch emulates bf16 (7x slower than FP32 on an AVX2-only Zen 3): the UDF's ``auto``
     timing never picks it there, and measuring the forced bf16 path would take hours.
     """
-    flags = _cpu_flags()
+    flags = set(_cpuinfo().get("flags", "").split())
     return platform.machine() not in ("x86_64", "AMD64") or bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
@@ -309,7 +308,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     # --quick: the figures the JSON line needs (eager is context only; under two minutes on the slowest CPU seen)
     paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_bf16", "udf_int8"]
     skipped = []
-    if "udf_bf16" in paths and not bf16_is_native():
+    native_bf16 = bf16_is_native()
+    if "udf_bf16" in paths and not native_bf16:
         paths.remove("udf_bf16")
         skipped.append("udf_bf16: this CPU has no native bf16 (AVX512-BF16 / AMX); torch emulates it far slower than FP32")
     int8 = _int8_weights(weights, tmp) if "udf_int8" in paths else None
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     "full_tile_minutes": math.ceil(TILE_PX / size) ** 2 * r["s"] / 60,
                 })
     result["accuracy"] = {"fp32": accuracy(weights, "fp32")}
-    if bf16_is_native() or any(r["precision"] == "bf16" for r in result["rows"]):
+    if native_bf16 or any(r["precision"] == "bf16" for r in result["rows"]):
         result["accuracy"]["bf16"] = accuracy(weights, "bf16")
     if int8:
         result["accuracy"]["int8"] = accuracy(int8["weights"], "int8")

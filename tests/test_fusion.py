@@ -64,7 +64,6 @@ def test_fusion_falls_back_where_the_graph_cannot_be_frozen(slim_weights):
 
 def test_udf_loads_the_fused_graph_for_fp32(slim_weights):
     path = slim_weights.resolve()
-    s2sr_udf._load_cached.cache_clear()  # loaded afresh under this test's timings
+    s2sr_udf._load_cached.cache_clear()  # loaded here, not taken from another test's cache
     module, _ = s2sr_udf._load_cached(str(path), *s2sr_udf._stat(path), "cpu", "fp32")
     assert _is_fused(module)
-

@@ -279,9 +279,11 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
         ) from None
     module.eval()
     _probe(module, meta, path, device)
-    texture = _texture(meta, device)
-    with torch.inference_mode():
-        reference = module(texture)  # the float32 result the faster forms below must keep
+    fusable = device == "cpu" and precision != "int8"  # oneDNN fusion: float graphs on the CPU
+    if fusable:
+        texture = _texture(meta, device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            reference = module(texture)  # the float32 result the fused graph must keep
     if precision == "bf16":
         if not hasattr(module, "backbone") or not hasattr(module.backbone, "compute_dtype"):
             raise ValueError(f"weights file {path} predates the bf16 path (no backbone.compute_dtype): use precision 'fp32'")
@@ -289,8 +291,8 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
         _probe(module, meta, path, device)
     if device == "cpu":
         module.to(memory_format=torch.channels_last)  # NHWC convolutions are faster on CPU (oneDNN)
-        if precision != "int8":
-            module = fuse_onednn(module, texture.contiguous(memory_format=torch.channels_last), reference)
+    if fusable:
+        module = fuse_onednn(module, texture, reference)
     log.info("s2sr: loaded %s (%s, x%d, margin %d px) on %s, %s", path, meta["architecture"], meta["factor"], meta["margin"], device, precision)
     return module, meta
 
@@ -496,9 +498,7 @@ def _auto_precision(candidates: Tuple[Tuple[str, str, int, float], ...], device:
                 raise  # broken weights: say so, whatever the precision
             log.warning("s2sr: precision %s unavailable: %s", precision, exc)
             continue
-        mean = torch.tensor(meta["normalization"]["mean"], dtype=torch.float32) * float(meta["input_scaling"]["scale"])
-        x = mean.view(1, -1, 1, 1).expand(1, len(meta["bands"]), n, n).contiguous(memory_format=torch.channels_last)
-        timings[precision] = min_time(module, x)
+        timings[precision] = min_time(module, _texture(meta, device, n).contiguous(memory_format=torch.channels_last))
     choice = min(timings, key=timings.get)
     if choice != "fp32" and timings[choice] * 1.1 > timings["fp32"]:
         choice = "fp32"
