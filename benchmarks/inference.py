@@ -320,6 +320,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     result: Dict[str, Any] = {"cpu": cpu_model(), "machine": platform.machine(), "weights": Path(weights).name,
                               "architecture": meta["architecture"], "margin_px": margin, "onnx_export_s": onnx["export_s"],
                               "int8_quantize_s": int8["quantize_s"] if int8 else None,
+                              "int8_products_exact": s2sr_udf.int8_products_exact(),
                               "flops_per_output_pixel": flops_per_output_pixel(weights), "rows": [], "skipped": skipped}
     result["peak_gflops"] = {t: _spawn({"path": "peak", "threads": t, "window": 0, "reps": 0})["gflops"] for t in threads}
     result["peak_gflops_bf16"] = {t: _spawn({"path": "peak_bf16", "threads": t, "window": 0, "reps": 0})["gflops"] for t in threads}
@@ -423,6 +424,10 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
     ]
     for name, a in res["accuracy"].items():
         lines.append(f"| {name} | {a['max_abs_reflectance_vs_fp32']:.2e} | {a['psnr_drop_db_vs_fp32']:+.4f} |")
+    if "int8" in res["accuracy"] and res.get("int8_products_exact") is not None:
+        lines += ["", "int8 products on this CPU: " + ("exact (VNNI / AMX: 32-bit sums)." if res["int8_products_exact"] else
+                  "saturating (no VNNI: pairs of uint8 x int8 products summed in 16 bits), so the int8 error above "
+                  "includes that; a VNNI CPU runs the same weights closer to their calibration.")]
     lines += ["", "![benchmark](benchmarks.png)", "", "What was tried, kept and left: [speed notes](speed_notes.md). "
               "Runs on other CPUs: `docs/benchmarks_*.md` (e.g. [Zen 4](benchmarks_zen4.md)).", ""]
     return "\n".join(lines)

@@ -2,6 +2,9 @@
 the ``<model>_int8.pt`` companion the UDF pairs by sha256, its errors, and the chunking contract
 within the path's own error against FP32."""
 
+import logging
+import os
+import platform
 import shutil
 
 import numpy as np
@@ -115,3 +118,33 @@ def test_int8_only_for_carn(tmp_path):
 
     with pytest.raises(ValueError, match="supports the CARN family"):
         quantize.float_backbone_for_int8(build_model("esrgan_3x64x32").backbone)
+
+
+def _cpu_flags() -> set:
+    with open("/proc/cpuinfo") as f:
+        return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not os.path.exists("/proc/cpuinfo"),
+                    reason="the VNNI flags are read from Linux x86 /proc/cpuinfo")
+def test_int8_probe_tells_vnni_cpus(udf_module):
+    """Exact int8 sums where the CPU has VNNI or AMX; saturating 16-bit pair sums (AVX2's
+    vpmaddubsw) where it has not: the probe measures what the engine does, the flags say which."""
+    vnni = bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    assert udf_module["int8_products_exact"]() == vnni
+
+
+def test_int8_on_saturating_cpu_warns(udf_module, weights_dir, tmp_path, monkeypatch, caplog):
+    for name in ("slim.pt", "slim_int8.pt"):  # a fresh path: the load caches nothing for it yet
+        shutil.copy(weights_dir / name, tmp_path / name)
+    ctx = {"weights_dir": str(tmp_path), "model": "slim", "precision": "int8"}
+    monkeypatch.setitem(udf_module, "int8_products_exact", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="s2sr.udf"):
+        udf_module["load_model"](ctx)
+    assert "saturate" not in caplog.text
+    os.utime(tmp_path / "slim_int8.pt", (1, 1))  # a new file version: loaded again
+    monkeypatch.setitem(udf_module, "int8_products_exact", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="s2sr.udf"):
+        _, meta, _ = udf_module["load_model"](ctx)
+    assert "int8 convolutions saturate (no VNNI" in caplog.text and "slim_int8.pt" in caplog.text
+    assert meta["precision"] == "int8"  # a warning, not a refusal: the error stays within 0.1 dB

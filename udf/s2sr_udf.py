@@ -276,6 +276,11 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
         if weights_precision(meta) != "int8":
             raise ValueError(f"weights file {path} holds float weights, not int8 ones")
         _set_quantized_engine(path)  # int8 weights are repacked for the engine while loading
+        if not int8_products_exact():
+            log.warning("s2sr: this CPU's int8 convolutions saturate (no VNNI: pairs of uint8 x int8 "
+                        "products summed in 16 bits), so %s runs with more error than it was "
+                        "calibrated for (Zen 3: up to 11 LSB on a layer's outputs); precision 'fp32' "
+                        "has no such error", path.name)
     extra = {METADATA_FILE: ""}
     try:
         module = torch.jit.load(path_str, map_location=device, _extra_files=extra)
@@ -400,6 +405,35 @@ def _set_quantized_engine(path: Path) -> None:
         raise ValueError(f"int8 weights {path.name} need torch's {QUANTIZED_ENGINE!r} quantized engine; this torch "
                          f"has {torch.backends.quantized.supported_engines}: use precision 'fp32'")
     torch.backends.quantized.engine = QUANTIZED_ENGINE
+
+
+@functools.lru_cache(maxsize=None)
+def int8_products_exact() -> bool:
+    """Whether the quantized engine sums uint8 x int8 products exactly on this CPU.
+
+    With VNNI (AVX512-VNNI, AVX-VNNI) or AMX, oneDNN accumulates in 32 bits.  Without it
+    (AVX2 only, e.g. Zen 3) it uses ``vpmaddubsw``, which adds pairs of products in a saturating
+    16-bit integer: two 255 x 127 products (64770) clip to 32767.  A grouped 3 x 3 conv like the
+    trunk's (16 input channels per group) of all-255 activations and all-127 weights tells them
+    apart: exact, the centre output is 200 (its scale is the exact sum / 200); saturated, ~101.
+    """
+    if QUANTIZED_ENGINE not in torch.backends.quantized.supported_engines:
+        return False
+    from torch.ao.nn.quantized import functional as qF
+
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = QUANTIZED_ENGINE
+    try:
+        x = torch.quantize_per_tensor(torch.full((1, 64, 5, 5), 255.0), 1.0, 0, torch.quint8)
+        w = torch.quantize_per_tensor(torch.full((64, 16, 3, 3), 127.0), 1.0, 0, torch.qint8)
+        exact = 16 * 9 * 255 * 127
+        y = qF.conv2d(x, w, bias=torch.zeros(64), padding=1, groups=4, scale=exact / 200, zero_point=0)
+        return int(y.int_repr().max()) == 200
+    except RuntimeError as exc:  # no quantized conv at all: int8 weights cannot load here either
+        log.info("s2sr: int8 probe failed (%s)", exc)
+        return False
+    finally:
+        torch.backends.quantized.engine = previous
 
 
 def int8_companion(path: Path) -> Optional[Path]:
