@@ -29,6 +29,7 @@ def test_committed_report_is_its_json_rendered(bench, report):
     summary = bench.summarize(report, max(int(t) for t in report["peak_gflops"]))
     assert all(summary[k] is not None for k in ISSUE_KEYS)
     assert summary["speedup_vs_onnxruntime"] == pytest.approx(summary["mpix_per_s"] / summary["onnxruntime_mpix_per_s"])
+    assert summary["peak_fraction"] < summary["peak_fraction_computed"] < 1.1  # overlap counted; no more than the core does
     assert {k: summary[k] for k in ISSUE_KEYS} == pytest.approx({k: report["summary"][k] for k in ISSUE_KEYS})
     # the markdown beside it says the same (the plot needs matplotlib, the bench extra)
     assert bench.to_markdown(report, report["command"]) == (ROOT / "docs" / "benchmarks.md").read_text()
