@@ -8,7 +8,8 @@ Same weights (the shipped default), same windows, in one run, alternating:
       reference tool's settings (intra/inter-op threads = threads, deterministic compute);
   (c) ``eager``: the bare network in torch eager FP32, for context;
   (d) ``udf_fp32``: the UDF with ``precision="fp32"`` forced (the reference path);
-  (e) full run only: ``udf_bf16`` and ``udf_int8`` (opt-in int8, its weights quantized for the run).
+  (e) full run only: ``udf_bf16``, ``udf_int8`` (opt-in static int8, its weights quantized for the run)
+      and ``udf_int8_dynamic`` (opt-in, quantized by the UDF at load).
 
 Each measurement runs in its own subprocess (clean thread settings, its own peak RSS).
 Throughput counts the useful output pixels of a window (the part the backend keeps: 2 x size
@@ -130,7 +131,7 @@ def _matmul_peak(dtype: Any, budget_s: float = 1.0) -> float:
     return reps * 2 * n**3 / (time.perf_counter() - t) / 1e9
 
 
-UDF_PRECISION = {"udf": None, "udf_fp32": "fp32", "udf_bf16": "bf16", "udf_int8": "int8"}
+UDF_PRECISION = {"udf": None, "udf_fp32": "fp32", "udf_bf16": "bf16", "udf_int8": "int8", "udf_int8_dynamic": "int8_dynamic"}
 
 
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -310,7 +311,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="s2sr-bench-"))
     onnx = export_onnx(weights, tmp)
     # --quick: the figures the JSON line needs (eager is context only; under two minutes on the slowest CPU seen)
-    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_bf16", "udf_int8"]
+    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_bf16", "udf_int8", "udf_int8_dynamic"]
     skipped = []
     native_bf16 = bf16_is_native()
     if "udf_bf16" in paths and not native_bf16:
@@ -344,6 +345,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         result["accuracy"]["bf16"] = accuracy(weights, "bf16")
     if int8:
         result["accuracy"]["int8"] = accuracy(int8["weights"], "int8")
+    if "udf_int8_dynamic" in paths:
+        result["accuracy"]["int8_dynamic"] = accuracy(weights, "int8_dynamic")
     result["summary"] = summarize(result, max(threads))
     return result
 
@@ -400,7 +403,7 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         "Large matmul peak: FP32 " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in res["peak_gflops"].items())
         + " GFLOP/s; bf16 " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in res["peak_gflops_bf16"].items()) + " GFLOP/s.", "",
         "Paths: `udf` = the UDF as backends run it with its default precision (`auto`; the chosen one in brackets); "
-        "`udf_fp32` / `udf_bf16` / `udf_int8` = the UDF with that precision forced; `onnxruntime` = the reference "
+        "`udf_fp32` / `udf_bf16` / `udf_int8` / `udf_int8_dynamic` = the UDF with that precision forced; `onnxruntime` = the reference "
         "runtime (ONNX of the same weights, CPU provider, intra/inter-op threads = threads); `eager` = the bare "
         "network in torch eager FP32 (default OpenMP settings; torch tensors on huge pages, as in the UDF).", "",
         "| path | window (kept) | threads | s / window | output MP/s | peak RSS GiB | load s | first call s | full tile min |",

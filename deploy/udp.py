@@ -89,10 +89,12 @@ def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
                          description="Super-resolution model (weights shipped with s2sr)."),
         Parameter.string(name="output_dtype", default="float32", values=["float32", "int16"],
                          description="float32 in the input's units with NaN no-data, or int16 values with no-data -10000."),
-        Parameter.string(name="precision", default="auto", values=["auto", "fp32", "bf16", "int8"],
+        Parameter.string(name="precision", default="auto", values=list(s2sr_udf.PRECISIONS),
                          description="Network arithmetic: auto (fp32 or bf16, whichever the worker runs faster; "
-                                     "PSNR within 0.01 dB), fp32 (the reference), bf16, or int8 (opt-in, needs "
-                                     "<model>_int8.pt weights; clips bright point targets)."),
+                                     "PSNR within 0.01 dB), fp32 (the reference), bf16, int8 (opt-in, needs "
+                                     "<model>_int8.pt weights; clips bright point targets), or int8_dynamic (opt-in, "
+                                     "quantized at load, cannot clip; PSNR within 0.03 dB on VNNI CPUs, 0.09 dB elsewhere; "
+                                     "results depend slightly on the chunking)."),
         Parameter.number(name="max_cloud_cover", default=50, description="Skip scenes with more cloud cover than this (percent)."),
         Parameter.number(name="radiometric_offset", default=0,
                          description="Added to the DN before scaling (reflectance = (DN + offset) / 10000): -1000 for "

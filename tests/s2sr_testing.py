@@ -92,9 +92,14 @@ def json_roundtrip(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def chunking_vs_own_error(code: str, cube: xarray.DataArray, ctx: dict, margin: int, size: int = 20):
+def chunking_vs_own_error(code: str, cube: xarray.DataArray, ctx: dict, margin: int, size: int = 20, detail: bool = False):
     """(max |chunked - whole|, the path's own max error against FP32), input units; asserts that
-    no-data is identical.  The reduced-precision contract: the first may not exceed the second."""
+    no-data is identical.  The reduced-precision contract: the first may not exceed the second.
+
+    The path's own error is its largest against FP32 in either chunking: equal for paths whose
+    rounding does not depend on the window (bf16, static int8); a dynamic int8 chunk quantizes
+    over its own activation range.  ``detail``: (seams, whole's error, chunked's error).
+    """
     from s2sr.deploy.neighborhood import apply_neighborhood
 
     whole = run_local(code, cube, ctx).values
@@ -102,4 +107,6 @@ def chunking_vs_own_error(code: str, cube: xarray.DataArray, ctx: dict, margin: 
     chunked = apply_neighborhood(cube, lambda w: run_local(code, w, {**ctx, "overlap": margin}),
                                  size=size, overlap=margin).values
     assert np.array_equal(np.isnan(chunked), np.isnan(whole))
-    return float(np.nanmax(np.abs(chunked - whole))), float(np.nanmax(np.abs(whole - fp32)))
+    seams = float(np.nanmax(np.abs(chunked - whole)))
+    errors = float(np.nanmax(np.abs(whole - fp32))), float(np.nanmax(np.abs(chunked - fp32)))
+    return (seams, *errors) if detail else (seams, max(errors))

@@ -23,8 +23,13 @@ Context keys (all optional; an empty context runs the default model):
                     reference path), ``"bf16"`` (the network's trunk in bfloat16; normalisation,
                     skip and constraint in float32; PSNR within 0.01 dB of fp32) or ``"int8"``
                     (opt-in, CPU only: ``<model>_int8.pt`` made by ``s2sr-export --int8-from``;
-                    fastest, PSNR within 0.1 dB, but static activation scales clip at bright
-                    point targets, so ``auto`` never picks it)
+                    PSNR within 0.1 dB, but static activation scales clip at bright point
+                    targets, so ``auto`` never picks it) or ``"int8_dynamic"`` (opt-in, CPU only:
+                    the trunk's convs quantized at load from the float weights, each activation
+                    over its own range in each call, so it cannot clip; 8-bit activations where
+                    the CPU sums int8 exactly (VNNI), 7-bit elsewhere; the rounding then follows
+                    the window, so results depend on the chunking by up to twice the path's
+                    error, and ``auto`` never picks it either)
 ``scale``           input units per unit of reflectance (default 10000: L2A digital numbers)
 ``offset``          added to input values before scaling: reflectance = (value + offset) /
                     scale (default 0; -1000 for L1C / L2A of processing baseline >= 04.00
@@ -87,7 +92,7 @@ CONTEXT_KEYS = (
     "model", "weights", "weights_dir", "device", "threads", "batch", "precision", "scale",
     "offset", "nodata", "output_dtype", "overlap", "factor", "resolution",
 )
-PRECISIONS = ("fp32", "bf16", "int8", "auto")
+PRECISIONS = ("fp32", "bf16", "int8", "int8_dynamic", "auto")
 #: ``auto`` times a bf16 model only where one bf16 conv runs at least this fast relative to FP32
 #: (~2x where the CPU has bf16 arithmetic, ~0.15x where torch emulates it); the model-level
 #: timing then asks for 1.1x
@@ -281,6 +286,10 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
                         "products summed in 16 bits), so %s runs with more error than it was "
                         "calibrated for (Zen 3: up to 11 LSB on a layer's outputs); precision 'fp32' "
                         "has no such error", path.name)
+    if precision == "int8_dynamic":
+        if weights_precision(meta) == "int8":
+            raise ValueError(f"weights file {path} holds int8 weights; 'int8_dynamic' quantizes float weights itself")
+        _set_quantized_engine(path)
     extra = {METADATA_FILE: ""}
     try:
         module = torch.jit.load(path_str, map_location=device, _extra_files=extra)
@@ -291,8 +300,8 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
         ) from None
     module.eval()
     _probe(module, meta, path, device)
-    fusable = device == "cpu" and precision != "int8"  # oneDNN fusion: float graphs on the CPU
-    if fusable:
+    fusable = device == "cpu" and precision in ("fp32", "bf16")  # oneDNN fusion: float graphs on the CPU
+    if fusable or precision == "int8_dynamic":
         texture = _texture(meta, device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             reference = module(texture)  # the float32 result the fused graph must keep
@@ -305,6 +314,8 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
         module.to(memory_format=torch.channels_last)  # NHWC convolutions are faster on CPU (oneDNN)
     if fusable:
         module = fuse_onednn(module, texture, reference)
+    if precision == "int8_dynamic":
+        module = _dynamic_int8_checked(module, meta, path, texture, reference)
     log.info("s2sr: loaded %s (%s, x%d, margin %d px) on %s, %s", path, meta["architecture"], meta["factor"], meta["margin"], device, precision)
     return module, meta
 
@@ -384,6 +395,70 @@ def fuse_onednn(module: Any, probe: torch.Tensor, reference: torch.Tensor) -> An
     # 1.28x at 256 px, none at 64 px), and a small timing chose at random between the two.
     log.info("s2sr: oneDNN fusion on")
     return fused
+
+
+# --------------------------------------------------------------------------- dynamic int8
+# Every conv of the trunk (not the head, which reads the radiometry, nor the tail, which writes
+# it) becomes: this call's activation range -> uint8 with that range (it cannot clip, whatever
+# the scene), per-channel int8 weights, oneDNN's int8 conv with a float32 output.  The residual
+# stream, activations and sums stay float32.  The weights' quantization and packing depend on
+# constants only: constant propagation runs them once, at load.
+_DYN_INT8_SOURCE = """
+def conv(x: Tensor, w: Tensor, b: Optional[Tensor], stride: List[int], padding: List[int], dilation: List[int], groups: int) -> Tensor:
+    if w.size(0) == BANDS or w.size(1) == BANDS:
+        return torch.conv2d(x, w, b, stride, padding, dilation, groups)
+    w_scale = torch.clamp(w.abs().amax(dim=[1, 2, 3]), min=1e-30) / 127.0
+    qw = torch.round(w / w_scale.view(-1, 1, 1, 1)).to(torch.int8)
+    packed = torch.ops.onednn.qconv_prepack(qw, w_scale, 1.0, 0, stride, padding, dilation, groups, None)
+    # min and max in one pass over the memory as it lies (channels-last): a reshape of the NCHW
+    # view would copy the whole tensor first (half the time of the net, measured)
+    lo, hi = torch.aminmax(x.permute(0, 2, 3, 1).reshape(-1))
+    lo = torch.clamp(lo, max=0.0)
+    hi = torch.clamp(hi, min=0.0)
+    scale = torch.clamp((hi - lo) / LEVELS, min=1e-30)
+    zero = torch.round(-lo / scale)
+    qx = torch.quantize_per_tensor(x, scale, zero.to(torch.int64), torch.quint8).int_repr()
+    return torch.ops.onednn.qconv2d_pointwise(qx, scale, zero.to(torch.int32), packed, w_scale,
+        torch.zeros(w_scale.shape, dtype=torch.int64), b, stride, padding, dilation, groups,
+        1.0, 0, torch.float32, "none", [], None)
+"""
+_CONV_ONLY = f"""graph(%x, %w, %b, %stride, %padding, %dilation, %groups):
+  {_CONV}
+  return (%y)"""
+
+
+def dynamic_int8(module: Any, bands: int, levels: int) -> Any:
+    """A frozen copy of float TorchScript ``module`` with the trunk's convs in dynamic int8
+    (activations over ``levels`` + 1 steps: 255 where the CPU sums int8 products exactly, 127
+    where it saturates them in 16 bits, see ``int8_products_exact``)."""
+    source = _DYN_INT8_SOURCE.replace("BANDS", str(int(bands))).replace("LEVELS", f"{float(levels)}")
+    replacement = str(torch.jit.CompilationUnit(source).conv.graph)
+    frozen = torch.jit.freeze(module)
+    torch._C._jit_pass_custom_pattern_based_rewrite_graph(_CONV_ONLY, replacement, frozen.graph)
+    torch._C._jit_pass_constant_propagation(frozen.graph)
+    return frozen
+
+
+def _dynamic_int8_checked(module: Any, meta: Dict[str, Any], path: Path, texture: torch.Tensor, reference: torch.Tensor) -> Any:
+    """``dynamic_int8`` of a loaded model, run once on ``texture``: within 10 % of the float32
+    ``reference``'s range, or a clear error.  A check against broken kernels, not a measure of
+    accuracy: on this random texture (the hardest input for rounding) 7-bit activations are
+    ~2 % off, where real scenes are 0.03 reflectance off at most (docs/speed_notes.md)."""
+    levels = 255 if int8_products_exact() else 127
+    try:
+        quantized = dynamic_int8(module, len(meta["bands"]), levels)
+        with torch.inference_mode():
+            error = float((quantized(texture) - reference).abs().max())
+    except Exception as exc:  # an older torch without the oneDNN int8 ops, a CPU without int8 kernels
+        reason = [line.strip() for line in str(exc).splitlines() if line.strip()][-1:]
+        raise ValueError(f"precision 'int8_dynamic' is unavailable with this torch / CPU for {path.name} "
+                         f"({type(exc).__name__}: {''.join(reason)}): use precision 'fp32'") from None
+    bound = 0.1 * float(reference.abs().max())
+    if not error <= bound:  # also catches NaN
+        raise ValueError(f"precision 'int8_dynamic' is off by {error:.4g} (> {bound:.4g}) on {path.name}'s "
+                         "check input: use precision 'fp32'")
+    log.info("s2sr: dynamic int8 with %d-bit activations (max |diff| %.3g on the check input)", 8 if levels == 255 else 7, error)
+    return quantized
 
 
 def min_time(module: Any, x: torch.Tensor, runs: int = 2) -> float:
@@ -481,6 +556,8 @@ def choose_path(path: Path, precision: str, device: str) -> Tuple[Path, str]:
         if device != "cpu":
             raise ValueError(f"int8 weights {path.name} run on the CPU only (device {device!r})")
         return path, "int8"
+    if precision == "int8_dynamic" and device != "cpu":
+        raise ValueError(f"precision 'int8_dynamic' runs on the CPU only (device {device!r})")
     if precision == "int8":
         if device != "cpu":
             raise ValueError(f"precision 'int8' runs on the CPU only (device {device!r})")
@@ -494,7 +571,8 @@ def choose_path(path: Path, precision: str, device: str) -> Tuple[Path, str]:
     if device != "cpu":
         return path, "fp32"
     # int8 is never picked by itself: static activation scales clip at bright point targets
-    # (0.2 reflectance off on the sample scene's brightest roof, docs/benchmarks.md)
+    # (0.2 reflectance off on the sample scene's brightest roof, docs/benchmarks.md), and
+    # dynamic ones make a pixel depend on the chunking beyond the path's own error
     candidates = (("fp32", str(path), *_stat(path)),)
     if bf16_conv_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP:
         candidates += (("bf16", str(path), *_stat(path)),)

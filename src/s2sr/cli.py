@@ -59,7 +59,7 @@ def _run_parser(prog: str = "s2sr run") -> argparse.ArgumentParser:
     udp = p.add_argument_group("processing")
     udp.add_argument("--model", help="model name (the UDP's 'model' parameter; default: the UDP's default)")
     udp.add_argument("--output-dtype", choices=["float32", "int16"], default="float32")
-    udp.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"],
+    udp.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8", "int8_dynamic"],
                      help="network arithmetic (the UDP's 'precision'; default auto: fp32 or bf16, whichever runs faster)")
     udp.add_argument("--radiometric-offset", type=float, help="added to DN before scaling (-1000 for baseline >= 04.00 products)")
     udp.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")

@@ -1,0 +1,131 @@
+"""The dynamic int8 path (``precision: "int8_dynamic"``): the trunk's convs quantized at load from
+the float weights, each activation quantized over its own range per call (it cannot clip).
+Its arithmetic against a float emulation, head and tail kept float, the error against FP32, the
+chunking contract within its own error, bright targets, and clear errors."""
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from s2sr.udf import s2sr_udf
+from s2sr_testing import chunking_vs_own_error, make_cube, run_local
+
+pytestmark = pytest.mark.skipif(s2sr_udf.QUANTIZED_ENGINE not in torch.backends.quantized.supported_engines,
+                                reason="torch without the oneDNN quantized engine")
+
+
+class _Net(nn.Module):
+    """head (10 bands in) -> grouped trunk conv -> LeakyReLU -> tail (10 bands out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head, self.trunk, self.tail = nn.Conv2d(10, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1, groups=4), nn.Conv2d(32, 10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(nn.functional.leaky_relu(self.trunk(self.head(x)), 0.2))
+
+
+def _fake_quant_trunk(net: _Net, x: torch.Tensor, levels: int) -> torch.Tensor:
+    """The same net with the trunk conv's input and weights rounded as the int8 path does, in float."""
+    h = net.head(x)
+    lo, hi = min(float(h.min()), 0.0), max(float(h.max()), 0.0)
+    scale = (hi - lo) / levels
+    zero = round(-lo / scale)
+    hq = (torch.clamp(torch.round(h / scale) + zero, 0, levels) - zero) * scale
+    w = net.trunk.weight
+    ws = w.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+    y = nn.functional.conv2d(hq, torch.round(w / ws) * ws, net.trunk.bias, padding=1, groups=4)
+    return net.tail(nn.functional.leaky_relu(y, 0.2))
+
+
+@pytest.mark.parametrize("levels", [127, 255])
+def test_int8_arithmetic_is_the_float_emulation(levels):
+    if levels == 255 and not s2sr_udf.int8_products_exact():
+        pytest.skip("this CPU saturates 8-bit int8 products (no VNNI): the UDF uses 7 bits here")
+    torch.manual_seed(0)
+    net = _Net().eval()
+    x = torch.randn(1, 10, 24, 20)
+    quantized = s2sr_udf.dynamic_int8(torch.jit.script(net), bands=10, levels=levels)
+    with torch.no_grad():
+        got, want, exact = quantized(x), _fake_quant_trunk(net, x, levels), net(x)
+    assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
+    assert float((got - exact).abs().max()) > 1e-4 * float(exact.abs().max())  # it really is quantized
+
+
+def test_only_the_trunk_is_quantized(slim_weights):
+    module = torch.jit.load(str(slim_weights)).eval()
+    quantized = s2sr_udf.dynamic_int8(module, bands=10, levels=127)
+    kinds = [n.kind() for n in quantized.graph.nodes()]
+    float_convs = [n for n in quantized.graph.nodes() if n.kind() == "aten::conv2d"]
+    assert kinds.count("onednn::qconv2d_pointwise") > 0
+    # head (10 bands in) and tail (10 bands out) stay float32: the radiometry is never rounded
+    assert len(float_convs) == 2
+
+
+@pytest.fixture(scope="module")
+def cube():
+    c = make_cube(44, 40, seed=31)
+    c.values[0, 3, 5:9, 20:26] = np.nan
+    return c
+
+
+def test_close_to_fp32_nodata_identical(udf_code, slim_weights, cube):
+    ctx = {"weights": str(slim_weights)}
+    fp32 = run_local(udf_code, cube, {**ctx, "precision": "fp32"}).values
+    dyn = run_local(udf_code, cube, {**ctx, "precision": "int8_dynamic"}).values
+    assert np.array_equal(np.isnan(fp32), np.isnan(dyn))
+    err = np.nanmax(np.abs(dyn - fp32)) / 10000.0
+    assert 0 < err < 0.05  # a different path, bounded (reflectance)
+
+
+def test_chunking_within_the_sum_of_its_errors(udf_code, slim_weights, slim_margin, cube):
+    ctx = {"weights": str(slim_weights), "precision": "int8_dynamic"}
+    """Weaker than the other paths' contract, and why ``auto`` never picks this one: each chunk
+    quantizes over its own activation ranges, so a pixel's rounding differs between chunkings,
+    and the two errors can point in opposite directions (measured: 18.4 DN between chunkings
+    against 12.7 and 14.4 DN from FP32).  Bounded by their sum, and no chunking is worse."""
+    seams, whole_error, chunked_error = chunking_vs_own_error(udf_code, cube, ctx, slim_margin, detail=True)
+    assert seams <= whole_error + chunked_error
+    assert chunked_error <= 2 * whole_error  # chunks quantize over their own ranges: no less accurate
+
+
+def test_a_bright_target_is_not_clipped(udf_code, slim_weights):
+    """A roof 3x brighter than anything else in the window: the activation ranges follow it."""
+    c = make_cube(40, 40, seed=3)
+    c.values[0, :, 18:21, 18:21] = 3 * float(np.nanmax(c.values))
+    ctx = {"weights": str(slim_weights)}
+    fp32 = run_local(udf_code, c, {**ctx, "precision": "fp32"}).values
+    dyn = run_local(udf_code, c, {**ctx, "precision": "int8_dynamic"}).values
+    roof = (Ellipsis, slice(36, 42), slice(36, 42))
+    assert np.abs(dyn[roof] - fp32[roof]).max() < 0.03 * np.abs(fp32[roof]).max()
+
+
+def test_seven_bits_where_int8_sums_saturate(udf_module, slim_weights, tmp_path, monkeypatch, caplog):
+    """8-bit activations where the CPU sums int8 products exactly (VNNI), 7 bits where it saturates."""
+    cases = [(s2sr_udf.int8_products_exact(), "real")]
+    if cases[0][0]:
+        cases.append((False, "forced"))  # a VNNI CPU runs the 7-bit graph too; the reverse would saturate
+    for exact, name in cases:
+        shutil.copy(slim_weights, tmp_path / f"{name}.pt")  # a fresh path: loaded anew
+        monkeypatch.setitem(udf_module, "int8_products_exact", lambda exact=exact: exact)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="s2sr.udf"):
+            udf_module["load_model"]({"weights": str(tmp_path / f"{name}.pt"), "precision": "int8_dynamic"})
+        assert f"dynamic int8 with {8 if exact else 7}-bit activations" in caplog.text
+
+
+def test_clear_errors(udf_module, slim_weights, monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="'int8_dynamic' runs on the CPU only"):
+        udf_module["choose_path"](slim_weights, "int8_dynamic", "cuda")
+    shutil.copy(slim_weights, tmp_path / "broken.pt")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no int8 kernels")
+
+    monkeypatch.setitem(udf_module, "dynamic_int8", broken)
+    with pytest.raises(ValueError, match=r"'int8_dynamic' is unavailable .*no int8 kernels.*use precision 'fp32'"):
+        udf_module["load_model"]({"weights": str(tmp_path / "broken.pt"), "precision": "int8_dynamic"})
