@@ -19,26 +19,32 @@ pytestmark = pytest.mark.skipif(s2sr_udf.QUANTIZED_ENGINE not in torch.backends.
 
 
 class _Net(nn.Module):
-    """head (10 bands in) -> grouped trunk conv -> LeakyReLU -> tail (10 bands out)."""
+    """head (10 bands in) -> two grouped trunk convs summed -> LeakyReLU -> tail (10 bands out)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.head, self.trunk, self.tail = nn.Conv2d(10, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1, groups=4), nn.Conv2d(32, 10, 1)
+        self.head, self.tail = nn.Conv2d(10, 32, 3, padding=1), nn.Conv2d(32, 10, 1)
+        self.trunk = nn.ModuleList([nn.Conv2d(32, 32, 3, padding=1, groups=4) for _ in range(2)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tail(nn.functional.leaky_relu(self.trunk(self.head(x)), 0.2))
+        h = self.head(x)
+        y = self.trunk[0](nn.functional.leaky_relu(h, 0.2)) + self.trunk[1](h)  # two ranges, one sum
+        return self.tail(nn.functional.leaky_relu(y, 0.2))
 
 
-def _fake_quant_trunk(net: _Net, x: torch.Tensor, levels: int) -> torch.Tensor:
-    """The same net with the trunk conv's input and weights rounded as the int8 path does, in float."""
-    h = net.head(x)
+def _fake_quant(conv: nn.Conv2d, h: torch.Tensor, levels: int) -> torch.Tensor:
+    """``conv`` with its input and weights rounded as the int8 path does, in float."""
     lo, hi = min(float(h.min()), 0.0), max(float(h.max()), 0.0)
     scale = (hi - lo) / levels
     zero = round(-lo / scale)
     hq = (torch.clamp(torch.round(h / scale) + zero, 0, levels) - zero) * scale
-    w = net.trunk.weight
-    ws = w.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
-    y = nn.functional.conv2d(hq, torch.round(w / ws) * ws, net.trunk.bias, padding=1, groups=4)
+    ws = conv.weight.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+    return nn.functional.conv2d(hq, torch.round(conv.weight / ws) * ws, conv.bias, padding=1, groups=4)
+
+
+def _fake_quant_trunk(net: _Net, x: torch.Tensor, levels: int) -> torch.Tensor:
+    h = net.head(x)
+    y = _fake_quant(net.trunk[0], nn.functional.leaky_relu(h, 0.2), levels) + _fake_quant(net.trunk[1], h, levels)
     return net.tail(nn.functional.leaky_relu(y, 0.2))
 
 
@@ -54,6 +60,7 @@ def test_int8_arithmetic_is_the_float_emulation(levels):
         got, want, exact = quantized(x), _fake_quant_trunk(net, x, levels), net(x)
     assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
     assert float((got - exact).abs().max()) > 1e-4 * float(exact.abs().max())  # it really is quantized
+    assert [n.kind() for n in quantized.graph.nodes()].count("onednn::qconv2d_pointwise") == 2
 
 
 def test_only_the_trunk_is_quantized(slim_weights):
@@ -129,3 +136,4 @@ def test_clear_errors(udf_module, slim_weights, monkeypatch, tmp_path):
     monkeypatch.setitem(udf_module, "dynamic_int8", broken)
     with pytest.raises(ValueError, match=r"'int8_dynamic' is unavailable .*no int8 kernels.*use precision 'fp32'"):
         udf_module["load_model"]({"weights": str(tmp_path / "broken.pt"), "precision": "int8_dynamic"})
+
