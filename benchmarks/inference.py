@@ -449,9 +449,12 @@ def plot(res: Dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     paths = list(dict.fromkeys(r["path"] for r in res["rows"]))
-    for (p, t), marker in zip([(p, t) for p in paths for t in sorted(res["peak_gflops"])], "osv^<>dpP*hX"):
-        rows = [r for r in res["rows"] if r["path"] == p and r["threads"] == t]
-        ax.plot([r["window"] for r in rows], [r["mpix_per_s"] for r in rows], marker=marker, label=f"{p}, {t} thread(s)")
+    markers = "osv^<>dpP*hX"
+    for i, p in enumerate(paths):  # one colour and marker per path; dashed: 1 thread
+        for t in sorted(int(t) for t in res["peak_gflops"]):
+            rows = [r for r in res["rows"] if r["path"] == p and r["threads"] == t]
+            ax.plot([r["window"] for r in rows], [r["mpix_per_s"] for r in rows], marker=markers[i % len(markers)],
+                    color=f"C{i}", linestyle="-" if t > 1 else "--", label=f"{p}, {t} thread(s)")
     ax.set_xlabel("input window (px, overlap included)")
     ax.set_ylabel("output MP/s (10 bands)")
     ax.set_title(res["cpu"], fontsize=9)
