@@ -92,6 +92,14 @@ def json_roundtrip(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+def error_vs_fp32(code: str, cube: xarray.DataArray, ctx: dict, precision: str) -> float:
+    """Max |path - FP32| in reflectance for the UDF at ``precision``; asserts identical no-data."""
+    fp32 = run_local(code, cube, {**ctx, "precision": "fp32"}).values
+    other = run_local(code, cube, {**ctx, "precision": precision}).values
+    assert np.array_equal(np.isnan(fp32), np.isnan(other))
+    return float(np.nanmax(np.abs(other - fp32))) / 10000.0
+
+
 def chunking_vs_own_error(code: str, cube: xarray.DataArray, ctx: dict, margin: int, size: int = 20, detail: bool = False):
     """(max |chunked - whole|, the path's own max error against FP32), input units; asserts that
     no-data is identical.  The reduced-precision contract: the first may not exceed the second.

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from s2sr.udf import s2sr_udf
-from s2sr_testing import chunking_vs_own_error, make_cube, run_local
+from s2sr_testing import chunking_vs_own_error, error_vs_fp32, make_cube, run_local
 
 pytestmark = pytest.mark.skipif(s2sr_udf.QUANTIZED_ENGINE not in torch.backends.quantized.supported_engines,
                                 reason="torch without the oneDNN quantized engine")
@@ -81,20 +81,16 @@ def cube():
 
 
 def test_close_to_fp32_nodata_identical(udf_code, slim_weights, cube):
-    ctx = {"weights": str(slim_weights)}
-    fp32 = run_local(udf_code, cube, {**ctx, "precision": "fp32"}).values
-    dyn = run_local(udf_code, cube, {**ctx, "precision": "int8_dynamic"}).values
-    assert np.array_equal(np.isnan(fp32), np.isnan(dyn))
-    err = np.nanmax(np.abs(dyn - fp32)) / 10000.0
+    err = error_vs_fp32(udf_code, cube, {"weights": str(slim_weights)}, "int8_dynamic")
     assert 0 < err < 0.05  # a different path, bounded (reflectance)
 
 
 def test_chunking_within_the_sum_of_its_errors(udf_code, slim_weights, slim_margin, cube):
-    ctx = {"weights": str(slim_weights), "precision": "int8_dynamic"}
     """Weaker than the other paths' contract, and why ``auto`` never picks this one: each chunk
     quantizes over its own activation ranges, so a pixel's rounding differs between chunkings,
     and the two errors can point in opposite directions (measured: 18.4 DN between chunkings
     against 12.7 and 14.4 DN from FP32).  Bounded by their sum, and no chunking is worse."""
+    ctx = {"weights": str(slim_weights), "precision": "int8_dynamic"}
     seams, whole_error, chunked_error = chunking_vs_own_error(udf_code, cube, ctx, slim_margin, detail=True)
     assert seams <= whole_error + chunked_error
     assert chunked_error <= 2 * whole_error  # chunks quantize over their own ranges: no less accurate

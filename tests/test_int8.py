@@ -14,7 +14,7 @@ import torch
 from s2sr.training import quantize
 from s2sr.training.export import export_int8, model_from_weights
 from s2sr.udf import s2sr_udf
-from s2sr_testing import chunking_vs_own_error, make_cube, run_local
+from s2sr_testing import chunking_vs_own_error, error_vs_fp32, make_cube
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +65,7 @@ def test_scripted_int8_equals_eager_int8(slim_weights):
 
 
 def test_int8_close_to_fp32_nodata_identical(udf_code, weights_dir, cube):
-    ctx = {"weights_dir": str(weights_dir), "model": "slim"}
-    fp32 = run_local(udf_code, cube, {**ctx, "precision": "fp32"}).values
-    int8 = run_local(udf_code, cube, {**ctx, "precision": "int8"}).values
-    assert np.array_equal(np.isnan(fp32), np.isnan(int8))
-    err = np.nanmax(np.abs(int8 - fp32)) / 10000.0
+    err = error_vs_fp32(udf_code, cube, {"weights_dir": str(weights_dir), "model": "slim"}, "int8")
     assert 0 < err < 0.05  # a different path, bounded (reflectance)
 
 

@@ -4,7 +4,7 @@ within the path's own error against FP32."""
 import numpy as np
 import pytest
 
-from s2sr_testing import chunking_vs_own_error, make_cube, run_local
+from s2sr_testing import chunking_vs_own_error, error_vs_fp32, make_cube
 
 
 @pytest.fixture(scope="module")
@@ -15,11 +15,7 @@ def cube():
 
 
 def test_bf16_close_to_fp32_and_nodata_identical(udf_code, slim_weights, cube):
-    ctx = {"weights": str(slim_weights)}
-    fp32 = run_local(udf_code, cube, {**ctx, "precision": "fp32"}).values
-    bf16 = run_local(udf_code, cube, {**ctx, "precision": "bf16"}).values
-    assert np.array_equal(np.isnan(fp32), np.isnan(bf16))
-    err = np.nanmax(np.abs(bf16 - fp32)) / 10000.0
+    err = error_vs_fp32(udf_code, cube, {"weights": str(slim_weights)}, "bf16")
     assert 0 < err < 0.01  # really a different path, and a bounded error (reflectance)
 
 
