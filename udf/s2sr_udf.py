@@ -28,8 +28,9 @@ Context keys (all optional; an empty context runs the default model):
                     the trunk's convs quantized at load from the float weights, each activation
                     over its own range in each call, so it cannot clip; 8-bit activations where
                     the CPU sums int8 exactly (VNNI; PSNR drop 0.04 dB), 7-bit elsewhere (0.15
-                    dB); the rounding follows the window, so a pixel depends on the chunking,
-                    within the sum of the two chunkings' errors, and ``auto`` never picks it)
+                    dB); the rounding follows the window (and the dates in its ``batch``), so
+                    a pixel depends on the chunking, within the sum of the two chunkings'
+                    errors, and ``auto`` never picks it)
 ``scale``           input units per unit of reflectance (default 10000: L2A digital numbers)
 ``offset``          added to input values before scaling: reflectance = (value + offset) /
                     scale (default 0; -1000 for L1C / L2A of processing baseline >= 04.00
