@@ -93,7 +93,7 @@ def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
                          description="Network arithmetic: auto (fp32 or bf16, whichever the worker runs faster; "
                                      "PSNR within 0.01 dB), fp32 (the reference), bf16, int8 (opt-in, needs "
                                      "<model>_int8.pt weights; clips bright point targets), or int8_dynamic (opt-in, "
-                                     "quantized at load, cannot clip; PSNR drop 0.04 dB on VNNI CPUs, 0.15 dB elsewhere; "
+                                     "quantized at load, cannot clip; PSNR drop 0.004 dB on VNNI CPUs, 0.025 dB elsewhere; "
                                      "results depend slightly on the chunking)."),
         Parameter.number(name="max_cloud_cover", default=50, description="Skip scenes with more cloud cover than this (percent)."),
         Parameter.number(name="radiometric_offset", default=0,

@@ -63,14 +63,17 @@ def test_int8_arithmetic_is_the_float_emulation(levels):
     assert [n.kind() for n in quantized.graph.nodes()].count("onednn::qconv2d_pointwise") == 2
 
 
-def test_only_the_trunk_is_quantized(slim_weights):
+def test_only_the_trunks_3x3_convs_are_quantized(slim_weights):
     module = torch.jit.load(str(slim_weights)).eval()
+    frozen = torch.jit.freeze(module)
+    convs = [n.inputsAt(1).toIValue().shape for n in frozen.graph.nodes() if n.kind() == "aten::conv2d"]
     quantized = s2sr_udf.dynamic_int8(module, bands=10, levels=127)
-    kinds = [n.kind() for n in quantized.graph.nodes()]
-    float_convs = [n for n in quantized.graph.nodes() if n.kind() == "aten::conv2d"]
-    assert kinds.count("onednn::qconv2d_pointwise") > 0
-    # head (10 bands in) and tail (10 bands out) stay float32: the radiometry is never rounded
-    assert len(float_convs) == 2
+    kept = [n.inputsAt(1).toIValue().shape for n in quantized.graph.nodes() if n.kind() == "aten::conv2d"]
+    # head (10 bands in) and tail (10 bands out) stay float32: the radiometry is never rounded;
+    # the 1 x 1 convs too: they read the residual stream's wide sums
+    assert kept == [w for w in convs if 10 in w[:2] or tuple(w[2:]) == (1, 1)]
+    n_int8 = [n.kind() for n in quantized.graph.nodes()].count("onednn::qconv2d_pointwise")
+    assert n_int8 == len(convs) - len(kept) > 0
 
 
 @pytest.fixture(scope="module")

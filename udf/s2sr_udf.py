@@ -25,10 +25,11 @@ Context keys (all optional; an empty context runs the default model):
                     (opt-in, CPU only: ``<model>_int8.pt`` made by ``s2sr-export --int8-from``;
                     PSNR within 0.1 dB, but static activation scales clip at bright point
                     targets, so ``auto`` never picks it) or ``"int8_dynamic"`` (opt-in, CPU only:
-                    the trunk's convs quantized at load from the float weights, each activation
-                    over its own range in each call, so it cannot clip; 8-bit activations where
-                    the CPU sums int8 exactly (VNNI; PSNR drop 0.04 dB), 7-bit elsewhere (0.15
-                    dB); the rounding follows the window (and the dates in its ``batch``), so
+                    the trunk's 3 x 3 convs quantized at load from the float weights, each
+                    activation over its own range in each call, so it cannot clip; 8-bit
+                    activations where the CPU sums int8 exactly (VNNI; PSNR drop 0.004 dB,
+                    emulated), 7-bit elsewhere (0.025 dB, 0.011 reflectance at most on the
+                    sample scene); the rounding follows the window (and the dates in its ``batch``), so
                     a pixel depends on the chunking, within the sum of the two chunkings'
                     errors, and ``auto`` never picks it)
 ``scale``           input units per unit of reflectance (default 10000: L2A digital numbers)
@@ -399,14 +400,17 @@ def fuse_onednn(module: Any, probe: torch.Tensor, reference: torch.Tensor) -> An
 
 
 # --------------------------------------------------------------------------- dynamic int8
-# Every conv of the trunk (not the head, which reads the radiometry, nor the tail, which writes
-# it) becomes: this call's activation range -> uint8 with that range (it cannot clip, whatever
-# the scene), per-channel int8 weights, oneDNN's int8 conv with a float32 output.  The residual
-# stream, activations and sums stay float32.  The weights' quantization and packing depend on
-# constants only: constant propagation runs them once, at load.
+# Every 3 x 3 conv of the trunk (not the head, which reads the radiometry, nor the tail, which
+# writes it) becomes: this call's activation range -> uint8 with that range (it cannot clip,
+# whatever the scene), per-channel int8 weights, oneDNN's int8 conv with a float32 output.  The
+# 1 x 1 convs stay float32: they read the residual stream's wide sums (quantized, the PSNR drop
+# was 0.15 dB instead of 0.025 with 7-bit activations) and are too light to gain from int8 (the
+# net was 5 % faster without them).  The residual stream, activations and sums stay float32.
+# The weights' quantization and packing depend on constants only: constant propagation runs
+# them once, at load.
 _DYN_INT8_SOURCE = """
 def conv(x: Tensor, w: Tensor, b: Optional[Tensor], stride: List[int], padding: List[int], dilation: List[int], groups: int) -> Tensor:
-    if w.size(0) == BANDS or w.size(1) == BANDS:
+    if w.size(0) == BANDS or w.size(1) == BANDS or (w.size(2) == 1 and w.size(3) == 1):
         return torch.conv2d(x, w, b, stride, padding, dilation, groups)
     w_scale = torch.clamp(w.abs().amax(dim=[1, 2, 3]), min=1e-30) / 127.0
     qw = torch.round(w / w_scale.view(-1, 1, 1, 1)).to(torch.int8)
