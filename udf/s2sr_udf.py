@@ -370,6 +370,12 @@ def _fused_add(conv_first: bool) -> Tuple[str, str]:
 ONEDNN_FUSIONS = (_FUSED_LRELU, _fused_add(True), _fused_add(False))
 
 
+def _cause(exc: Exception) -> str:
+    """``Type: last non-empty line`` of an exception: TorchScript puts the cause last, after its trace."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+
+
 def fuse_onednn(module: Any, probe: torch.Tensor, reference: torch.Tensor) -> Any:
     """A frozen copy of a float TorchScript ``module`` with conv + LeakyReLU and conv + add fused
     (CPU, oneDNN), or ``module`` itself where that fails or changes the result.
@@ -386,8 +392,7 @@ def fuse_onednn(module: Any, probe: torch.Tensor, reference: torch.Tensor) -> An
             plain_error = float((module(probe).float() - reference).abs().max())
             fused_error = float((fused(probe).float() - reference).abs().max())
     except Exception as exc:  # no oneDNN, an older torch, a CPU without the precision's kernels
-        reason = [line.strip() for line in str(exc).splitlines() if line.strip()][-1:]  # TorchScript: the cause comes last
-        log.info("s2sr: oneDNN fusion unavailable, unfused graph (%s: %s)", type(exc).__name__, "".join(reason))
+        log.info("s2sr: oneDNN fusion unavailable, unfused graph (%s)", _cause(exc))
         return module
     tolerance = 1.5 * plain_error + 1e-5 * float(reference.abs().max())
     if not fused_error <= tolerance:  # also catches NaN
@@ -455,9 +460,8 @@ def _dynamic_int8_checked(module: Any, meta: Dict[str, Any], path: Path, texture
         with torch.inference_mode():
             error = float((quantized(texture) - reference).abs().max())
     except Exception as exc:  # an older torch without the oneDNN int8 ops, a CPU without int8 kernels
-        reason = [line.strip() for line in str(exc).splitlines() if line.strip()][-1:]
         raise ValueError(f"precision 'int8_dynamic' is unavailable with this torch / CPU for {path.name} "
-                         f"({type(exc).__name__}: {''.join(reason)}): use precision 'fp32'") from None
+                         f"({_cause(exc)}): use precision 'fp32'") from None
     bound = 0.1 * float(reference.abs().max())
     if not error <= bound:  # also catches NaN
         raise ValueError(f"precision 'int8_dynamic' is off by {error:.4g} (> {bound:.4g}) on {path.name}'s "
