@@ -7,7 +7,8 @@ Same weights (the shipped default), same windows, in one run, alternating:
   (b) ``onnxruntime``: the same weights exported to ONNX, run by onnxruntime on the CPU with the
       reference tool's settings (intra/inter-op threads = threads, deterministic compute);
   (c) ``eager``: the bare network in torch eager FP32, for context;
-  (d) ``udf_fp32``: the UDF with ``precision="fp32"`` forced (the reference path);
+  (d) ``udf_fp32``: the UDF with ``precision="fp32"`` on torch forced (the reference path), and
+      ``udf_ncnn``: fp32 on the ncnn runtime forced (where ncnn is installed);
   (e) full run only: ``udf_bf16``, ``udf_int8`` (opt-in static int8, its weights quantized for the run)
       and ``udf_int8_dynamic`` (opt-in, quantized by the UDF at load).
 
@@ -131,13 +132,15 @@ def _matmul_peak(dtype: Any, budget_s: float = 1.0) -> float:
     return reps * 2 * n**3 / (time.perf_counter() - t) / 1e9
 
 
-UDF_PRECISION = {"udf": None, "udf_fp32": "fp32", "udf_bf16": "bf16", "udf_int8": "int8", "udf_int8_dynamic": "int8_dynamic"}
+#: each UDF path's context beside weights, threads and overlap
+UDF_CONTEXT = {"udf": {}, "udf_fp32": {"precision": "fp32", "runtime": "torch"}, "udf_ncnn": {"precision": "fp32", "runtime": "ncnn"},
+               "udf_bf16": {"precision": "bf16"}, "udf_int8": {"precision": "int8"}, "udf_int8_dynamic": {"precision": "int8_dynamic"}}
 
 
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     threads, window, reps, path = spec["threads"], spec["window"], spec["reps"], spec["path"]
     udf = None
-    if path in UDF_PRECISION:
+    if path in UDF_CONTEXT:
         # the UDF text first, as a backend runs it: it sets OMP_WAIT_POLICY before torch loads
         from openeo.udf.run_code import load_module_from_string
 
@@ -149,19 +152,18 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     torch.set_num_threads(threads)
     x = _sample_window(window)
     t0 = time.perf_counter()
-    chosen = None
+    chosen = runtime = None
     if udf is not None:
         import xarray
         from openeo.udf import XarrayDataCube
 
         cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"),
                                                coords={"bands": ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]}))
-        ctx = {"overlap": spec["overlap"], "threads": threads, "weights": spec["weights"]}
-        if UDF_PRECISION[path]:
-            ctx["precision"] = UDF_PRECISION[path]
+        ctx = {"overlap": spec["overlap"], "threads": threads, "weights": spec["weights"], **UDF_CONTEXT[path]}
         run = lambda: udf["apply_datacube"](cube, ctx).get_array().values  # noqa: E731
         udf["load_model"](ctx)  # load, probe and (auto) the timing: one-time costs
-        chosen = udf["choose_path"](Path(spec["weights"]).resolve(), ctx.get("precision", "auto"), "cpu")[1]
+        _, chosen, runtime = udf["choose_path"](Path(spec["weights"]).resolve(), ctx.get("precision", "auto"), "cpu",
+                                                ctx.get("runtime", "auto"))
     elif path == "onnxruntime":
         import onnxruntime as ort
 
@@ -192,7 +194,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         run()
         times.append(time.perf_counter() - t)
     return {"load_s": load_s, "first_s": first_s, "s": statistics.median(times), "peak_rss_gib": _peak_rss_gib(),
-            "precision": chosen}
+            "precision": chosen, "runtime": runtime}
 
 
 def _eager_model(weights: str):
@@ -252,7 +254,7 @@ def flops_per_output_pixel(weights: str) -> float:
     return total[0] / (y.shape[-1] * y.shape[-2])
 
 
-def accuracy(weights: str, precision: str = "fp32") -> Dict[str, float]:
+def accuracy(weights: str, precision: str = "fp32", runtime: str = "torch") -> Dict[str, float]:
     """UDF path vs FP32 eager: max |diff| on the sample scene; PSNR drop on the Wald test split."""
     import numpy as np
     import torch
@@ -269,7 +271,7 @@ def accuracy(weights: str, precision: str = "fp32") -> Dict[str, float]:
 
     def both(x):
         cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x")))
-        a = module["apply_datacube"](cube, {"weights": weights, "precision": precision}).get_array().values
+        a = module["apply_datacube"](cube, {"weights": weights, "precision": precision, "runtime": runtime}).get_array().values
         with torch.inference_mode():
             b = eager(torch.from_numpy(x)).numpy()
         return a, b
@@ -311,8 +313,11 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="s2sr-bench-"))
     onnx = export_onnx(weights, tmp)
     # --quick: the figures the JSON line needs (eager is context only; under two minutes on the slowest CPU seen)
-    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_bf16", "udf_int8", "udf_int8_dynamic"]
+    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_ncnn", "udf_bf16", "udf_int8", "udf_int8_dynamic"]
     skipped = []
+    if "udf_ncnn" in paths and not s2sr_udf.ncnn_available():
+        paths.remove("udf_ncnn")
+        skipped.append("udf_ncnn: the ncnn package is not installed (pip install ncnn)")
     native_bf16 = bf16_is_native()
     if "udf_bf16" in paths and not native_bf16:
         paths.remove("udf_bf16")
@@ -335,12 +340,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 print(f"{path} window {w} threads {t}: {r['s']:.2f} s", file=sys.stderr, flush=True)  # progress
                 out_px = (2 * size) ** 2
                 result["rows"].append({
-                    "path": path, "precision": r.get("precision"), "window": w, "size": size, "threads": t,
+                    "path": path, "precision": r.get("precision"), "runtime": r.get("runtime"), "window": w, "size": size, "threads": t,
                     "s_per_window": r["s"], "mpix_per_s": out_px / r["s"] / 1e6, "peak_rss_gib": r["peak_rss_gib"],
                     "load_s": r["load_s"], "first_call_s": r["first_s"],
                     "full_tile_minutes": math.ceil(TILE_PX / size) ** 2 * r["s"] / 60,
                 })
     result["accuracy"] = {"fp32": accuracy(weights, "fp32")}
+    if any(r.get("runtime") == "ncnn" for r in result["rows"]):
+        result["accuracy"]["fp32 on ncnn"] = accuracy(weights, "fp32", "ncnn")
     if native_bf16 or any(r["precision"] == "bf16" for r in result["rows"]):
         result["accuracy"]["bf16"] = accuracy(weights, "bf16")
     if int8:
@@ -372,12 +379,15 @@ def summarize(res: Dict[str, Any], threads: int) -> Dict[str, Any]:
     peaks = res["peak_gflops_bf16"] if precision == "bf16" else res["peak_gflops"]
     peak = peaks[threads] if threads in peaks else peaks[str(threads)]  # str keys after a JSON round trip
     one_core = [r for r in res["rows"] if r["path"] == "udf" and r["threads"] == 1]
-    acc = res["accuracy"].get(precision, res["accuracy"]["fp32"])
+    runtime = default.get("runtime") or "torch"
+    acc = res["accuracy"].get("fp32 on ncnn" if runtime == "ncnn" else precision, res["accuracy"]["fp32"])
+    ncnn = next((r for r in res["rows"] if r["path"] == "udf_ncnn" and r["threads"] == threads and r["window"] == window), None)
     return {
-        "mpix_per_s": default["mpix_per_s"], "precision": precision,
+        "mpix_per_s": default["mpix_per_s"], "precision": precision, "runtime": runtime,
         "onnxruntime_mpix_per_s": ref["mpix_per_s"],
         "speedup_vs_onnxruntime": default["mpix_per_s"] / ref["mpix_per_s"],
         "fp32_speedup_vs_onnxruntime": fp32["mpix_per_s"] / ref["mpix_per_s"],
+        "ncnn_speedup_vs_onnxruntime": ncnn["mpix_per_s"] / ref["mpix_per_s"] if ncnn else None,
         "peak_fraction": default["mpix_per_s"] * 1e6 * res["flops_per_output_pixel"] / (peak * 1e9),
         # the same counting every pixel the net computes, the overlap included: how much of the
         # core is left for faster arithmetic of the same precision to win
@@ -403,14 +413,16 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         "Large matmul peak: FP32 " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in res["peak_gflops"].items())
         + " GFLOP/s; bf16 " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in res["peak_gflops_bf16"].items()) + " GFLOP/s.", "",
         "Paths: `udf` = the UDF as backends run it with its default precision (`auto`; the chosen one in brackets); "
-        "`udf_fp32` / `udf_bf16` / `udf_int8` / `udf_int8_dynamic` = the UDF with that precision forced; `onnxruntime` = the reference "
+        "`udf_fp32` / `udf_bf16` / `udf_int8` / `udf_int8_dynamic` = the UDF with that precision forced (on torch); `udf_ncnn` = "
+        "fp32 on the ncnn runtime forced; `onnxruntime` = the reference "
         "runtime (ONNX of the same weights, CPU provider, intra/inter-op threads = threads); `eager` = the bare "
         "network in torch eager FP32 (default OpenMP settings; torch tensors on huge pages, as in the UDF).", "",
         "| path | window (kept) | threads | s / window | output MP/s | peak RSS GiB | load s | first call s | full tile min |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
-        name = r["path"] + (f" ({r['precision']})" if r["path"] == "udf" and r.get("precision") else "")
+        name = r["path"] + (f" ({r['precision']}{', ' + r['runtime'] if r.get('runtime') else ''})"
+                            if r["path"] == "udf" and r.get("precision") else "")
         lines.append(f"| {name} | {r['window']} ({r['size']}) | {r['threads']} | {r['s_per_window']:.2f} | {r['mpix_per_s']:.4f} | "
                      f"{r['peak_rss_gib']:.2f} | {r['load_s']:.2f} | {r['first_call_s']:.2f} | {r['full_tile_minutes']:.0f} |")
     lines += [f"\nNot measured: {note}." for note in res.get("skipped", [])]
@@ -418,9 +430,12 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
               + (f"; int8 quantization (calibration) {res['int8_quantize_s']:.0f} s" if res.get("int8_quantize_s") else "")
               + "; the UDF's model load (and the `auto` timing) is the `load s` column.", ""]
     lines += [
-        f"At the {'default ' if s['window'] == default_window() else ''}window ({s['window']} px, {s['threads']} threads): UDF path ({s['precision']}) {s['mpix_per_s']:.4f} MP/s, onnxruntime "
-        f"{s['onnxruntime_mpix_per_s']:.4f} MP/s, ratio **{s['speedup_vs_onnxruntime']:.2f}x**; the forced FP32 path "
-        f"{s['fp32_speedup_vs_onnxruntime']:.2f}x; {100 * s['peak_fraction']:.0f} % of the {s['precision']} matmul peak "
+        f"At the {'default ' if s['window'] == default_window() else ''}window ({s['window']} px, {s['threads']} threads): UDF path "
+        f"({s['precision']}{', ' + s['runtime'] if s.get('runtime') else ''}) {s['mpix_per_s']:.4f} MP/s, onnxruntime "
+        f"{s['onnxruntime_mpix_per_s']:.4f} MP/s, ratio **{s['speedup_vs_onnxruntime']:.2f}x**; the forced FP32 path on torch "
+        f"{s['fp32_speedup_vs_onnxruntime']:.2f}x"
+        + (f", on ncnn {s['ncnn_speedup_vs_onnxruntime']:.2f}x" if s.get("ncnn_speedup_vs_onnxruntime") else "")
+        + f"; {100 * s['peak_fraction']:.0f} % of the {s['precision']} matmul peak "
         f"({100 * s['peak_fraction_computed']:.0f} % counting the overlap pixels it computes too); "
         f"peak memory {s['peak_memory_gib']:.2f} GiB (onnxruntime {s['onnxruntime_peak_memory_gib']:.2f} GiB); "
         f"full 10980 x 10980 tile: {s['full_tile_minutes_1core'] or float('nan'):.0f} min on 1 core "

@@ -95,6 +95,10 @@ def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
                                      "<model>_int8.pt weights; clips bright point targets), or int8_dynamic (opt-in, "
                                      "quantized at load, cannot clip; PSNR drop 0.004 dB on VNNI CPUs, 0.025 dB elsewhere; "
                                      "results depend slightly on the chunking)."),
+        Parameter.string(name="runtime", default="auto", values=list(s2sr_udf.RUNTIMES),
+                         description="Inference runtime for fp32: auto (torch or ncnn, whichever the worker runs faster; "
+                                     "ncnn only where the worker has the ncnn package), torch, or ncnn (the backbone "
+                                     "converted at load; Winograd convolutions, float32 within 1e-5 of torch)."),
         Parameter.number(name="max_cloud_cover", default=50, description="Skip scenes with more cloud cover than this (percent)."),
         Parameter.number(name="radiometric_offset", default=0,
                          description="Added to the DN before scaling (reflectance = (DN + offset) / 10000): -1000 for "
@@ -125,6 +129,7 @@ def build_graph(models: Optional[Dict[str, Dict[str, Any]]] = None, window: int 
         "output_dtype": {"from_parameter": "output_dtype"},
         "offset": {"from_parameter": "radiometric_offset"},
         "precision": {"from_parameter": "precision"},
+        "runtime": {"from_parameter": "runtime"},
         "overlap": geometry["overlap"],
     }
     udf = openeo.UDF(udf_source(), runtime="Python-Jep", context=context)
@@ -169,7 +174,7 @@ def load_udp_json(path: Path = UDP_JSON) -> Dict[str, Any]:
 
 def superresolve(cube: DataCube, model: str = s2sr_udf.DEFAULT_MODEL, output_dtype: str = "float32",
                  offset: float = 0.0, size: Optional[int] = None, overlap: Optional[int] = None,
-                 precision: str = "auto") -> DataCube:
+                 precision: str = "auto", runtime: str = "auto") -> DataCube:
     """Add s2sr to an existing openEO cube holding the ten bands on the 10 m grid.
 
     One line for a Jupyter user: ``sr = superresolve(cube)``.  Bring the 20 m bands to the
@@ -185,8 +190,11 @@ def superresolve(cube: DataCube, model: str = s2sr_udf.DEFAULT_MODEL, output_dty
         raise ValueError(f"overlap {overlap} is smaller than the model's margin {geometry['overlap']}: tiles would show seams")
     if precision not in s2sr_udf.PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; available: {list(s2sr_udf.PRECISIONS)}")
+    if runtime not in s2sr_udf.RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; available: {list(s2sr_udf.RUNTIMES)}")
     udf = openeo.UDF(udf_source(), runtime="Python-Jep", context={"model": model, "output_dtype": output_dtype,
-                                                                 "offset": offset, "overlap": overlap, "precision": precision})
+                                                                 "offset": offset, "overlap": overlap, "precision": precision,
+                                                                 "runtime": runtime})
     return cube.apply_neighborhood(udf, size=_px(size), overlap=_px(overlap))
 
 

@@ -94,7 +94,7 @@ def json_roundtrip(obj: Any) -> Any:
 
 def error_vs_fp32(code: str, cube: xarray.DataArray, ctx: dict, precision: str) -> float:
     """Max |path - FP32| in reflectance for the UDF at ``precision``; asserts identical no-data."""
-    fp32 = run_local(code, cube, {**ctx, "precision": "fp32"}).values
+    fp32 = run_local(code, cube, {**ctx, "precision": "fp32", "runtime": "torch"}).values
     other = run_local(code, cube, {**ctx, "precision": precision}).values
     assert np.array_equal(np.isnan(fp32), np.isnan(other))
     return float(np.nanmax(np.abs(other - fp32))) / 10000.0
@@ -111,7 +111,7 @@ def chunking_vs_own_error(code: str, cube: xarray.DataArray, ctx: dict, margin: 
     from s2sr.deploy.neighborhood import apply_neighborhood
 
     whole = run_local(code, cube, ctx).values
-    fp32 = run_local(code, cube, {**ctx, "precision": "fp32"}).values
+    fp32 = run_local(code, cube, {**ctx, "precision": "fp32", "runtime": "torch"}).values
     chunked = apply_neighborhood(cube, lambda w: run_local(code, w, {**ctx, "overlap": margin}),
                                  size=size, overlap=margin).values
     assert np.array_equal(np.isnan(chunked), np.isnan(whole))

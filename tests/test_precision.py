@@ -29,8 +29,9 @@ def test_auto_picks_a_supported_precision(udf_module, slim_weights):
 
     from pathlib import Path
 
-    _, precision = udf_module["choose_path"](Path(slim_weights).resolve(), "auto", "cpu")
+    _, precision, runtime = udf_module["choose_path"](Path(slim_weights).resolve(), "auto", "cpu")
     assert precision in ("fp32", "bf16")  # int8 is never picked by auto
+    assert runtime == "torch" or (precision, runtime) == ("fp32", "ncnn")
     module, meta, device = udf_module["load_model"]({"weights": str(slim_weights), "precision": "auto"})
     x = torch.full((1, len(meta["bands"]), 16, 16), 1000.0)
     with torch.inference_mode():
@@ -60,7 +61,7 @@ def test_bf16_refuses_weights_without_the_cast(udf_module, tmp_path, slim_weight
         udf_module["load_model"]({"weights": str(path), "precision": "bf16"})
 
 
-@pytest.mark.parametrize("speedup, offered", [(0.13, ("fp32",)), (2.0, ("fp32", "bf16"))])
+@pytest.mark.parametrize("speedup, offered", [(0.13, None), (2.0, (("fp32", "torch"), ("bf16", "torch")))])
 def test_auto_screens_out_emulated_bf16(slim_weights, monkeypatch, speedup, offered):
     """Where one bf16 conv runs slower than FP32 (torch emulating bf16), auto does not load and
     time a whole bf16 model."""
@@ -71,13 +72,14 @@ def test_auto_screens_out_emulated_bf16(slim_weights, monkeypatch, speedup, offe
     seen = {}
 
     def fake_auto(candidates, device, threads):
-        seen["offered"] = tuple(c[0] for c in candidates)
-        return "fp32"
+        seen["offered"] = tuple(c[:2] for c in candidates)
+        return "fp32", "torch"
 
     monkeypatch.setattr(s2sr_udf, "bf16_conv_speedup", lambda threads: speedup)
     monkeypatch.setattr(s2sr_udf, "_auto_precision", fake_auto)
-    assert s2sr_udf.choose_path(Path(slim_weights).resolve(), "auto", "cpu")[1] == "fp32"
-    assert seen["offered"] == offered
+    # runtime torch: the bf16 screen alone (tests/test_ncnn.py covers the ncnn candidate)
+    assert s2sr_udf.choose_path(Path(slim_weights).resolve(), "auto", "cpu", "torch")[1:] == ("fp32", "torch")
+    assert seen.get("offered") == offered  # None: fp32 alone, nothing to time
 
 
 def test_bf16_conv_screen_measures_a_positive_ratio():

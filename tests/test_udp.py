@@ -37,8 +37,9 @@ def test_parameters_and_job_options():
     udp = build_udp()
     params = {p["name"]: p for p in udp["parameters"]}
     assert set(params) == {"spatial_extent", "temporal_extent", "product", "model", "output_dtype", "max_cloud_cover", "radiometric_offset",
-                           "precision"}
+                           "precision", "runtime"}
     assert params["precision"]["default"] == "auto" and "fp32" in params["precision"]["schema"]["enum"]
+    assert params["runtime"]["default"] == "auto" and params["runtime"]["schema"]["enum"] == ["auto", "torch", "ncnn"]
     assert params["product"]["schema"]["enum"] == ["SENTINEL2_L2A", "SENTINEL2_L1C"]
     assert params["model"]["default"] == "carn_3x3x64g4sw" and params["model"]["schema"]["enum"] == sorted(shipped_models())
     assert "optional" not in params["spatial_extent"] or not params["spatial_extent"]["optional"]

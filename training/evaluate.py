@@ -96,7 +96,7 @@ def evaluate(weights: Optional[Path] = None, split: str = "test", data_cache: Op
     from .metrics import sam
 
     ctx = {"weights": str(weights)} if weights else {}
-    module, meta, _ = s2sr_udf.load_model({**ctx, "precision": "fp32"})  # the reference figures
+    module, meta, _ = s2sr_udf.load_model({**ctx, "precision": "fp32", "runtime": "torch"})  # the reference figures
     if meta["bands"] != list(BANDS):
         raise ValueError(f"evaluation needs weights for {list(BANDS)}, got {meta['bands']}")
     f = meta["factor"]

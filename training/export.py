@@ -156,7 +156,7 @@ def export_int8(fp32_path: Path, out: Optional[Path] = None, batches: Optional[l
 
 def load(path: Path, device: str = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
     """Load exported weights with the UDF's checks (metadata, checksum, probe run)."""
-    module, meta, _ = s2sr_udf.load_model({"weights": str(path), "device": device, "precision": "fp32"})
+    module, meta, _ = s2sr_udf.load_model({"weights": str(path), "device": device, "precision": "fp32", "runtime": "torch"})
     return module, meta
 
 

@@ -158,7 +158,7 @@ def compare_with_fp32(fp32_weights: Path, other_weights: Path, precision: str = 
     from .evaluate import sample_scene_input
     from .metrics import psnr_per_band
 
-    ref_module, meta, _ = s2sr_udf.load_model({"weights": str(fp32_weights), "precision": "fp32"})
+    ref_module, meta, _ = s2sr_udf.load_model({"weights": str(fp32_weights), "precision": "fp32", "runtime": "torch"})
     module, _, _ = s2sr_udf.load_model({"weights": str(other_weights), "precision": precision})
 
     def both(x: np.ndarray):

@@ -1,6 +1,6 @@
 """s2sr openEO UDF: Sentinel-2 10 / 20 m bands super-resolved to 5 m.
 
-Self-contained (numpy, xarray, torch, openeo only): an openEO backend runs this file as text
+Self-contained (numpy, xarray, torch, openeo; ncnn where the worker has it): an openEO backend runs this file as text
 inside ``apply_neighborhood``.  ``apply_datacube`` takes a window ``[t, bands, y, x]`` (or
 ``[bands, y, x]``) of the ten bands B02 B03 B04 B08 B05 B06 B07 B8A B11 B12 on the 10 m grid
 and returns it at 5 m, overlap included (the backend crops it); ``apply_metadata`` halves the
@@ -32,6 +32,11 @@ Context keys (all optional; an empty context runs the default model):
                     sample scene); the rounding follows the window (and the dates in its ``batch``), so
                     a pixel depends on the chunking, within the sum of the two chunkings'
                     errors, and ``auto`` never picks it)
+``runtime``         ``"auto"`` (default: where the worker has the ``ncnn`` package, fp32 runs
+                    on torch or on ncnn, whichever a one-off timing finds faster), ``"torch"``
+                    or ``"ncnn"`` (fp32 on the CPU: the backbone converted at load from the
+                    same weights into an ncnn network, whose Winograd 3 x 3 convolutions do
+                    4x fewer multiplications; float32 throughout, within 1e-5 of torch)
 ``scale``           input units per unit of reflectance (default 10000: L2A digital numbers)
 ``offset``          added to input values before scaling: reflectance = (value + offset) /
                     scale (default 0; -1000 for L1C / L2A of processing baseline >= 04.00
@@ -92,9 +97,10 @@ INT16_NODATA = -10000
 REFLECTANCE_RANGE = (-1.0, 3.0)
 CONTEXT_KEYS = (
     "model", "weights", "weights_dir", "device", "threads", "batch", "precision", "scale",
-    "offset", "nodata", "output_dtype", "overlap", "factor", "resolution",
+    "offset", "nodata", "output_dtype", "overlap", "factor", "resolution", "runtime",
 )
 PRECISIONS = ("fp32", "bf16", "int8", "int8_dynamic", "auto")
+RUNTIMES = ("auto", "torch", "ncnn")
 #: ``auto`` times a bf16 model only where one bf16 conv runs at least this fast relative to FP32
 #: (~2x where the CPU has bf16 arithmetic, ~0.15x where torch emulates it); the model-level
 #: timing then asks for 1.1x
@@ -274,6 +280,23 @@ def weights_precision(meta: Dict[str, Any]) -> str:
     return "int8" if meta.get("precision") == "int8" else "fp32"
 
 
+def _load_torchscript(path_str: str, size: int, mtime: float, device: str) -> Tuple[Any, Dict[str, Any]]:
+    """The weights file's TorchScript module as exported (eval mode, probed) and its metadata."""
+    path = Path(path_str)
+    _verify_checksum(path_str, size, mtime)
+    meta = read_metadata(path)
+    try:
+        module = torch.jit.load(path_str, map_location=device, _extra_files={METADATA_FILE: ""})
+    except Exception as exc:  # torch raises RuntimeError and friends for broken archives
+        raise ValueError(
+            f"weights file {path} is corrupt or truncated: TorchScript cannot load it "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    module.eval()
+    _probe(module, meta, path, device)
+    return module, meta
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(path_str: str, size: int, mtime: float, device: str, precision: str = "fp32") -> Tuple[Any, Dict[str, Any]]:
     path = Path(path_str)
@@ -292,16 +315,7 @@ def _load_cached(path_str: str, size: int, mtime: float, device: str, precision:
         if weights_precision(meta) == "int8":
             raise ValueError(f"weights file {path} holds int8 weights; 'int8_dynamic' quantizes float weights itself")
         _set_quantized_engine(path)
-    extra = {METADATA_FILE: ""}
-    try:
-        module = torch.jit.load(path_str, map_location=device, _extra_files=extra)
-    except Exception as exc:  # torch raises RuntimeError and friends for broken archives
-        raise ValueError(
-            f"weights file {path} is corrupt or truncated: TorchScript cannot load it "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from None
-    module.eval()
-    _probe(module, meta, path, device)
+    module, meta = _load_torchscript(path_str, size, mtime, device)
     fusable = device == "cpu" and precision in ("fp32", "bf16")  # oneDNN fusion: float graphs on the CPU
     if fusable or precision == "int8_dynamic":
         texture = _texture(meta, device).contiguous(memory_format=torch.channels_last)
@@ -470,6 +484,274 @@ def _dynamic_int8_checked(module: Any, meta: Dict[str, Any], path: Path, texture
     return quantized
 
 
+# --------------------------------------------------------------------------- ncnn runtime
+# ncnn (Tencent's inference library, BSD-3, ``pip install ncnn``) runs every 3 x 3 conv with
+# stride 1 as a Winograd F(4x4, 3x3) product: 4x fewer multiplications than the direct
+# convolution oneDNN runs, at float32 (its products and sums stay float32; the transforms round
+# differently, ~1e-6 of the range).  On Zen 3 (AVX2), 2 threads, per layer: the grouped 3 x 3
+# convs of the trunk 2.0x oneDNN, the dense up-sampling conv 3.0x, the 1 x 1 convs 1.2x; the
+# backbone 1.5-1.8x (docs/speed_notes.md).  The UDF converts the frozen TorchScript backbone of
+# the weights file into an ncnn network at load (no second weights file: the same tensors), and
+# keeps normalisation, skip, constraint and denormalisation in TorchScript.  Optional: where the
+# worker has no ncnn, ``runtime: "auto"`` runs torch.
+NCNN_STRIP_PIXELS = 110_000
+"""Most input pixels per ncnn call: larger windows run in row strips of one common height, each
+with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
+the next call, some ten 256-channel tensors' worth: a 512 px window in 3 strips computes 17 % more
+rows and holds 1.0 GiB in ncnn instead of 2.4 GiB (equal heights: the pools' buffers fit every strip)."""
+
+_NCNN_ACTIVATIONS = {"aten::leaky_relu", "aten::relu"}
+
+
+class NcnnUnsupported(ValueError):
+    """The backbone holds an operation the ncnn conversion does not know."""
+
+
+def _const(value: Any) -> Any:
+    ivalue = value.toIValue()
+    if ivalue is None and value.node().kind() != "prim::Constant":
+        raise NcnnUnsupported(f"{value.node().kind()} where a constant was expected")
+    return ivalue
+
+
+def _scalar(value: Any) -> Optional[float]:
+    """The value as a Python float when it is a constant number or one-element tensor."""
+    if value.node().kind() != "prim::Constant":
+        return None
+    ivalue = value.toIValue()
+    if isinstance(ivalue, torch.Tensor):
+        return float(ivalue) if ivalue.numel() == 1 else None
+    return float(ivalue) if isinstance(ivalue, (int, float)) else None
+
+
+def _ncnn_ops(graph: Any) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
+    """The graph's tensor operations as (ncnn type, name, input values, output value, params,
+    weight bytes), with each conv -> (leaky) ReLU fused into one conv layer."""
+    lists: Dict[Any, List[Any]] = {}  # tensor lists (loops are unrolled: their contents are known)
+    nodes = [n for n in graph.nodes() if n.kind() != "prim::Constant"]
+    ops: List[Tuple[str, str, List[Any], Any, str, bytes]] = []
+    fused: Dict[Any, Tuple[str, Any]] = {}  # conv output -> (activation params, activation output)
+    for i, node in enumerate(nodes):
+        kind, ins, name = node.kind(), list(node.inputs()), f"op{i}"
+        if kind == "prim::ListConstruct":
+            lists[node.output()] = ins
+        elif kind == "aten::append" and ins[0] in lists:
+            lists[ins[0]].append(ins[1])
+        elif kind == "aten::conv2d":
+            weight, bias = _const(ins[1]), _const(ins[2])
+            (sh, sw), (ph, pw), (dh, dw), groups = _const(ins[3]), _const(ins[4]), _const(ins[5]), _const(ins[6])
+            cout, _, kh, kw = weight.shape
+            params = (f"0={cout} 1={kw} 11={kh} 2={dw} 12={dh} 3={sw} 13={sh} 4={pw} 14={ph} "
+                      f"5={int(bias is not None)} 6={weight.numel()}" + (f" 7={groups}" if groups > 1 else ""))
+            out = node.output()
+            users = [u.user for u in out.uses()]
+            if len(users) == 1 and users[0].kind() in _NCNN_ACTIVATIONS:
+                act = users[0]
+                slope = _const(list(act.inputs())[1]) if act.kind() == "aten::leaky_relu" else 0.0
+                params += f" 9=2 -23310=1,{float(slope):.9e}"
+                fused[act] = (params, act.output())
+                out = act.output()
+            blob = np.zeros(1, "<u4").tobytes() + weight.float().contiguous().numpy().astype("<f4").tobytes()
+            if bias is not None:
+                blob += bias.float().contiguous().numpy().astype("<f4").tobytes()
+            ops.append(("ConvolutionDepthWise" if groups > 1 else "Convolution", name, [ins[0]], out, params, blob))
+        elif node in fused:
+            continue
+        elif kind in _NCNN_ACTIVATIONS:
+            slope = _const(ins[1]) if kind == "aten::leaky_relu" else 0.0
+            ops.append(("ReLU", name, [ins[0]], node.output(), f"0={float(slope):.9e}", b""))
+        elif kind in ("aten::add", "aten::mul"):
+            if kind == "aten::add" and _const(ins[2]) != 1:
+                raise NcnnUnsupported("aten::add with alpha != 1")
+            op_type = 0 if kind == "aten::add" else 2
+            scalars = [_scalar(v) for v in ins[:2]]
+            if scalars[0] is None and scalars[1] is None:
+                ops.append(("BinaryOp", name, ins[:2], node.output(), f"0={op_type}", b""))
+            else:
+                tensor, number = (ins[0], scalars[1]) if scalars[1] is not None else (ins[1], scalars[0])
+                ops.append(("BinaryOp", name, [tensor], node.output(), f"0={op_type} 1=1 2={number:.9e}", b""))
+        elif kind == "aten::cat":
+            if _const(ins[1]) not in (1, -3):
+                raise NcnnUnsupported("aten::cat along another dimension than channels")
+            ops.append(("Concat", name, list(lists[ins[0]]), node.output(), "0=0", b""))
+        elif kind == "aten::pixel_shuffle":
+            ops.append(("PixelShuffle", name, [ins[0]], node.output(), f"0={int(_const(ins[1]))}", b""))
+        elif kind in ("aten::pad", "aten::reflection_pad2d", "aten::replication_pad2d"):
+            left, right, top, bottom = _const(ins[1])
+            mode = {"aten::reflection_pad2d": "reflect", "aten::replication_pad2d": "replicate"}.get(kind) or _const(ins[2])
+            types = {"constant": 0, "replicate": 1, "reflect": 2}
+            value = (_const(ins[3]) or 0.0) if kind == "aten::pad" and mode == "constant" else 0.0
+            if mode not in types:
+                raise NcnnUnsupported(f"padding mode {mode!r}")
+            ops.append(("Padding", name, [ins[0]], node.output(),
+                        f"0={top} 1={bottom} 2={left} 3={right} 4={types[mode]} 5={float(value):.9e}", b""))
+        else:
+            raise NcnnUnsupported(f"operation {kind}")
+    return ops
+
+
+def ncnn_network(backbone: Any) -> Tuple[str, bytes]:
+    """The float32 TorchScript ``backbone`` as an ncnn network: (param text, weight bytes).
+
+    Input blob ``in`` and output blob ``out``, ``[C, H, W]`` without the batch dimension.
+    Converted: conv2d (any groups, stride, dilation; a LeakyReLU / ReLU after it fused in), LeakyReLU,
+    ReLU, add, multiplication by a constant, concatenation over channels (lists built in
+    unrolled loops too), pixel shuffle, padding.  NcnnUnsupported (a ValueError) names the first
+    other operation (e.g. ESRGAN's ``F.interpolate``, whose rank branches TorchScript keeps).
+    """
+    graph = torch.jit.freeze(backbone.eval()).graph
+    torch._C._jit_pass_inline(graph)
+    inputs, outputs = list(graph.inputs())[1:], list(graph.outputs())
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NcnnUnsupported(f"a backbone with {len(inputs)} inputs and {len(outputs)} outputs")
+    ops = _ncnn_ops(graph)
+    names = {inputs[0]: "in", outputs[0]: "out"}
+    uses: Dict[Any, int] = {outputs[0]: 1}
+    for _, _, ins, _, _, _ in ops:
+        for value in ins:
+            uses[value] = uses.get(value, 0) + 1
+    layers = ["Input input 0 1 in"]
+    pending: Dict[Any, List[str]] = {}
+
+    def produce(value: Any, layer: str) -> None:
+        # ncnn feeds each blob to one layer: a blob read n times goes through a Split (references)
+        name = names.setdefault(value, f"b{len(names)}")
+        if uses.get(value, 0) > 1:
+            copies = [f"{name}_{k}" for k in range(uses[value])]
+            layers.append(f"Split split_{name} 1 {len(copies)} {name} {' '.join(copies)}")
+            pending[value] = copies
+
+    def consume(value: Any) -> str:
+        return pending[value].pop() if value in pending else names[value]
+
+    produce(inputs[0], "input")
+    weights = []
+    for op_type, name, ins, out, params, blob in ops:
+        sources = " ".join(consume(v) for v in ins)
+        layers.append(f"{op_type} {name} {len(ins)} 1 {sources} {names.setdefault(out, f'b{len(names)}')} {params}")
+        produce(out, name)
+        weights.append(blob)
+    blobs = {tok for line in layers for tok in _layer_outputs(line)}
+    return f"7767517\n{len(layers)} {len(blobs)}\n" + "\n".join(layers) + "\n", b"".join(weights)
+
+
+def _layer_outputs(line: str) -> List[str]:
+    parts = line.split()
+    n_in, n_out = int(parts[2]), int(parts[3])
+    return parts[4 + n_in:4 + n_in + n_out]
+
+
+def strips(h: int, w: int, margin: int) -> List[Tuple[int, int, int, int]]:
+    """Row strips of an ``h x w`` input: (start, stop) rows computed, (top, bottom) rows kept.
+
+    The fewest strips of one common height with at most ``NCNN_STRIP_PIXELS`` pixels each (one
+    strip where the margins would not fit), evenly spaced; each kept row lies ``margin`` rows
+    or more inside its strip, or at the input's own edge.  Kept rows tile ``[0, h)``.
+    """
+    n, height = 1, h
+    while height * w > NCNN_STRIP_PIXELS:
+        taller = math.ceil((h + 2 * margin * n) / (n + 1))  # n + 1 strips overlapping by 2 x margin
+        if taller <= 2 * margin or taller >= height:
+            break  # the margins would eat the strips: no gain from more
+        n, height = n + 1, taller
+    if n == 1:
+        return [(0, h, 0, h)]
+    starts = [round(i * (h - height) / (n - 1)) for i in range(n)]
+    cuts = [0] + [(starts[i] + starts[i - 1] + height) // 2 for i in range(1, n)] + [h]
+    return [(starts[i], starts[i] + height, cuts[i], cuts[i + 1]) for i in range(n)]
+
+
+class NcnnModel:
+    """A weights file's SuperResolver with its backbone on ncnn, called like the TorchScript
+    module: ``[B, bands, H, W]`` in the model's input units -> ``[B, bands, fH, fW]``, float32."""
+
+    def __init__(self, module: Any, network: Tuple[str, bytes], meta: Dict[str, Any], threads: int) -> None:
+        import ncnn  # optional: only this runtime needs it
+
+        self.module, self.factor, self.margin = module, int(meta["factor"]), int(meta["margin"])
+        self.global_skip, self.hard_constraint = bool(module.global_skip), bool(module.hard_constraint)
+        self.net = ncnn.Net()
+        opt = self.net.opt
+        opt.num_threads = threads  # fixed at load: ncnn packs the weights for its thread count
+        opt.use_vulkan_compute = False
+        # float32 throughout: ncnn may otherwise keep activations in fp16 / bf16 where the CPU has them
+        opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = False
+        opt.use_bf16_storage = opt.use_bf16_packed = False
+        # ncnn keeps the buffers of a call in pools for the next; reusing one for requests down to
+        # half its size held the least (277 x 512 px strip: 1.34 GiB; ncnn's own pools 1.6, 0.99: 1.7)
+        self.pools = (ncnn.PoolAllocator(), ncnn.PoolAllocator())
+        for pool in self.pools:
+            pool.set_size_compare_ratio(0.5)
+        opt.blob_allocator, opt.workspace_allocator = self.pools
+        param, weights = network
+        if self.net.load_param_mem(param) != 0:
+            raise NcnnUnsupported("ncnn did not accept the converted network")
+        self.net.load_model_mem(weights)
+        self._mat = ncnn.Mat
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """normalised ``[C, h, w]`` float32 -> ``[C, fh, fw]`` through the ncnn backbone."""
+        extractor = self.net.create_extractor()
+        extractor.input("in", self._mat(x))  # a view of x: x stays referenced until extract returns
+        status, y = extractor.extract("out")
+        if status != 0:
+            raise RuntimeError(f"ncnn failed on a {x.shape} input (status {status})")
+        return np.array(y)
+
+    def backbone(self, z: torch.Tensor) -> torch.Tensor:
+        """normalised ``[B, C, H, W]`` -> ``[B, C, fH, fW]``, in row strips (``strips``)."""
+        b, c, h, w = z.shape
+        f = self.factor
+        z = z.float().contiguous().numpy()
+        out = np.empty((b, c, f * h, f * w), dtype=np.float32)
+        for i in range(b):
+            for start, stop, top, bottom in strips(h, w, self.margin):
+                y = self._run(np.ascontiguousarray(z[i, :, start:stop]))
+                out[i, :, f * top:f * bottom] = y[:, f * (top - start):f * (bottom - start)]
+        return torch.from_numpy(out)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.module.normalize(x.float())
+        y = self.backbone(z)
+        if self.global_skip:
+            y = y + torch.nn.functional.interpolate(z, scale_factor=float(self.factor), mode="bicubic", align_corners=False)
+        if self.hard_constraint:
+            y = self.module.constraint(y, z)
+        return self.module.denormalize(y)
+
+
+def ncnn_available() -> bool:
+    return importlib.util.find_spec("ncnn") is not None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_ncnn(path_str: str, size: int, mtime: float, threads: int) -> Tuple[NcnnModel, Dict[str, Any]]:
+    """The weights' float32 model with its backbone converted to ncnn for ``threads`` threads.
+
+    ValueError (NcnnUnsupported) where the backbone does not convert or the converted network
+    is not the same function (checked on a seeded texture against TorchScript float32).
+    """
+    path = Path(path_str)
+    module, meta = _load_torchscript(path_str, size, mtime, "cpu")
+    if weights_precision(meta) != "fp32":
+        raise NcnnUnsupported(f"runtime 'ncnn' runs float weights, {path.name} holds {weights_precision(meta)} ones")
+    try:
+        model = NcnnModel(module, ncnn_network(module.backbone), meta, threads)
+        texture = _texture(meta, "cpu")
+        with torch.inference_mode():
+            reference, result = module(texture), model(texture)
+    except NcnnUnsupported as exc:
+        raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name}: {exc}") from None
+    except Exception as exc:  # an ncnn build that fails on this CPU, a module without the structure
+        raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} ({_cause(exc)})") from None
+    # Winograd rounds differently from a direct convolution: ~1e-6 of the range (measured)
+    error, bound = float((result - reference).abs().max()), 1e-5 * float(reference.abs().max())
+    if not error <= bound:  # also catches NaN
+        raise NcnnUnsupported(f"runtime 'ncnn' is off by {error:.4g} (> {bound:.4g}) on {path.name}'s check input")
+    log.info("s2sr: ncnn backbone for %s, %d threads (max |diff| %.3g on the check input)", path.name, threads, error)
+    return model, meta
+
+
 def min_time(module: Any, x: torch.Tensor, runs: int = 2) -> float:
     """The fastest of ``runs`` timed calls after one warm-up (seconds)."""
     import time
@@ -552,19 +834,31 @@ def _metadata_cached(path_str: str, size: int, mtime: float) -> Dict[str, Any]:
     return read_metadata(Path(path_str))
 
 
-def choose_path(path: Path, precision: str, device: str) -> Tuple[Path, str]:
-    """The weights file and the precision to run: the context's ``precision`` resolved.
+def choose_path(path: Path, precision: str, device: str, runtime: str = "auto") -> Tuple[Path, str, str]:
+    """The weights file, the precision and the runtime to run: the context's resolved.
 
     Float weights: ``fp32`` / ``bf16`` as asked, ``int8`` through the int8 companion, ``auto``
-    by timing the candidates.  Int8 weights run only as ``int8`` (or ``auto``).
+    by timing the candidates.  Int8 weights run only as ``int8`` (or ``auto``).  Runtime: torch,
+    or ncnn for float32 on the CPU (``auto``: whichever a one-off timing finds faster, where
+    the worker has ncnn).
     """
     meta = _metadata_cached(str(path), *_stat(path))
+    if runtime == "ncnn":
+        if device != "cpu":
+            raise ValueError(f"runtime 'ncnn' runs on the CPU only (device {device!r})")
+        if precision not in ("fp32", "auto") or weights_precision(meta) == "int8":
+            raise ValueError(f"runtime 'ncnn' runs float weights in precision 'fp32' only (precision {precision!r}, "
+                             f"{path.name} holds {weights_precision(meta)} weights): use runtime 'torch'")
+        if not ncnn_available():
+            raise ValueError("runtime 'ncnn' needs the ncnn package on the worker (pip install ncnn): "
+                             "use runtime 'auto' or 'torch'")
+        return path, "fp32", "ncnn"
     if weights_precision(meta) == "int8":
         if precision not in ("int8", "auto"):
             raise ValueError(f"weights file {path.name} holds int8 weights: precision must be 'int8' or 'auto', not {precision!r}")
         if device != "cpu":
             raise ValueError(f"int8 weights {path.name} run on the CPU only (device {device!r})")
-        return path, "int8"
+        return path, "int8", "torch"
     if precision == "int8_dynamic" and device != "cpu":
         raise ValueError(f"precision 'int8_dynamic' runs on the CPU only (device {device!r})")
     if precision == "int8":
@@ -574,18 +868,21 @@ def choose_path(path: Path, precision: str, device: str) -> Tuple[Path, str]:
         if companion is None:
             raise ValueError(f"precision 'int8': no int8 weights made from {path.name} (expected "
                              f"{path.stem + INT8_SUFFIX}.pt beside it; make them with s2sr-export --int8-from {path.name})")
-        return companion, "int8"
-    if precision != "auto":
-        return path, precision
-    if device != "cpu":
-        return path, "fp32"
+        return companion, "int8", "torch"
+    if device != "cpu" or precision not in ("fp32", "auto"):
+        return path, ("fp32" if precision == "auto" else precision), "torch"
     # int8 is never picked by itself: static activation scales clip at bright point targets
     # (0.2 reflectance off on the sample scene's brightest roof, docs/benchmarks.md), and
     # dynamic ones make a pixel depend on the chunking beyond the path's own error
-    candidates = (("fp32", str(path), *_stat(path)),)
-    if bf16_conv_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP:
-        candidates += (("bf16", str(path), *_stat(path)),)
-    return path, _auto_precision(candidates, device, torch.get_num_threads())
+    stat = (str(path), *_stat(path))
+    candidates: Tuple[Tuple[str, str, str, int, float], ...] = (("fp32", "torch", *stat),)
+    if runtime == "auto" and ncnn_available():
+        candidates += (("fp32", "ncnn", *stat),)
+    if precision == "auto" and bf16_conv_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP:
+        candidates += (("bf16", "torch", *stat),)
+    if len(candidates) == 1:
+        return path, "fp32", "torch"
+    return (path, *_auto_precision(candidates, device, torch.get_num_threads()))
 
 
 @functools.lru_cache(maxsize=None)
@@ -613,25 +910,37 @@ def bf16_conv_speedup(threads: int) -> float:
 
 
 @functools.lru_cache(maxsize=8)
-def _auto_precision(candidates: Tuple[Tuple[str, str, int, float], ...], device: str, threads: int) -> str:
-    """The fastest path on this worker (a timing, not the CPU flags); reduced precision only
-    where it is at least 1.1x faster than fp32.  ``candidates``: (precision, path, size, mtime)."""
-    n = 64
+def _auto_precision(candidates: Tuple[Tuple[str, str, str, int, float], ...], device: str, threads: int) -> Tuple[str, str]:
+    """The fastest (precision, runtime) on this worker (a timing, not the CPU flags); reduced
+    precision only where it is at least 1.1x faster than the fastest fp32 runtime.
+    ``candidates``: (precision, runtime, path, size, mtime), torch fp32 first.
+
+    128 px windows: at 64 px ncnn's per-call costs hid its gain (1.2x, and torch won one
+    benchmark's load by noise); at 128 px it is 1.5x (Zen 3), about 6 s of load per worker."""
+    n = 128
     timings = {}
-    for precision, path_str, size, mtime in candidates:
+    for precision, runtime, path_str, size, mtime in candidates:
         try:
-            module, meta = _load_cached(path_str, size, mtime, device, precision)
-        except ValueError as exc:  # e.g. weights too old for bf16, no quantized engine
-            if precision == "fp32":
+            module, meta = _load(path_str, size, mtime, device, precision, runtime, threads)
+        except ValueError as exc:  # e.g. weights too old for bf16, a backbone ncnn cannot run
+            if (precision, runtime) == ("fp32", "torch"):
                 raise  # broken weights: say so, whatever the precision
-            log.warning("s2sr: precision %s unavailable: %s", precision, exc)
+            log.warning("s2sr: %s on %s unavailable: %s", precision, runtime, exc)
             continue
-        timings[precision] = min_time(module, _texture(meta, device, n).contiguous(memory_format=torch.channels_last))
+        timings[precision, runtime] = min_time(module, _texture(meta, device, n).contiguous(memory_format=torch.channels_last))
+    fp32 = min((k for k in timings if k[0] == "fp32"), key=timings.get)
     choice = min(timings, key=timings.get)
-    if choice != "fp32" and timings[choice] * 1.1 > timings["fp32"]:
-        choice = "fp32"
-    log.info("s2sr: precision auto -> %s (%s)", choice, ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()))
+    if choice[0] != "fp32" and timings[choice] * 1.1 > timings[fp32]:
+        choice = fp32
+    log.info("s2sr: precision auto -> %s on %s (%s)", *choice, ", ".join(f"{p}/{r} {v:.3f} s" for (p, r), v in timings.items()))
     return choice
+
+
+def _load(path_str: str, size: int, mtime: float, device: str, precision: str, runtime: str, threads: int) -> Tuple[Any, Dict[str, Any]]:
+    """The cached model for a resolved (precision, runtime): a TorchScript module or an NcnnModel."""
+    if runtime == "ncnn":
+        return _load_ncnn(path_str, size, mtime, threads)
+    return _load_cached(path_str, size, mtime, device, precision)
 
 
 def _probe(module: Any, meta: Dict[str, Any], path: Path, device: str) -> None:
@@ -658,10 +967,11 @@ def _probe(module: Any, meta: Dict[str, Any], path: Path, device: str) -> None:
 
 
 def load_model(context: Dict[str, Any]) -> Tuple[Any, Dict[str, Any], str]:
-    """The cached TorchScript model, its metadata and the device for this context."""
+    """The cached model (TorchScript, or an NcnnModel), its metadata and the device for this context."""
     device = _device(context.get("device", "cpu"))
-    path, precision = choose_path(resolve_weights(context).resolve(), context.get("precision", "auto"), device)
-    module, meta = _load_cached(str(path), *_stat(path), device, precision)
+    path, precision, runtime = choose_path(resolve_weights(context).resolve(), context.get("precision", "auto"),
+                                           device, context.get("runtime", "auto"))
+    module, meta = _load(str(path), *_stat(path), device, precision, runtime, torch.get_num_threads())
     expected = context.get("factor")
     if expected is not None and int(expected) != meta["factor"]:
         raise ValueError(f"weights {path.name} upscale by {meta['factor']}, the context expects factor {expected}")
@@ -717,6 +1027,9 @@ def _check_context(context: Any) -> Dict[str, Any]:
     precision = context.get("precision", "auto")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
+    runtime = context.get("runtime", "auto")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; available: {list(RUNTIMES)}")
     if context.get("output_dtype", "float32") not in ("float32", "int16"):
         raise ValueError(f"output_dtype must be 'float32' or 'int16', got {context.get('output_dtype')!r}")
     if float(context.get("scale", 10000.0)) <= 0:

@@ -1,0 +1,207 @@
+"""The ncnn runtime: the UDF converts the TorchScript backbone of float weights into an ncnn
+network at load (Winograd 3 x 3 convolutions in float32) and must give the torch result within
+the FP32 contract, seams included; a backbone it cannot convert, or a worker without ncnn,
+falls back to torch under ``runtime: "auto"`` and is a clear error when ``"ncnn"`` is forced."""
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from s2sr.deploy.neighborhood import apply_neighborhood
+from s2sr.training.export import export
+from s2sr.training.models import ARCHITECTURES, build_model_from_config
+from s2sr_testing import make_cube, run_local
+
+pytest.importorskip("ncnn")
+
+TOL_REFLECTANCE = 1e-5  # the FP32 contract
+
+
+@pytest.fixture(scope="module")
+def cube():
+    c = make_cube(46, 42, seed=5)
+    c.values[0, 3, 12:17, 20:26] = np.nan  # no-data crossing window borders below
+    return c
+
+
+def _export(tmp_path: Path, name: str, cfg, padding: str = "zeros", seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = build_model_from_config(cfg)
+    with torch.no_grad():
+        model.backbone.last_conv().weight.mul_(0.3)
+    path = tmp_path / f"{name}.pt"
+    export(model, name, path, {"trained": False, "note": "test weights"}, padding=padding)
+    return path
+
+
+@pytest.mark.parametrize("arch, cfg_changes, padding", [
+    ("carn_3x3x4g4sw", {"features": 4}, "zeros"),
+    ("carn_3x3x4g4sw", {"features": 4}, "reflect"),
+    ("carn_1x3x4g4", {"features": 4, "cascades": 1, "shared": False}, "zeros"),
+])
+def test_backbone_converts_to_the_same_function(udf_module, tmp_path, arch, cfg_changes, padding):
+    base = ARCHITECTURES["esrgan_3x64x32" if arch.startswith("esrgan") else "carn_3x3x64g4sw"]
+    path = _export(tmp_path, arch, replace(base, **cfg_changes), padding)
+    ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "threads": 1})
+    torch_model, _, _ = udf_module["load_model"]({"weights": str(path), "runtime": "torch", "precision": "fp32"})
+    assert type(ncnn_model).__name__ == "NcnnModel"
+    x = udf_module["_texture"](meta, "cpu", 40)
+    with torch.inference_mode():
+        a, b = ncnn_model(x), torch_model(x.contiguous(memory_format=torch.channels_last))
+    assert a.shape == b.shape == (1, 10, 80, 80)
+    assert float((a - b).abs().max()) / 10000.0 <= TOL_REFLECTANCE
+
+
+def test_udf_on_ncnn_equals_torch_with_identical_nodata(udf_code, slim_weights, cube):
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
+    on_ncnn = run_local(udf_code, cube, {**ctx, "runtime": "ncnn"}).values
+    on_torch = run_local(udf_code, cube, {**ctx, "runtime": "torch"}).values
+    assert np.array_equal(np.isnan(on_ncnn), np.isnan(on_torch)) and np.isnan(on_ncnn).any()
+    assert np.nanmax(np.abs(on_ncnn - on_torch)) / 10000.0 <= TOL_REFLECTANCE
+
+
+@pytest.mark.parametrize("size", [14, 23])
+def test_ncnn_chunking_is_seam_free(udf_code, slim_weights, slim_margin, cube, size):
+    ctx = {"weights": str(slim_weights), "runtime": "ncnn"}
+    whole = run_local(udf_code, cube, ctx).values
+    chunked = apply_neighborhood(cube, lambda w: run_local(udf_code, w, {**ctx, "overlap": slim_margin}),
+                                 size=size, overlap=slim_margin).values
+    assert np.array_equal(np.isnan(chunked), np.isnan(whole))
+    assert np.nanmax(np.abs(chunked - whole)) / 10000.0 <= TOL_REFLECTANCE
+
+
+def test_row_strips_give_the_whole_window_result(udf_module, slim_weights, monkeypatch):
+    """Large windows run in row strips with the margin as context: the same result, strips or not."""
+    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    x = udf_module["_texture"](meta, "cpu", 96)
+    with torch.inference_mode():
+        whole = model(x)
+        monkeypatch.setitem(udf_module, "NCNN_STRIP_PIXELS", 96 * 60)  # 96 x 60 px per call: 3 strips
+        strips = model(x)
+    assert float((strips - whole).abs().max()) / 10000.0 <= TOL_REFLECTANCE
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.integers(1, 1200), w=st.integers(1, 1200), margin=st.integers(0, 40), limit=st.integers(1, 400_000))
+def test_strips_tile_the_rows_with_their_margins(udf_module, monkeypatch, h, w, margin, limit):
+    monkeypatch.setitem(udf_module, "NCNN_STRIP_PIXELS", limit)
+    parts = udf_module["strips"](h, w, margin)
+    assert parts[0][2] == 0 and parts[-1][3] == h
+    assert all(a[3] == b[2] for a, b in zip(parts, parts[1:]))  # kept rows tile [0, h) once
+    assert len({stop - start for start, stop, _, _ in parts}) == 1  # one height: the pools fit every strip
+    for start, stop, top, bottom in parts:
+        assert 0 <= start <= top < bottom <= stop <= h
+        assert (top == 0 or top - start >= margin) and (bottom == h or stop - bottom >= margin)
+    if len(parts) > 1:
+        assert (parts[0][1] - parts[0][0]) < h
+
+
+def test_runtime_errors_are_clear(udf_module, slim_weights):
+    path = Path(slim_weights).resolve()
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        udf_module["_check_context"]({"runtime": "tensorrt"})
+    with pytest.raises(ValueError, match="precision 'fp32' only"):
+        udf_module["choose_path"](path, "bf16", "cpu", "ncnn")
+    with pytest.raises(ValueError, match="precision 'fp32' only"):
+        udf_module["choose_path"](path, "int8_dynamic", "cpu", "ncnn")
+    with pytest.raises(ValueError, match="CPU only"):
+        udf_module["choose_path"](path, "fp32", "cuda", "ncnn")
+
+
+def test_without_ncnn_auto_runs_torch_and_forcing_it_says_why(udf_module, slim_weights, monkeypatch):
+    monkeypatch.setitem(udf_module, "ncnn_available", lambda: False)
+    path = Path(slim_weights).resolve()
+    assert udf_module["choose_path"](path, "fp32", "cpu", "auto")[1:] == ("fp32", "torch")
+    with pytest.raises(ValueError, match="pip install ncnn"):
+        udf_module["choose_path"](path, "fp32", "cpu", "ncnn")
+
+
+@dataclass(frozen=True)
+class DenseCatConfig:
+    bands: int = 10
+    factor: int = 2
+
+
+class DenseCat(torch.nn.Module):
+    """The other operations the conversion knows: a concatenated list built by appends, a
+    learned scalar, ReLU, explicit reflection padding (a dense block in miniature)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = DenseCatConfig()
+        self.first = torch.nn.Conv2d(10, 8, 3, padding=1)
+        self.grow = torch.nn.Conv2d(8, 4, 3, padding=1, padding_mode="reflect")
+        self.fuse = torch.nn.Conv2d(12, 40, 1)
+        self.scale = torch.nn.Parameter(torch.tensor(0.2))
+        self.shuffle = torch.nn.PixelShuffle(2)
+        self.last = torch.nn.Conv2d(10, 10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.first(x)
+        feats = [feat]
+        feats.append(torch.relu(self.grow(feat)))
+        up = self.shuffle(self.scale * self.fuse(torch.cat(feats, 1)))
+        return self.last(torch.nn.functional.pad(up, [1, 1, 1, 1], mode="reflect"))
+
+    def compute_dtype(self) -> torch.dtype:
+        return self.first.weight.dtype
+
+
+def test_concat_scalar_and_padding_convert(udf_module, tmp_path, monkeypatch):
+    import s2sr.training.export as export_module
+    from s2sr.training.models.receptive_field import ReceptiveField
+
+    torch.manual_seed(1)
+    model = build_model_from_config(replace(ARCHITECTURES["carn_3x3x64g4sw"], features=4, cascades=1))
+    model.backbone = DenseCat()
+    monkeypatch.setattr(export_module, "receptive_field", lambda m: ReceptiveField(2, 5, 3, 2))  # no rule for a test net
+    path = tmp_path / "densecat.pt"
+    export(model, "carn_1x3x4g4sw", path, {"trained": False})
+    ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn"})
+    torch_model, _, _ = udf_module["load_model"]({"weights": str(path), "runtime": "torch", "precision": "fp32"})
+    x = udf_module["_texture"](meta, "cpu", 24)
+    with torch.inference_mode():
+        assert float((ncnn_model(x) - torch_model(x)).abs().max()) / 10000.0 <= TOL_REFLECTANCE
+
+
+def test_unconvertible_backbone_falls_back_or_fails_clearly(udf_module, tmp_path, caplog):
+    """ESRGAN (RRDBNet): TorchScript keeps F.interpolate's branches on the input's rank (its
+    nearest upsampling), which the conversion does not resolve; ``auto`` runs it on torch."""
+    torch.manual_seed(0)
+    model = build_model_from_config(replace(ARCHITECTURES["esrgan_3x64x32"], features=8, growth=4, blocks=1))
+    path = tmp_path / "esrgan.pt"
+    export(model, "esrgan_3x64x32", path, {"trained": False})
+    with pytest.raises(ValueError, match="runtime 'ncnn' cannot run esrgan.pt: operation prim::"):
+        udf_module["load_model"]({"weights": str(path), "runtime": "ncnn"})
+    with caplog.at_level("WARNING", logger="s2sr.udf"):
+        module, _, _ = udf_module["load_model"]({"weights": str(path), "precision": "fp32"})
+    assert type(module).__name__ != "NcnnModel" and "cannot run esrgan.pt" in caplog.text
+
+
+def test_a_wrong_conversion_is_refused(udf_module, slim_weights, monkeypatch):
+    """The load-time check compares the ncnn network with TorchScript on a texture."""
+    real = udf_module["_ncnn_ops"]
+
+    def off_by_one_slope(graph):  # a converter bug: the LeakyReLUs fused into the convs dropped
+        return [(t, n, i, o, p.replace(" 9=2 -23310=1,", " 9=0 -23310=1,"), b) for t, n, i, o, p, b in real(graph)]
+
+    monkeypatch.setitem(udf_module, "_ncnn_ops", off_by_one_slope)
+    udf_module["_load_ncnn"].cache_clear()
+    try:
+        with pytest.raises(ValueError, match="runtime 'ncnn' is off by"):
+            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "threads": 3})
+    finally:
+        udf_module["_load_ncnn"].cache_clear()
+
+
+def test_auto_picks_a_float32_runtime_by_timing(udf_module, slim_weights, caplog):
+    udf_module["_auto_precision"].cache_clear()
+    with caplog.at_level("INFO", logger="s2sr.udf"):
+        _, precision, runtime = udf_module["choose_path"](Path(slim_weights).resolve(), "fp32", "cpu", "auto")
+    assert (precision, runtime) in (("fp32", "torch"), ("fp32", "ncnn"))
+    assert "fp32/torch" in caplog.text and "fp32/ncnn" in caplog.text  # both were timed
