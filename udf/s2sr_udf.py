@@ -1,9 +1,9 @@
 """s2sr openEO UDF: Sentinel-2 10 / 20 m bands super-resolved to 5 m.
 
-Self-contained (numpy, xarray, torch, openeo; ncnn where the worker has it): an openEO backend runs this file as text
-inside ``apply_neighborhood``.  ``apply_datacube`` takes a window ``[t, bands, y, x]`` (or
-``[bands, y, x]``) of the ten bands B02 B03 B04 B08 B05 B06 B07 B8A B11 B12 on the 10 m grid
-and returns it at 5 m, overlap included (the backend crops it); ``apply_metadata`` halves the
+Self-contained (numpy, xarray, torch, openeo; ncnn where the worker has it): an openEO backend
+runs this file as text inside ``apply_neighborhood``.  ``apply_datacube`` takes a window
+``[t, bands, y, x]`` (or ``[bands, y, x]``) of the ten bands B02 B03 B04 B08 B05 B06 B07 B8A B11
+B12 on the 10 m grid and returns it at 5 m, overlap included (the backend crops it); ``apply_metadata`` halves the
 cube's spatial step.  Works under the ``Python-Jep`` runtime (the one that lets
 ``apply_neighborhood`` change resolution) and under plain ``Python`` / ``run_code``.
 
@@ -744,6 +744,9 @@ def _load_ncnn(path_str: str, size: int, mtime: float, threads: int) -> Tuple[Nc
         raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name}: {exc}") from None
     except Exception as exc:  # an ncnn build that fails on this CPU, a module without the structure
         raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} ({_cause(exc)})") from None
+    if result.shape != reference.shape:
+        raise NcnnUnsupported(f"runtime 'ncnn' maps {tuple(texture.shape)} to {tuple(result.shape)} for {path.name}, "
+                              f"TorchScript to {tuple(reference.shape)}")
     # Winograd rounds differently from a direct convolution: ~1e-6 of the range (measured)
     error, bound = float((result - reference).abs().max()), 1e-5 * float(reference.abs().max())
     if not error <= bound:  # also catches NaN
