@@ -29,9 +29,9 @@ def cube():
     return c
 
 
-def _export(tmp_path: Path, name: str, cfg, padding: str = "zeros", seed: int = 0) -> Path:
+def _export(tmp_path: Path, name: str, cfg, padding: str = "zeros", seed: int = 0, hard_constraint: bool = False) -> Path:
     torch.manual_seed(seed)
-    model = build_model_from_config(cfg)
+    model = build_model_from_config(cfg, hard_constraint=hard_constraint)
     with torch.no_grad():
         model.backbone.last_conv().weight.mul_(0.3)
     path = tmp_path / f"{name}.pt"
@@ -39,14 +39,15 @@ def _export(tmp_path: Path, name: str, cfg, padding: str = "zeros", seed: int = 
     return path
 
 
-@pytest.mark.parametrize("arch, cfg_changes, padding", [
-    ("carn_3x3x4g4sw", {"features": 4}, "zeros"),
-    ("carn_3x3x4g4sw", {"features": 4}, "reflect"),
-    ("carn_1x3x4g4", {"features": 4, "cascades": 1, "shared": False}, "zeros"),
+@pytest.mark.parametrize("arch, cfg_changes, padding, hard_constraint", [
+    ("carn_3x3x4g4sw", {"features": 4}, "zeros", False),
+    ("carn_3x3x4g4sw", {"features": 4}, "reflect", False),
+    ("carn_1x3x4g4", {"features": 4, "cascades": 1, "shared": False}, "zeros", False),
+    ("carn_1x3x4g1sw", {"features": 4, "cascades": 1, "groups": 1}, "zeros", True),  # the hard constraint after ncnn
 ])
-def test_backbone_converts_to_the_same_function(udf_module, tmp_path, arch, cfg_changes, padding):
-    base = ARCHITECTURES["esrgan_3x64x32" if arch.startswith("esrgan") else "carn_3x3x64g4sw"]
-    path = _export(tmp_path, arch, replace(base, **cfg_changes), padding)
+def test_backbone_converts_to_the_same_function(udf_module, tmp_path, arch, cfg_changes, padding, hard_constraint):
+    base = ARCHITECTURES["carn_3x3x64g4sw"]
+    path = _export(tmp_path, arch, replace(base, **cfg_changes), padding, hard_constraint=hard_constraint)
     ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "threads": 1})
     torch_model, _, _ = udf_module["load_model"]({"weights": str(path), "runtime": "torch", "precision": "fp32"})
     assert type(ncnn_model).__name__ == "NcnnModel"
@@ -63,6 +64,14 @@ def test_udf_on_ncnn_equals_torch_with_identical_nodata(udf_code, slim_weights, 
     on_torch = run_local(udf_code, cube, {**ctx, "runtime": "torch"}).values
     assert np.array_equal(np.isnan(on_ncnn), np.isnan(on_torch)) and np.isnan(on_ncnn).any()
     assert np.nanmax(np.abs(on_ncnn - on_torch)) / 10000.0 <= TOL_REFLECTANCE
+
+
+def test_dates_batched_equal_dates_one_by_one(udf_code, slim_weights):
+    cube = make_cube(30, 26, nt=3, seed=8)
+    ctx = {"weights": str(slim_weights), "runtime": "ncnn"}
+    one = run_local(udf_code, cube, ctx).values
+    batched = run_local(udf_code, cube, {**ctx, "batch": 2}).values
+    np.testing.assert_array_equal(batched, one)
 
 
 @pytest.mark.parametrize("size", [14, 23])
