@@ -214,3 +214,26 @@ def test_auto_picks_a_float32_runtime_by_timing(udf_module, slim_weights, caplog
         _, precision, runtime = udf_module["choose_path"](Path(slim_weights).resolve(), "fp32", "cpu", "auto")
     assert (precision, runtime) in (("fp32", "torch"), ("fp32", "ncnn"))
     assert "fp32/torch" in caplog.text and "fp32/ncnn" in caplog.text  # both were timed
+
+
+def test_concurrent_windows_share_one_network(udf_module, slim_weights):
+    """The local engine runs windows on threads: one cached ncnn network, one extractor per call."""
+    import threading
+
+    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    inputs = [udf_module["_texture"](meta, "cpu", 48) * (1 + 0.1 * i) for i in range(4)]
+    with torch.inference_mode():
+        alone = [model(x) for x in inputs]
+    together = [None] * len(inputs)
+
+    def work(i):
+        with torch.inference_mode():
+            for _ in range(3):
+                together[i] = model(inputs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(a, b) for a, b in zip(alone, together))
