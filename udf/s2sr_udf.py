@@ -497,8 +497,9 @@ def _dynamic_int8_checked(module: Any, meta: Dict[str, Any], path: Path, texture
 NCNN_STRIP_PIXELS = 110_000
 """Most input pixels per ncnn call: larger windows run in row strips of one common height, each
 with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
-the next call, some ten 256-channel tensors' worth: a 512 px window in 3 strips computes 17 % more
-rows and holds 1.0 GiB in ncnn instead of 2.4 GiB (equal heights: the pools' buffers fit every strip)."""
+the next call, some ten 256-channel tensors' worth: a 512 px window in 3 strips of 199 rows
+computes 17 % more rows, and the UDF peaks at 1.7 GiB (2 strips: 2.1 GiB; one call: ncnn alone
+2.6-3.1 GiB).  Equal heights: the pools' buffers fit every strip (unequal ones: 2.6 GiB)."""
 
 _NCNN_ACTIVATIONS = {"aten::leaky_relu", "aten::relu"}
 
