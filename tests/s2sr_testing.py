@@ -54,6 +54,13 @@ def make_cube(ny: int = 48, nx: int = 48, nt: int = 1, seed: int = 0, bands=BAND
     return xarray.DataArray(data, dims=dims, coords=coords)
 
 
+def cube_with_gap(ny: int, nx: int, seed: int, band: int, rows: slice, cols: slice) -> xarray.DataArray:
+    """``make_cube`` with one no-data rectangle: date 0, one band, ``rows`` x ``cols``."""
+    cube = make_cube(ny, nx, seed=seed)
+    cube.values[0, band, rows, cols] = np.nan
+    return cube
+
+
 def export_slim(path: Path, seed: int = 0, cascades: int = 3, global_skip: bool = True) -> Path:
     """A narrow CARN (width 16, same depth and margin as the default) with random weights.
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from s2sr.udf import s2sr_udf
-from s2sr_testing import chunking_vs_own_error, error_vs_fp32, make_cube, run_local
+from s2sr_testing import chunking_vs_own_error, cube_with_gap, error_vs_fp32, make_cube, run_local
 
 pytestmark = pytest.mark.skipif(s2sr_udf.QUANTIZED_ENGINE not in torch.backends.quantized.supported_engines,
                                 reason="torch without the oneDNN quantized engine")
@@ -78,9 +78,7 @@ def test_only_the_trunks_3x3_convs_are_quantized(slim_weights):
 
 @pytest.fixture(scope="module")
 def cube():
-    c = make_cube(44, 40, seed=31)
-    c.values[0, 3, 5:9, 20:26] = np.nan
-    return c
+    return cube_with_gap(44, 40, 31, 3, slice(5, 9), slice(20, 26))
 
 
 def test_close_to_fp32_nodata_identical(udf_code, slim_weights, cube):

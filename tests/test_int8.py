@@ -14,7 +14,7 @@ import torch
 from s2sr.training import quantize
 from s2sr.training.export import export_int8, model_from_weights
 from s2sr.udf import s2sr_udf
-from s2sr_testing import chunking_vs_own_error, error_vs_fp32, make_cube
+from s2sr_testing import chunking_vs_own_error, cube_with_gap, error_vs_fp32, make_cube
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,7 @@ def weights_dir(tmp_path_factory, slim_weights):
 
 @pytest.fixture(scope="module")
 def cube():
-    c = make_cube(44, 40, seed=31)
-    c.values[0, 3, 5:9, 20:26] = np.nan
-    return c
+    return cube_with_gap(44, 40, 31, 3, slice(5, 9), slice(20, 26))
 
 
 def test_zero_padding_is_exact_inside_the_margin(slim_weights, slim_margin):

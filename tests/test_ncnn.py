@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from s2sr.deploy.neighborhood import apply_neighborhood
 from s2sr.training.export import export
 from s2sr.training.models import ARCHITECTURES, build_model_from_config
-from s2sr_testing import make_cube, run_local
+from s2sr_testing import cube_with_gap, make_cube, run_local
 
 pytest.importorskip("ncnn")
 
@@ -24,9 +24,7 @@ TOL_REFLECTANCE = 1e-5  # the FP32 contract
 
 @pytest.fixture(scope="module")
 def cube():
-    c = make_cube(46, 42, seed=5)
-    c.values[0, 3, 12:17, 20:26] = np.nan  # no-data crossing window borders below
-    return c
+    return cube_with_gap(46, 42, 5, 3, slice(12, 17), slice(20, 26))  # no-data crossing window borders below
 
 
 def _export(tmp_path: Path, name: str, cfg, padding: str = "zeros", seed: int = 0, hard_constraint: bool = False) -> Path:

@@ -1,17 +1,14 @@
 """Reduced-precision paths of the UDF: bf16 trunk, channels-last; the chunking contract holds
 within the path's own error against FP32."""
 
-import numpy as np
 import pytest
 
-from s2sr_testing import chunking_vs_own_error, error_vs_fp32, make_cube
+from s2sr_testing import chunking_vs_own_error, cube_with_gap, error_vs_fp32
 
 
 @pytest.fixture(scope="module")
 def cube():
-    c = make_cube(44, 40, seed=21)
-    c.values[0, 2, 10:14, 30:35] = np.nan
-    return c
+    return cube_with_gap(44, 40, 21, 2, slice(10, 14), slice(30, 35))
 
 
 def test_bf16_close_to_fp32_and_nodata_identical(udf_code, slim_weights, cube):
