@@ -7,7 +7,6 @@ import os
 import platform
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
