@@ -3,8 +3,8 @@
 Self-contained (numpy, xarray, torch, openeo; ncnn where the worker has it): an openEO backend
 runs this file as text inside ``apply_neighborhood``.  ``apply_datacube`` takes a window
 ``[t, bands, y, x]`` (or ``[bands, y, x]``) of the ten bands B02 B03 B04 B08 B05 B06 B07 B8A B11
-B12 on the 10 m grid and returns it at 5 m, overlap included (the backend crops it); ``apply_metadata`` halves the
-cube's spatial step.  Works under the ``Python-Jep`` runtime (the one that lets
+B12 on the 10 m grid and returns it at 5 m, overlap included (the backend crops it);
+``apply_metadata`` halves the cube's spatial step.  Works under the ``Python-Jep`` runtime (the one that lets
 ``apply_neighborhood`` change resolution) and under plain ``Python`` / ``run_code``.
 
 Context keys (all optional; an empty context runs the default model):
@@ -284,7 +284,7 @@ def _load_torchscript(path_str: str, size: int, mtime: float, device: str) -> Tu
     """The weights file's TorchScript module as exported (eval mode, probed) and its metadata."""
     path = Path(path_str)
     _verify_checksum(path_str, size, mtime)
-    meta = read_metadata(path)
+    meta = _metadata_cached(path_str, size, mtime)
     try:
         module = torch.jit.load(path_str, map_location=device, _extra_files={METADATA_FILE: ""})
     except Exception as exc:  # torch raises RuntimeError and friends for broken archives
@@ -301,7 +301,7 @@ def _load_torchscript(path_str: str, size: int, mtime: float, device: str) -> Tu
 def _load_cached(path_str: str, size: int, mtime: float, device: str, precision: str = "fp32") -> Tuple[Any, Dict[str, Any]]:
     path = Path(path_str)
     _verify_checksum(path_str, size, mtime)
-    meta = read_metadata(path)
+    meta = _metadata_cached(path_str, size, mtime)
     if precision == "int8":
         if weights_precision(meta) != "int8":
             raise ValueError(f"weights file {path} holds float weights, not int8 ones")
@@ -531,7 +531,7 @@ def _ncnn_ops(graph: Any) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
     lists: Dict[Any, List[Any]] = {}  # tensor lists (loops are unrolled: their contents are known)
     nodes = [n for n in graph.nodes() if n.kind() != "prim::Constant"]
     ops: List[Tuple[str, str, List[Any], Any, str, bytes]] = []
-    fused: Dict[Any, Tuple[str, Any]] = {}  # conv output -> (activation params, activation output)
+    fused: set = set()  # the activation nodes fused into the conv before them
     for i, node in enumerate(nodes):
         kind, ins, name = node.kind(), list(node.inputs()), f"op{i}"
         if kind == "prim::ListConstruct":
@@ -550,7 +550,7 @@ def _ncnn_ops(graph: Any) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
                 act = users[0]
                 slope = _const(list(act.inputs())[1]) if act.kind() == "aten::leaky_relu" else 0.0
                 params += f" 9=2 -23310=1,{float(slope):.9e}"
-                fused[act] = (params, act.output())
+                fused.add(act)
                 out = act.output()
             blob = np.zeros(1, "<u4").tobytes() + weight.float().contiguous().numpy().astype("<f4").tobytes()
             if bias is not None:
@@ -614,7 +614,7 @@ def ncnn_network(backbone: Any) -> Tuple[str, bytes]:
     layers = ["Input input 0 1 in"]
     pending: Dict[Any, List[str]] = {}
 
-    def produce(value: Any, layer: str) -> None:
+    def produce(value: Any) -> None:
         # ncnn feeds each blob to one layer: a blob read n times goes through a Split (references)
         name = names.setdefault(value, f"b{len(names)}")
         if uses.get(value, 0) > 1:
@@ -625,12 +625,12 @@ def ncnn_network(backbone: Any) -> Tuple[str, bytes]:
     def consume(value: Any) -> str:
         return pending[value].pop() if value in pending else names[value]
 
-    produce(inputs[0], "input")
+    produce(inputs[0])
     weights = []
     for op_type, name, ins, out, params, blob in ops:
         sources = " ".join(consume(v) for v in ins)
         layers.append(f"{op_type} {name} {len(ins)} 1 {sources} {names.setdefault(out, f'b{len(names)}')} {params}")
-        produce(out, name)
+        produce(out)
         weights.append(blob)
     blobs = {tok for line in layers for tok in _layer_outputs(line)}
     return f"7767517\n{len(layers)} {len(blobs)}\n" + "\n".join(layers) + "\n", b"".join(weights)
