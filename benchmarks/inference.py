@@ -9,7 +9,8 @@ Same weights (the shipped default), same windows, in one run, alternating:
   (c) ``eager``: the bare network in torch eager FP32, for context;
   (d) ``udf_fp32``: the UDF with ``precision="fp32"`` on torch forced (the reference path), and
       ``udf_ncnn``: fp32 on the ncnn runtime forced (where ncnn is installed);
-  (e) full run only: ``udf_bf16``, ``udf_int8`` (opt-in static int8, its weights quantized for the run)
+  (e) full run only: ``udf_bf16`` and ``udf_ncnn_bf16`` (bf16 on torch / on ncnn, where the CPU
+      has native bf16), ``udf_int8`` (opt-in static int8, its weights quantized for the run)
       and ``udf_int8_dynamic`` (opt-in, quantized by the UDF at load).
 
 Each measurement runs in its own subprocess (clean thread settings, its own peak RSS).
@@ -134,7 +135,7 @@ def _matmul_peak(dtype: Any, budget_s: float = 1.0) -> float:
 
 #: each UDF path's context beside weights, threads and overlap
 UDF_CONTEXT = {"udf": {}, "udf_fp32": {"precision": "fp32", "runtime": "torch"}, "udf_ncnn": {"precision": "fp32", "runtime": "ncnn"},
-               "udf_bf16": {"precision": "bf16"}, "udf_int8": {"precision": "int8"}, "udf_int8_dynamic": {"precision": "int8_dynamic"}}
+               "udf_bf16": {"precision": "bf16", "runtime": "torch"}, "udf_ncnn_bf16": {"precision": "bf16", "runtime": "ncnn"}, "udf_int8": {"precision": "int8"}, "udf_int8_dynamic": {"precision": "int8_dynamic"}}
 
 
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -313,15 +314,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="s2sr-bench-"))
     onnx = export_onnx(weights, tmp)
     # --quick: the figures the JSON line needs (eager is context only; under two minutes on the slowest CPU seen)
-    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_ncnn", "udf_bf16", "udf_int8", "udf_int8_dynamic"]
+    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_ncnn", "udf_bf16", "udf_ncnn_bf16", "udf_int8", "udf_int8_dynamic"]
     skipped = []
-    if "udf_ncnn" in paths and not s2sr_udf.ncnn_available():
-        paths.remove("udf_ncnn")
-        skipped.append("udf_ncnn: the ncnn package is not installed (pip install ncnn)")
+    for name in ("udf_ncnn", "udf_ncnn_bf16"):
+        if name in paths and not s2sr_udf.ncnn_available():
+            paths.remove(name)
+            skipped.append(f"{name}: the ncnn package is not installed (pip install ncnn)")
     native_bf16 = bf16_is_native()
-    if "udf_bf16" in paths and not native_bf16:
-        paths.remove("udf_bf16")
-        skipped.append("udf_bf16: this CPU has no native bf16 (AVX512-BF16 / AMX); torch emulates it far slower than FP32")
+    for name, why in (("udf_bf16", "torch emulates it far slower than FP32"), ("udf_ncnn_bf16", "ncnn converts it back to FP32")):
+        if name in paths and not native_bf16:
+            paths.remove(name)
+            skipped.append(f"{name}: this CPU has no native bf16 (AVX512-BF16 / AMX); {why}")
     int8 = _int8_weights(weights, tmp) if "udf_int8" in paths else None
     result: Dict[str, Any] = {"cpu": cpu_model(), "machine": platform.machine(), "weights": Path(weights).name,
                               "architecture": meta["architecture"], "margin_px": margin, "onnx_export_s": onnx["export_s"],
@@ -352,8 +355,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         result["accuracy"] = {"fp32": accuracy(weights, "fp32")}
     if not args.quick and any(r.get("runtime") == "ncnn" for r in result["rows"]):
         result["accuracy"]["fp32 on ncnn"] = accuracy(weights, "fp32", "ncnn")
-    if native_bf16 or any(r["precision"] == "bf16" for r in result["rows"]):
+    if native_bf16 or any(r["precision"] == "bf16" and r.get("runtime") != "ncnn" for r in result["rows"]):
         result["accuracy"]["bf16"] = accuracy(weights, "bf16")
+    if s2sr_udf.ncnn_available() and (native_bf16 or any(r["precision"] == "bf16" and r.get("runtime") == "ncnn" for r in result["rows"])):
+        result["accuracy"]["bf16 on ncnn"] = accuracy(weights, "bf16", "ncnn")
     if int8:
         result["accuracy"]["int8"] = accuracy(int8["weights"], "int8")
     if "udf_int8_dynamic" in paths:
@@ -384,7 +389,7 @@ def summarize(res: Dict[str, Any], threads: int) -> Dict[str, Any]:
     peak = peaks[threads] if threads in peaks else peaks[str(threads)]  # str keys after a JSON round trip
     one_core = [r for r in res["rows"] if r["path"] == "udf" and r["threads"] == 1]
     runtime = default.get("runtime") or "torch"
-    acc = res["accuracy"].get("fp32 on ncnn" if runtime == "ncnn" else precision) or res["accuracy"]["fp32"]
+    acc = res["accuracy"].get(precision + (" on ncnn" if runtime == "ncnn" else "")) or res["accuracy"]["fp32"]
     ncnn = next((r for r in res["rows"] if r["path"] == "udf_ncnn" and r["threads"] == threads and r["window"] == window), None)
     return {
         "mpix_per_s": default["mpix_per_s"], "precision": precision, "runtime": runtime,
@@ -418,7 +423,7 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         + " GFLOP/s; bf16 " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in res["peak_gflops_bf16"].items()) + " GFLOP/s.", "",
         "Paths: `udf` = the UDF as backends run it with its default precision (`auto`; the chosen one in brackets); "
         "`udf_fp32` / `udf_bf16` / `udf_int8` / `udf_int8_dynamic` = the UDF with that precision forced (on torch); `udf_ncnn` = "
-        "fp32 on the ncnn runtime forced; `onnxruntime` = the reference "
+        "fp32 on the ncnn runtime forced, `udf_ncnn_bf16` bf16 on it; `onnxruntime` = the reference "
         "runtime (ONNX of the same weights, CPU provider, intra/inter-op threads = threads); `eager` = the bare "
         "network in torch eager FP32 (default OpenMP settings; torch tensors on huge pages, as in the UDF).", "",
         "| path | window (kept) | threads | s / window | output MP/s | peak RSS GiB | load s | first call s | full tile min |",

@@ -96,9 +96,9 @@ def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
                                      "quantized at load, cannot clip; PSNR drop 0.004 dB on VNNI CPUs, 0.025 dB elsewhere; "
                                      "results depend slightly on the chunking)."),
         Parameter.string(name="runtime", default="auto", values=list(s2sr_udf.RUNTIMES),
-                         description="Inference runtime for fp32: auto (torch or ncnn, whichever the worker runs faster; "
-                                     "ncnn only where the worker has the ncnn package), torch, or ncnn (the backbone "
-                                     "converted at load; Winograd convolutions, float32 within 1e-5 of torch)."),
+                         description="Inference runtime: auto (torch or ncnn, whichever the worker runs faster; "
+                                     "ncnn only where the worker has the ncnn package), torch, or ncnn (fp32 or bf16; the "
+                                     "backbone converted at load; Winograd convolutions, fp32 within 1e-5 of torch)."),
         Parameter.number(name="max_cloud_cover", default=50, description="Skip scenes with more cloud cover than this (percent)."),
         Parameter.number(name="radiometric_offset", default=0,
                          description="Added to the DN before scaling (reflectance = (DN + offset) / 10000): -1000 for "

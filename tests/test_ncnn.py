@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from s2sr.deploy.neighborhood import apply_neighborhood
 from s2sr.training.export import export
 from s2sr.training.models import ARCHITECTURES, build_model_from_config
-from s2sr_testing import cube_with_gap, make_cube, run_local
+from s2sr_testing import chunking_vs_own_error, cube_with_gap, error_vs_fp32, make_cube, run_local
 
 pytest.importorskip("ncnn")
 
@@ -112,10 +112,10 @@ def test_runtime_errors_are_clear(udf_module, slim_weights):
     path = Path(slim_weights).resolve()
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
         udf_module["_check_context"]({"runtime": "tensorrt"})
-    with pytest.raises(ValueError, match="precision 'fp32' only"):
-        udf_module["choose_path"](path, "bf16", "cpu", "ncnn")
-    with pytest.raises(ValueError, match="precision 'fp32' only"):
+    with pytest.raises(ValueError, match="precision 'fp32' or 'bf16' only"):
         udf_module["choose_path"](path, "int8_dynamic", "cpu", "ncnn")
+    with pytest.raises(ValueError, match="precision 'fp32' or 'bf16' only"):
+        udf_module["choose_path"](path, "int8", "cpu", "ncnn")
     with pytest.raises(ValueError, match="CPU only"):
         udf_module["choose_path"](path, "fp32", "cuda", "ncnn")
 
@@ -194,8 +194,8 @@ def test_a_wrong_conversion_is_refused(udf_module, slim_weights, monkeypatch):
     """The load-time check compares the ncnn network with TorchScript on a texture."""
     real = udf_module["_ncnn_ops"]
 
-    def off_by_one_slope(graph):  # a converter bug: the LeakyReLUs fused into the convs dropped
-        return [(t, n, i, o, p.replace(" 9=2 -23310=1,", " 9=0 -23310=1,"), b) for t, n, i, o, p, b in real(graph)]
+    def off_by_one_slope(graph, split_groups=False):  # a converter bug: the LeakyReLUs fused into the convs dropped
+        return [(t, n, i, o, p.replace(" 9=2 -23310=1,", " 9=0 -23310=1,"), b) for t, n, i, o, p, b in real(graph, split_groups)]
 
     monkeypatch.setitem(udf_module, "_ncnn_ops", off_by_one_slope)
     udf_module["_load_ncnn"].cache_clear()
@@ -235,3 +235,88 @@ def test_concurrent_windows_share_one_network(udf_module, slim_weights):
     for t in threads:
         t.join()
     assert all(torch.equal(a, b) for a, b in zip(alone, together))
+
+
+def test_bf16_on_ncnn_close_to_fp32_with_identical_nodata(udf_code, udf_module, slim_weights, cube):
+    ctx = {"weights": str(slim_weights), "runtime": "ncnn"}
+    model, _, _ = udf_module["load_model"]({**ctx, "precision": "bf16"})
+    assert type(model).__name__ == "NcnnModel" and model.precision == "bf16"
+    err = error_vs_fp32(udf_code, cube, ctx, "bf16")
+    assert 0 < err < 0.01  # really bfloat16 (not the fp32 network), and a bounded error (reflectance)
+
+
+def test_bf16_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim_margin, cube):
+    ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "bf16"}
+    seams, own_error = chunking_vs_own_error(udf_code, cube, ctx, slim_margin)
+    assert seams <= own_error + 1e-3
+
+
+def test_a_broken_bf16_network_is_refused(udf_module, slim_weights, monkeypatch):
+    """bf16 ncnn is checked against TorchScript float32 too, with a bound for bfloat16."""
+    monkeypatch.setitem(udf_module, "BF16_CHECK", 1e-6)  # tighter than bfloat16 can be
+    udf_module["_load_ncnn"].cache_clear()
+    try:
+        with pytest.raises(ValueError, match="runtime 'ncnn' in bf16 is off by"):
+            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "bf16", "threads": 3})
+    finally:
+        udf_module["_load_ncnn"].cache_clear()
+
+
+@pytest.mark.parametrize("speedup, runtime, offered", [
+    (0.13, "auto", (("fp32", "torch"), ("fp32", "ncnn"))),
+    (2.0, "auto", (("fp32", "torch"), ("fp32", "ncnn"), ("bf16", "torch"), ("bf16", "ncnn"))),
+    (2.0, "ncnn", (("fp32", "ncnn"), ("bf16", "ncnn"))),
+])
+def test_auto_offers_bf16_on_both_runtimes_where_the_cpu_has_it(udf_module, slim_weights, monkeypatch, speedup, runtime, offered):
+    seen = {}
+
+    def fake_auto(candidates, device, threads):
+        seen["offered"] = tuple(c[:2] for c in candidates)
+        return candidates[0][:2]
+
+    monkeypatch.setitem(udf_module, "bf16_conv_speedup", lambda threads: speedup)
+    monkeypatch.setitem(udf_module, "_auto_precision", fake_auto)
+    assert udf_module["choose_path"](Path(slim_weights).resolve(), "auto", "cpu", runtime)[1:] == offered[0]
+    assert seen["offered"] == offered
+
+
+@pytest.mark.parametrize("times, expected", [
+    ({("fp32", "torch"): 1.0, ("fp32", "ncnn"): 0.8, ("bf16", "ncnn"): 0.75}, ("fp32", "ncnn")),  # bf16 < 1.1x: fp32
+    ({("fp32", "torch"): 1.0, ("fp32", "ncnn"): 0.8, ("bf16", "ncnn"): 0.7}, ("bf16", "ncnn")),
+    ({("bf16", "torch"): 9.0, ("bf16", "ncnn"): 0.9}, ("bf16", "ncnn")),  # bf16 asked: the faster runtime
+])
+def test_auto_keeps_reduced_precision_only_where_it_pays(udf_module, monkeypatch, times, expected):
+    class Timed:
+        def __init__(self, key):
+            self.key = key
+
+    monkeypatch.setitem(udf_module, "_load", lambda p, s, m, d, precision, runtime, t: (Timed((precision, runtime)), {}))
+    monkeypatch.setitem(udf_module, "_texture", lambda meta, device, n: torch.zeros(1, 1, 1, 1))
+    monkeypatch.setitem(udf_module, "min_time", lambda module, x: times[module.key])
+    candidates = tuple((p, r, f"/nowhere/{sorted(times.items())}", 1, 0.0) for p, r in times)
+    udf_module["_auto_precision"].cache_clear()
+    try:
+        assert udf_module["_auto_precision"](candidates, "cpu", 1) == expected
+    finally:
+        udf_module["_auto_precision"].cache_clear()
+
+
+def test_released_pools_give_the_same_result(udf_module, slim_weights):
+    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    x = udf_module["_texture"](meta, "cpu", 40)
+    with torch.inference_mode():
+        before = model(x)
+        model.release()
+        assert torch.equal(model(x), before)
+
+
+def test_grouped_convs_split_per_group_are_the_same_function(udf_module, slim_weights):
+    """bf16 networks run each group's conv as its own layer (ncnn's grouped conv has no bf16
+    kernels): in float32 the split network must equal TorchScript as the grouped one does."""
+    module, meta = udf_module["_load_torchscript"](str(Path(slim_weights).resolve()), *udf_module["_stat"](Path(slim_weights).resolve()), "cpu")
+    param, weights = udf_module["ncnn_network"](module.backbone, split_groups=True)
+    assert "ConvolutionDepthWise" not in param and param.count("Crop ") == 18 * 4  # 18 grouped convs, 4 groups
+    split = udf_module["NcnnModel"](module, (param, weights), meta, 1)
+    x = udf_module["_texture"](meta, "cpu", 40)
+    with torch.inference_mode():
+        assert float((split(x) - module(x)).abs().max()) / 10000.0 <= TOL_REFLECTANCE

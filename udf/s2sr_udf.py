@@ -19,7 +19,8 @@ Context keys (all optional; an empty context runs the default model):
 ``threads``         torch intra-op threads (default: the CPUs this worker may use)
 ``batch``           dates per forward pass (default 1: bounded memory)
 ``precision``       ``"auto"`` (default: fp32 or bf16, whichever a one-off timing on this
-                    worker finds faster, bf16 only where >= 1.1x faster), ``"fp32"`` (the
+                    worker finds faster, bf16 only where >= 1.1x faster and only timed
+                    where the CPU multiplies bf16 natively), ``"fp32"`` (the
                     reference path), ``"bf16"`` (the network's trunk in bfloat16; normalisation,
                     skip and constraint in float32; PSNR within 0.01 dB of fp32) or ``"int8"``
                     (opt-in, CPU only: ``<model>_int8.pt`` made by ``s2sr-export --int8-from``;
@@ -32,11 +33,13 @@ Context keys (all optional; an empty context runs the default model):
                     sample scene); the rounding follows the window (and the dates in its ``batch``), so
                     a pixel depends on the chunking, within the sum of the two chunkings'
                     errors, and ``auto`` never picks it)
-``runtime``         ``"auto"`` (default: where the worker has the ``ncnn`` package, fp32 runs
-                    on torch or on ncnn, whichever a one-off timing finds faster), ``"torch"``
-                    or ``"ncnn"`` (fp32 on the CPU: the backbone converted at load from the
-                    same weights into an ncnn network, whose Winograd 3 x 3 convolutions do
-                    4x fewer multiplications; float32 throughout, within 1e-5 of torch)
+``runtime``         ``"auto"`` (default: where the worker has the ``ncnn`` package, the
+                    precision runs on torch or on ncnn, whichever a one-off timing finds
+                    faster), ``"torch"`` or ``"ncnn"`` (fp32 or bf16 on the CPU: the backbone
+                    converted at load from the same weights into an ncnn network, whose
+                    Winograd 3 x 3 convolutions do 4x fewer multiplications; in fp32 float32
+                    throughout, within 1e-5 of torch; in bf16 activations and weights stored
+                    in bfloat16, products summed in float32, PSNR within 0.01 dB of fp32)
 ``scale``           input units per unit of reflectance (default 10000: L2A digital numbers)
 ``offset``          added to input values before scaling: reflectance = (value + offset) /
                     scale (default 0; -1000 for L1C / L2A of processing baseline >= 04.00
@@ -493,7 +496,10 @@ def _dynamic_int8_checked(module: Any, meta: Dict[str, Any], path: Path, texture
 # backbone 1.5-1.8x (docs/speed_notes.md).  The UDF converts the frozen TorchScript backbone of
 # the weights file into an ncnn network at load (no second weights file: the same tensors), and
 # keeps normalisation, skip, constraint and denormalisation in TorchScript.  Optional: where the
-# worker has no ncnn, ``runtime: "auto"`` runs torch.
+# worker has no ncnn, ``runtime: "auto"`` runs torch.  In bf16 ncnn stores activations and
+# weights in bfloat16 and multiplies them with AVX512-BF16 where the CPU has it (Winograd too);
+# ``auto`` times it only where the CPU multiplies bf16 natively (``bf16_conv_speedup``).  Zen 3
+# (emulated): 0.007 reflectance at most from FP32 on the sample scene, no PSNR loss.
 NCNN_STRIP_PIXELS = 110_000
 """Most input pixels per ncnn call: larger windows run in row strips of one common height, each
 with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
@@ -525,9 +531,14 @@ def _scalar(value: Any) -> Optional[float]:
     return float(ivalue) if isinstance(ivalue, (int, float)) else None
 
 
-def _ncnn_ops(graph: Any) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
+def _ncnn_ops(graph: Any, split_groups: bool = False) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
     """The graph's tensor operations as (ncnn type, name, input values, output value, params,
-    weight bytes), with each conv -> (leaky) ReLU fused into one conv layer."""
+    weight bytes), with each conv -> (leaky) ReLU fused into one conv layer.
+
+    ``split_groups``: a grouped conv (up to MAX_SPLIT_GROUPS groups) as one conv per group
+    between channel crops and a concatenation, for bf16: ncnn's grouped-conv layer has no
+    bf16 kernels (it would run in float32 between two casts).
+    """
     lists: Dict[Any, List[Any]] = {}  # tensor lists (loops are unrolled: their contents are known)
     nodes = [n for n in graph.nodes() if n.kind() != "prim::Constant"]
     ops: List[Tuple[str, str, List[Any], Any, str, bytes]] = []
@@ -552,10 +563,11 @@ def _ncnn_ops(graph: Any) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
                 params += f" 9=2 -23310=1,{float(slope):.9e}"
                 fused.add(act)
                 out = act.output()
-            blob = np.zeros(1, "<u4").tobytes() + weight.float().contiguous().numpy().astype("<f4").tobytes()
-            if bias is not None:
-                blob += bias.float().contiguous().numpy().astype("<f4").tobytes()
-            ops.append(("ConvolutionDepthWise" if groups > 1 else "Convolution", name, [ins[0]], out, params, blob))
+            if split_groups and 1 < groups <= MAX_SPLIT_GROUPS:
+                ops += _conv_per_group(name, ins[0], out, weight, bias, groups, params)
+            else:
+                ops.append(("ConvolutionDepthWise" if groups > 1 else "Convolution", name, [ins[0]], out, params,
+                            _conv_blob(weight, bias)))
         elif node in fused:
             continue
         elif kind in _NCNN_ACTIVATIONS:
@@ -591,7 +603,32 @@ def _ncnn_ops(graph: Any) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
     return ops
 
 
-def ncnn_network(backbone: Any) -> Tuple[str, bytes]:
+MAX_SPLIT_GROUPS = 16  # more groups (depthwise convs) would be as many tiny layers
+
+
+def _conv_blob(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bytes:
+    """A conv's weights as ncnn reads them: a zero tag (float32 follows), weights, bias."""
+    blob = np.zeros(1, "<u4").tobytes() + weight.float().contiguous().numpy().astype("<f4").tobytes()
+    return blob + (bias.float().contiguous().numpy().astype("<f4").tobytes() if bias is not None else b"")
+
+
+def _conv_per_group(name: str, x: Any, out: Any, weight: torch.Tensor, bias: Optional[torch.Tensor], groups: int,
+                    params: str) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
+    """A grouped conv as ``groups`` crops of the input's channels, a conv on each, a concatenation."""
+    cin, cout = weight.shape[1], weight.shape[0] // groups  # per group
+    params = params.replace(f"0={weight.shape[0]} ", f"0={cout} ", 1).replace(f" 7={groups}", "")
+    params = params.replace(f" 6={weight.numel()}", f" 6={weight.numel() // groups}")
+    ops, parts = [], []
+    for k in range(groups):
+        crop, conv_out = (name, "crop", k), (name, "conv", k)  # blobs of their own, not graph values
+        ops.append(("Crop", f"{name}_crop{k}", [x], crop, f"-23309=1,{k * cin} -23310=1,{(k + 1) * cin} -23311=1,0", b""))
+        ops.append(("Convolution", f"{name}_g{k}", [crop], conv_out, params,
+                    _conv_blob(weight[k * cout:(k + 1) * cout], None if bias is None else bias[k * cout:(k + 1) * cout])))
+        parts.append(conv_out)
+    return ops + [("Concat", name, parts, out, "0=0", b"")]
+
+
+def ncnn_network(backbone: Any, split_groups: bool = False) -> Tuple[str, bytes]:
     """The float32 TorchScript ``backbone`` as an ncnn network: (param text, weight bytes).
 
     Input blob ``in`` and output blob ``out``, ``[C, H, W]`` without the batch dimension.
@@ -599,13 +636,14 @@ def ncnn_network(backbone: Any) -> Tuple[str, bytes]:
     ReLU, add, multiplication by a constant, concatenation over channels (lists built in
     unrolled loops too), pixel shuffle, padding.  NcnnUnsupported (a ValueError) names the first
     other operation (e.g. ESRGAN's ``F.interpolate``, whose rank branches TorchScript keeps).
+    ``split_groups``: grouped convs as one conv per group (``_ncnn_ops``), for bf16.
     """
     graph = torch.jit.freeze(backbone.eval()).graph
     torch._C._jit_pass_inline(graph)
     inputs, outputs = list(graph.inputs())[1:], list(graph.outputs())
     if len(inputs) != 1 or len(outputs) != 1:
         raise NcnnUnsupported(f"a backbone with {len(inputs)} inputs and {len(outputs)} outputs")
-    ops = _ncnn_ops(graph)
+    ops = _ncnn_ops(graph, split_groups)
     names = {inputs[0]: "in", outputs[0]: "out"}
     uses: Dict[Any, int] = {outputs[0]: 1}
     for _, _, ins, _, _, _ in ops:
@@ -664,20 +702,26 @@ def strips(h: int, w: int, margin: int) -> List[Tuple[int, int, int, int]]:
 
 class NcnnModel:
     """A weights file's SuperResolver with its backbone on ncnn, called like the TorchScript
-    module: ``[B, bands, H, W]`` in the model's input units -> ``[B, bands, fH, fW]``, float32."""
+    module: ``[B, bands, H, W]`` in the model's input units -> ``[B, bands, fH, fW]``, float32.
 
-    def __init__(self, module: Any, network: Tuple[str, bytes], meta: Dict[str, Any], threads: int) -> None:
+    ``bf16``: ncnn stores the backbone's activations and weights in bfloat16 (its AVX512-BF16
+    kernels multiply them where the CPU has them; products summed in float32); the input,
+    the skip, constraint and output stay float32.
+    """
+
+    def __init__(self, module: Any, network: Tuple[str, bytes], meta: Dict[str, Any], threads: int, bf16: bool = False) -> None:
         import ncnn  # optional: only this runtime needs it
 
         self.module, self.factor, self.margin = module, int(meta["factor"]), int(meta["margin"])
         self.global_skip, self.hard_constraint = bool(module.global_skip), bool(module.hard_constraint)
+        self.precision = "bf16" if bf16 else "fp32"
         self.net = ncnn.Net()
         opt = self.net.opt
         opt.num_threads = threads  # fixed at load: ncnn packs the weights for its thread count
         opt.use_vulkan_compute = False
-        # float32 throughout: ncnn may otherwise keep activations in fp16 / bf16 where the CPU has them
+        # float32 unless bf16 is asked: ncnn may otherwise keep activations in fp16 / bf16 where the CPU has them
         opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = False
-        opt.use_bf16_storage = opt.use_bf16_packed = False
+        opt.use_bf16_storage = opt.use_bf16_packed = bf16
         # ncnn keeps the buffers of a call in pools for the next; reusing one for requests down to
         # half its size held the least (277 x 512 px strip: 1.34 GiB; ncnn's own pools 1.6, 0.99: 1.7)
         self.pools = (ncnn.PoolAllocator(), ncnn.PoolAllocator())
@@ -689,6 +733,12 @@ class NcnnModel:
             raise NcnnUnsupported("ncnn did not accept the converted network")
         self.net.load_model_mem(weights)
         self._mat = ncnn.Mat
+
+    def release(self) -> None:
+        """Give back the buffers the pools keep from earlier calls (e.g. the load-time check's and
+        timing's small windows, which a 512 px window's strips could not reuse: ~0.15 GiB)."""
+        for pool in self.pools:
+            pool.clear()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         """normalised ``[C, h, w]`` float32 -> ``[C, fh, fw]`` through the ncnn backbone."""
@@ -726,34 +776,69 @@ def ncnn_available() -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_ncnn(path_str: str, size: int, mtime: float, threads: int) -> Tuple[NcnnModel, Dict[str, Any]]:
-    """The weights' float32 model with its backbone converted to ncnn for ``threads`` threads.
+def _load_ncnn(path_str: str, size: int, mtime: float, threads: int, precision: str = "fp32") -> Tuple[NcnnModel, Dict[str, Any]]:
+    """The weights' model with its backbone converted to ncnn for ``threads`` threads, in
+    ``precision`` (``fp32`` or ``bf16``).
 
     ValueError (NcnnUnsupported) where the backbone does not convert or the converted network
-    is not the same function (checked on a seeded texture against TorchScript float32).
+    is not the same function (checked on a seeded texture against TorchScript float32: within
+    1e-5 of its range in fp32; bf16, built from the checked fp32 network, within BF16_CHECK).
     """
+    if precision == "bf16":
+        return _load_ncnn_bf16(path_str, size, mtime, threads)
     path = Path(path_str)
     module, meta = _load_torchscript(path_str, size, mtime, "cpu")
     if weights_precision(meta) != "fp32":
         raise NcnnUnsupported(f"runtime 'ncnn' runs float weights, {path.name} holds {weights_precision(meta)} ones")
     try:
         model = NcnnModel(module, ncnn_network(module.backbone), meta, threads)
-        texture = _texture(meta, "cpu")
-        with torch.inference_mode():
-            reference, result = module(texture), model(texture)
+        error, bound = _ncnn_error(model, module, meta)
     except NcnnUnsupported as exc:
         raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name}: {exc}") from None
     except Exception as exc:  # an ncnn build that fails on this CPU, a module without the structure
         raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} ({_cause(exc)})") from None
-    if result.shape != reference.shape:
-        raise NcnnUnsupported(f"runtime 'ncnn' maps {tuple(texture.shape)} to {tuple(result.shape)} for {path.name}, "
-                              f"TorchScript to {tuple(reference.shape)}")
     # Winograd rounds differently from a direct convolution: ~1e-6 of the range (measured)
-    error, bound = float((result - reference).abs().max()), 1e-5 * float(reference.abs().max())
-    if not error <= bound:  # also catches NaN
-        raise NcnnUnsupported(f"runtime 'ncnn' is off by {error:.4g} (> {bound:.4g}) on {path.name}'s check input")
+    if not error <= 1e-5 * bound:  # also catches NaN
+        raise NcnnUnsupported(f"runtime 'ncnn' is off by {error:.4g} (> {1e-5 * bound:.4g}) on {path.name}'s check input")
     log.info("s2sr: ncnn backbone for %s, %d threads (max |diff| %.3g on the check input)", path.name, threads, error)
     return model, meta
+
+
+BF16_CHECK = 3e-2
+"""The most a bf16 ncnn network may differ from TorchScript float32 on the load-time check
+input, relative to the output's range: the default weights differ by 0.8-0.9 % (bfloat16 keeps
+8 bits of mantissa, and where the CPU has no bf16 conversion ncnn rounds toward zero: torch's
+bf16 trunk, rounding to nearest, 0.2-0.4 %); a broken bf16 kernel by far more, or NaN."""
+
+
+def _load_ncnn_bf16(path_str: str, size: int, mtime: float, threads: int) -> Tuple[NcnnModel, Dict[str, Any]]:
+    path = Path(path_str)
+    fp32, meta = _load_ncnn(path_str, size, mtime, threads, "fp32")  # the conversion, checked in float32
+    try:
+        model = NcnnModel(fp32.module, ncnn_network(fp32.module.backbone, split_groups=True), meta, threads, bf16=True)
+        error, bound = _ncnn_error(model, fp32.module, meta)
+    except NcnnUnsupported as exc:
+        raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} in bf16: {exc}") from None
+    except Exception as exc:  # an ncnn build without bf16 storage for some layer
+        raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} in bf16 ({_cause(exc)})") from None
+    if not error <= BF16_CHECK * bound:
+        raise NcnnUnsupported(f"runtime 'ncnn' in bf16 is off by {error:.4g} (> {BF16_CHECK * bound:.4g}) "
+                              f"on {path.name}'s check input")
+    log.info("s2sr: ncnn bf16 backbone for %s, %d threads (max |diff| %.3g on the check input)", path.name, threads, error)
+    return model, meta
+
+
+def _ncnn_error(model: NcnnModel, module: Any, meta: Dict[str, Any]) -> Tuple[float, float]:
+    """(max |ncnn - TorchScript float32|, max |TorchScript|) on the seeded texture, input units.
+    The model's pools are emptied after it: a window's strips could not reuse these buffers."""
+    texture = _texture(meta, "cpu")
+    with torch.inference_mode():
+        reference, result = module(texture), model(texture)
+    model.release()
+    if result.shape != reference.shape:
+        raise NcnnUnsupported(f"the converted network maps {tuple(texture.shape)} to {tuple(result.shape)}, "
+                              f"TorchScript to {tuple(reference.shape)}")
+    return float((result - reference).abs().max()), float(reference.abs().max())
 
 
 def min_time(module: Any, x: torch.Tensor, runs: int = 2) -> float:
@@ -843,20 +928,13 @@ def choose_path(path: Path, precision: str, device: str, runtime: str = "auto") 
 
     Float weights: ``fp32`` / ``bf16`` as asked, ``int8`` through the int8 companion, ``auto``
     by timing the candidates.  Int8 weights run only as ``int8`` (or ``auto``).  Runtime: torch,
-    or ncnn for float32 on the CPU (``auto``: whichever a one-off timing finds faster, where
-    the worker has ncnn).
+    or ncnn for float weights on the CPU (``auto``: whichever a one-off timing finds faster,
+    where the worker has ncnn).  ``auto`` offers bf16 (on both runtimes) only where one bf16
+    conv runs about as fast as FP32 or faster (the CPU multiplies bf16 natively).
     """
     meta = _metadata_cached(str(path), *_stat(path))
     if runtime == "ncnn":
-        if device != "cpu":
-            raise ValueError(f"runtime 'ncnn' runs on the CPU only (device {device!r})")
-        if precision not in ("fp32", "auto") or weights_precision(meta) == "int8":
-            raise ValueError(f"runtime 'ncnn' runs float weights in precision 'fp32' only (precision {precision!r}, "
-                             f"{path.name} holds {weights_precision(meta)} weights): use runtime 'torch'")
-        if not ncnn_available():
-            raise ValueError("runtime 'ncnn' needs the ncnn package on the worker (pip install ncnn): "
-                             "use runtime 'auto' or 'torch'")
-        return path, "fp32", "ncnn"
+        _check_ncnn(path, precision, device, weights_precision(meta))
     if weights_precision(meta) == "int8":
         if precision not in ("int8", "auto"):
             raise ValueError(f"weights file {path.name} holds int8 weights: precision must be 'int8' or 'auto', not {precision!r}")
@@ -873,20 +951,32 @@ def choose_path(path: Path, precision: str, device: str, runtime: str = "auto") 
             raise ValueError(f"precision 'int8': no int8 weights made from {path.name} (expected "
                              f"{path.stem + INT8_SUFFIX}.pt beside it; make them with s2sr-export --int8-from {path.name})")
         return companion, "int8", "torch"
-    if device != "cpu" or precision not in ("fp32", "auto"):
+    if device != "cpu" or precision not in ("fp32", "bf16", "auto"):
         return path, ("fp32" if precision == "auto" else precision), "torch"
     # int8 is never picked by itself: static activation scales clip at bright point targets
     # (0.2 reflectance off on the sample scene's brightest roof, docs/benchmarks.md), and
     # dynamic ones make a pixel depend on the chunking beyond the path's own error
-    stat = (str(path), *_stat(path))
-    candidates: Tuple[Tuple[str, str, str, int, float], ...] = (("fp32", "torch", *stat),)
-    if runtime == "auto" and ncnn_available():
-        candidates += (("fp32", "ncnn", *stat),)
+    precisions = [precision] if precision != "auto" else ["fp32"]
     if precision == "auto" and bf16_conv_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP:
-        candidates += (("bf16", "torch", *stat),)
+        precisions.append("bf16")
+    runtimes = [runtime] if runtime != "auto" else ["torch"] + (["ncnn"] if ncnn_available() else [])
+    stat = (str(path), *_stat(path))
+    candidates = tuple((p, r, *stat) for p in precisions for r in runtimes)
     if len(candidates) == 1:
-        return path, "fp32", "torch"
+        return path, precisions[0], runtimes[0]
     return (path, *_auto_precision(candidates, device, torch.get_num_threads()))
+
+
+def _check_ncnn(path: Path, precision: str, device: str, weights: str) -> None:
+    """ValueError unless ``runtime: "ncnn"`` can serve this request."""
+    if device != "cpu":
+        raise ValueError(f"runtime 'ncnn' runs on the CPU only (device {device!r})")
+    if precision not in ("fp32", "bf16", "auto") or weights == "int8":
+        raise ValueError(f"runtime 'ncnn' runs float weights in precision 'fp32' or 'bf16' only (precision {precision!r}, "
+                         f"{path.name} holds {weights} weights): use runtime 'torch'")
+    if not ncnn_available():
+        raise ValueError("runtime 'ncnn' needs the ncnn package on the worker (pip install ncnn): "
+                         "use runtime 'auto' or 'torch'")
 
 
 @functools.lru_cache(maxsize=None)
@@ -917,7 +1007,8 @@ def bf16_conv_speedup(threads: int) -> float:
 def _auto_precision(candidates: Tuple[Tuple[str, str, str, int, float], ...], device: str, threads: int) -> Tuple[str, str]:
     """The fastest (precision, runtime) on this worker (a timing, not the CPU flags); reduced
     precision only where it is at least 1.1x faster than the fastest fp32 runtime.
-    ``candidates``: (precision, runtime, path, size, mtime), torch fp32 first.
+    ``candidates``: (precision, runtime, path, size, mtime); the first one's failure to load
+    is an error (broken weights, a forced runtime that cannot run them), the others' a warning.
 
     128 px windows: at 64 px ncnn's per-call costs hid its gain (1.2x, and torch won one
     benchmark's load by noise); at 128 px it is 1.5x (Zen 3), about 6 s of load per worker."""
@@ -927,15 +1018,17 @@ def _auto_precision(candidates: Tuple[Tuple[str, str, str, int, float], ...], de
         try:
             module, meta = _load(path_str, size, mtime, device, precision, runtime, threads)
         except ValueError as exc:  # e.g. weights too old for bf16, a backbone ncnn cannot run
-            if (precision, runtime) == ("fp32", "torch"):
-                raise  # broken weights: say so, whatever the precision
+            if (precision, runtime) == candidates[0][:2]:
+                raise  # the baseline: say so, whatever the precision
             log.warning("s2sr: %s on %s unavailable: %s", precision, runtime, exc)
             continue
         timings[precision, runtime] = min_time(module, _texture(meta, device, n).contiguous(memory_format=torch.channels_last))
-    fp32 = min((k for k in timings if k[0] == "fp32"), key=timings.get)
+        if isinstance(module, NcnnModel):
+            module.release()  # the 128 px buffers: a real window's strips cannot reuse them
     choice = min(timings, key=timings.get)
-    if choice[0] != "fp32" and timings[choice] * 1.1 > timings[fp32]:
-        choice = fp32
+    fp32 = [k for k in timings if k[0] == "fp32"]
+    if fp32 and choice[0] != "fp32" and timings[choice] * 1.1 > min(timings[k] for k in fp32):
+        choice = min(fp32, key=timings.get)
     log.info("s2sr: precision auto -> %s on %s (%s)", *choice, ", ".join(f"{p}/{r} {v:.3f} s" for (p, r), v in timings.items()))
     return choice
 
@@ -943,7 +1036,7 @@ def _auto_precision(candidates: Tuple[Tuple[str, str, str, int, float], ...], de
 def _load(path_str: str, size: int, mtime: float, device: str, precision: str, runtime: str, threads: int) -> Tuple[Any, Dict[str, Any]]:
     """The cached model for a resolved (precision, runtime): a TorchScript module or an NcnnModel."""
     if runtime == "ncnn":
-        return _load_ncnn(path_str, size, mtime, threads)
+        return _load_ncnn(path_str, size, mtime, threads, precision)
     return _load_cached(path_str, size, mtime, device, precision)
 
 

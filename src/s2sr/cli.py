@@ -62,7 +62,7 @@ def _run_parser(prog: str = "s2sr run") -> argparse.ArgumentParser:
     udp.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8", "int8_dynamic"],
                      help="network arithmetic (the UDP's 'precision'; default auto: fp32 or bf16, whichever runs faster)")
     udp.add_argument("--runtime", choices=["auto", "torch", "ncnn"],
-                     help="fp32 inference runtime (the UDP's 'runtime'; default auto: torch or ncnn, whichever runs faster)")
+                     help="inference runtime (the UDP's 'runtime'; default auto: torch or ncnn, whichever runs faster; ncnn runs fp32 or bf16)")
     udp.add_argument("--radiometric-offset", type=float, help="added to DN before scaling (-1000 for baseline >= 04.00 products)")
     udp.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
     udp.add_argument("--workers", type=int, help="local threads running windows (default: the CPUs available)")
