@@ -53,3 +53,23 @@ def test_workers_run_the_real_paths(bench, path):
         assert r["precision"] in ("fp32", "bf16")  # auto's choice; never int8
     else:
         assert r["precision"] == {"eager": None, "udf_fp32": "fp32"}[path]
+
+
+def test_gpu_benchmark_runs_end_to_end_on_the_cpu(tmp_path):
+    """benchmarks/gpu.py runs where a GPU is lent; its machinery (inputs prepared here and read
+    there without rasterio, the UDF with a device, eager, the report) is checked here on the CPU."""
+    spec = importlib.util.spec_from_file_location("s2sr_gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    inputs = tmp_path / "inputs"
+    assert gpu.main(["--prepare", str(inputs)]) == 0
+    argv = ["--device", "cpu", "--windows", "48", "--dates", "1", "2", "--paths", "udf_fp32", "eager_fp32", "--reps", "1",
+            "--accuracy", "fp32", "--inputs", str(inputs), "--out", str(tmp_path)]
+    assert gpu.main(argv) == 0
+    res = json.loads((tmp_path / "benchmarks_gpu.json").read_text())
+    assert not res["errors"]
+    assert [(r["path"], r["dates"]) for r in res["rows"]] == [("udf_fp32", 1), ("eager_fp32", 1), ("udf_fp32", 2), ("eager_fp32", 2)]
+    assert all(r["mpix_per_s"] > 0 and r["size"] == 48 - 2 * res["margin_px"] for r in res["rows"])
+    assert res["rows"][0]["precision"] == "fp32"
+    assert res["accuracy"]["fp32"]["max_abs_reflectance_vs_fp32"] < 1e-5  # the fp32 contract
+    assert "| udf_fp32 | fp32 | 48 (6) | 2 |" in (tmp_path / "benchmarks_gpu.md").read_text()

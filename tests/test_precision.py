@@ -83,3 +83,35 @@ def test_bf16_conv_screen_measures_a_positive_ratio():
     from s2sr.udf import s2sr_udf
 
     assert s2sr_udf.bf16_conv_speedup(1) > 0
+
+
+def test_on_a_gpu_auto_times_fp32_against_bf16(slim_weights, monkeypatch):
+    """A GPU (no GPU needed to choose): auto offers bf16 beside fp32 (tensor cores), a forced
+    precision is taken as it is, and forward passes run cuDNN without TensorFloat-32."""
+    import contextlib
+    from pathlib import Path
+
+    from s2sr.udf import s2sr_udf
+
+    seen = {}
+
+    def fake_auto(candidates, device, threads):
+        seen["offered"], seen["device"] = tuple(c[:2] for c in candidates), device
+        return "bf16", "torch"
+
+    monkeypatch.setattr(s2sr_udf, "_auto_precision", fake_auto)
+    path = Path(slim_weights).resolve()
+    assert s2sr_udf.choose_path(path, "auto", "cuda")[1:] == ("bf16", "torch")
+    assert seen == {"offered": (("fp32", "torch"), ("bf16", "torch")), "device": "cuda"}
+    seen.clear()
+    assert s2sr_udf.choose_path(path, "fp32", "cuda")[1:] == ("fp32", "torch") and not seen
+    assert s2sr_udf.choose_path(path, "bf16", "cuda")[1:] == ("bf16", "torch") and not seen
+    with pytest.raises(ValueError, match="CPU only"):
+        s2sr_udf.choose_path(path, "fp32", "cuda", "ncnn")
+    assert isinstance(s2sr_udf.gpu_flags("cpu"), contextlib.nullcontext)
+    import torch
+
+    before = torch.backends.cudnn.allow_tf32
+    with s2sr_udf.gpu_flags("cuda"):  # cuDNN's flags are process settings: they can be read without a GPU
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.allow_tf32 == before

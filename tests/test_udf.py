@@ -12,7 +12,7 @@ from s2sr_testing import make_cube, run_jep, run_local
 def test_udf_file_is_self_contained(udf_code):
     imports = [line.split()[1] for line in udf_code.splitlines() if line.startswith(("import ", "from "))]
     roots = {name.split(".")[0] for name in imports}
-    assert roots <= {"functools", "hashlib", "importlib", "json", "logging", "math", "os", "re", "zipfile",
+    assert roots <= {"contextlib", "functools", "hashlib", "importlib", "json", "logging", "math", "os", "re", "zipfile",
                      "pathlib", "typing", "numpy", "torch", "xarray", "openeo"}, roots
     assert "from __future__" not in udf_code and "s2sr." not in "\n".join(imports)
 

@@ -15,7 +15,9 @@ Context keys (all optional; an empty context runs the default model):
                     the job's ``udf-dependency-archives`` entry) and the installed s2sr package
 ``weights``         explicit path of a weights file (overrides ``model``)
 ``weights_dir``     extra folder searched first for ``<model>.pt``
-``device``          ``"cpu"`` (default), ``"cuda"`` or ``"auto"``
+``device``          ``"cpu"`` (default), ``"cuda"`` or ``"auto"`` (on a GPU ``precision:
+                    "auto"`` times fp32 against bf16, and fp32 is float32: cuDNN without
+                    TensorFloat-32)
 ``threads``         torch intra-op threads (default: the CPUs this worker may use)
 ``batch``           dates per forward pass (default 1: bounded memory)
 ``precision``       ``"auto"`` (default: fp32 or bf16, whichever a one-off timing on this
@@ -58,6 +60,7 @@ No-data: a NaN (or ``nodata``) input value stays no-data in the output over exac
 fill that depends on nothing but the pixel, so that results do not depend on the chunking).
 """
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -846,11 +849,14 @@ def min_time(module: Any, x: torch.Tensor, runs: int = 2) -> float:
     import time
 
     best = math.inf
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # GPU calls return before they finish
     with torch.inference_mode():
         module(x)
+        sync()
         for _ in range(runs):
             start = time.perf_counter()
             module(x)
+            sync()
             best = min(best, time.perf_counter() - start)
     return best
 
@@ -951,8 +957,14 @@ def choose_path(path: Path, precision: str, device: str, runtime: str = "auto") 
             raise ValueError(f"precision 'int8': no int8 weights made from {path.name} (expected "
                              f"{path.stem + INT8_SUFFIX}.pt beside it; make them with s2sr-export --int8-from {path.name})")
         return companion, "int8", "torch"
-    if device != "cpu" or precision not in ("fp32", "bf16", "auto"):
-        return path, ("fp32" if precision == "auto" else precision), "torch"
+    if device != "cpu":  # a GPU: torch; auto times fp32 against bf16 (tensor cores)
+        precisions = ["fp32", "bf16"] if precision == "auto" else [precision]
+        if len(precisions) == 1:
+            return path, precision, "torch"
+        return (path, *_auto_precision(tuple((p, "torch", str(path), *_stat(path)) for p in precisions), device,
+                                       torch.get_num_threads()))
+    if precision not in ("fp32", "bf16", "auto"):
+        return path, precision, "torch"
     # int8 is never picked by itself: static activation scales clip at bright point targets
     # (0.2 reflectance off on the sample scene's brightest roof, docs/benchmarks.md), and
     # dynamic ones make a pixel depend on the chunking beyond the path's own error
@@ -1010,9 +1022,10 @@ def _auto_precision(candidates: Tuple[Tuple[str, str, str, int, float], ...], de
     ``candidates``: (precision, runtime, path, size, mtime); the first one's failure to load
     is an error (broken weights, a forced runtime that cannot run them), the others' a warning.
 
-    128 px windows: at 64 px ncnn's per-call costs hid its gain (1.2x, and torch won one
-    benchmark's load by noise); at 128 px it is 1.5x (Zen 3), about 6 s of load per worker."""
-    n = 128
+    128 px windows on the CPU: at 64 px ncnn's per-call costs hid its gain (1.2x, and torch won
+    one benchmark's load by noise); at 128 px it is 1.5x (Zen 3), about 6 s of load per worker.
+    512 px on a GPU, where a small window times kernel launches rather than arithmetic."""
+    n = 128 if device == "cpu" else 512
     timings = {}
     for precision, runtime, path_str, size, mtime in candidates:
         try:
@@ -1022,7 +1035,8 @@ def _auto_precision(candidates: Tuple[Tuple[str, str, str, int, float], ...], de
                 raise  # the baseline: say so, whatever the precision
             log.warning("s2sr: %s on %s unavailable: %s", precision, runtime, exc)
             continue
-        timings[precision, runtime] = min_time(module, _texture(meta, device, n).contiguous(memory_format=torch.channels_last))
+        with gpu_flags(device):
+            timings[precision, runtime] = min_time(module, _texture(meta, device, n).contiguous(memory_format=torch.channels_last))
         if isinstance(module, NcnnModel):
             module.release()  # the 128 px buffers: a real window's strips cannot reuse them
     choice = min(timings, key=timings.get)
@@ -1278,12 +1292,26 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
             xt = torch.from_numpy(np.ascontiguousarray(x[start:stop])).to(device)
             if device == "cpu":
                 xt = xt.contiguous(memory_format=torch.channels_last)
-            y = module(xt).float().cpu().contiguous().numpy()
+            with gpu_flags(device):
+                y = module(xt).float().cpu().contiguous().numpy()
             out[start:stop] = y[:, :, crop:crop + f * h, crop:crop + f * w]
     out = ((out + model_offset) / model_scale) * scale - offset
     fine_valid = valid.repeat(f, axis=-2).repeat(f, axis=-1)
     out[~fine_valid] = np.nan
     return out
+
+
+def gpu_flags(device: str) -> Any:
+    """The cuDNN settings of a forward pass on ``device`` (a context manager; none on the CPU).
+
+    float32 stays float32: cuDNN's default TensorFloat-32 rounds a conv's inputs to 10 bits of
+    mantissa (~1e-3 relative), which would break the fp32 contract (seams within 1e-5); bf16
+    models do not use it.  ``benchmark``: cuDNN times its algorithms once per window shape, and
+    a backend's windows all have one shape.
+    """
+    if not device.startswith("cuda"):
+        return contextlib.nullcontext()
+    return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=False)
 
 
 def _to_int16(out: np.ndarray) -> np.ndarray:
