@@ -320,3 +320,17 @@ def test_grouped_convs_split_per_group_are_the_same_function(udf_module, slim_we
     x = udf_module["_texture"](meta, "cpu", 40)
     with torch.inference_mode():
         assert float((split(x) - module(x)).abs().max()) / 10000.0 <= TOL_REFLECTANCE
+
+
+def test_sums_are_reassociated_so_that_a_units_input_dies_early(udf_module):
+    """``a + (c + d)`` with ``c + d`` read once becomes ``(a + c) + d``, ``d`` the newer operand;
+    a sum read twice stays as it is."""
+    conv = ("Convolution", "op1", ["x"], "d", "", b"w")
+    inner = ("BinaryOp", "op2", ["c", "d"], "t", "0=0", b"")
+    outer = ("BinaryOp", "op3", ["a", "t"], "out", "0=0", b"")
+    produced = [("Input", "op0", [], "a", "", b""), ("Input", "opc", [], "c", "", b"")]
+    ops = udf_module["_reassociate_sums"](produced + [conv, inner, outer], "out")
+    assert [(op[1], op[2], op[3]) for op in ops[2:]] == [("op1", ["x"], "d"), ("op2", ["a", "c"], "t"), ("op3", ["t", "d"], "out")]
+    reader = ("BinaryOp", "op4", ["t", "a"], "more", "0=0", b"")  # t read twice: unchanged
+    kept = produced + [conv, inner, outer, reader]
+    assert udf_module["_reassociate_sums"](kept, "more") == kept

@@ -507,8 +507,10 @@ NCNN_STRIP_PIXELS = 110_000
 """Most input pixels per ncnn call: larger windows run in row strips of one common height, each
 with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
 the next call, some ten 256-channel tensors' worth: a 512 px window in 3 strips of 199 rows
-computes 17 % more rows, and the UDF peaks at 1.7 GiB (2 strips: 2.1 GiB; one call: ncnn alone
-2.6-3.1 GiB).  Equal heights: the pools' buffers fit every strip (unequal ones: 2.6 GiB)."""
+computes 17 % more rows, and the UDF peaks at 1.63-1.66 GiB.  2 strips: 6-10 % faster (ncnn's time
+per row hardly depends on the strip's height: 22.8-24.4 ms at 100-400 rows) but 1.91-2.04 GiB,
+too close to the 2 GiB per worker target; one call: ncnn alone 2.6-3.1 GiB.  Equal heights: the
+pools' buffers fit every strip (unequal ones: 2.6 GiB)."""
 
 _NCNN_ACTIVATIONS = {"aten::leaky_relu", "aten::relu"}
 
@@ -631,6 +633,39 @@ def _conv_per_group(name: str, x: Any, out: Any, weight: torch.Tensor, bias: Opt
     return ops + [("Concat", name, parts, out, "0=0", b"")]
 
 
+def _reassociate_sums(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], output: Any) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
+    """``a + (c + d)`` -> ``(a + c) + d`` where ``c + d`` is read once and ``d`` is the newer operand.
+
+    ncnn computes a layer's inputs in the order they are listed, on demand, and frees a blob
+    after its last reader.  In a CARN unit ``acc + (x + conv3(...))`` then sums ``acc + x``
+    before the unit's convs, and the unit's input ``x`` dies after its first conv: one
+    256-channel tensor fewer held through each unit (with the in-place post-processing, the
+    UDF's peak at 512 px went from 1.76 to 1.63-1.66 GiB).  Float sums in another order: ~1e-7
+    relative.
+    """
+    def is_sum(op: Tuple[str, str, List[Any], Any, str, bytes]) -> bool:
+        return op[0] == "BinaryOp" and op[4] == "0=0" and len(op[2]) == 2
+
+    made = {op[3]: i for i, op in enumerate(ops)}
+    uses: Dict[Any, int] = {output: 1}
+    for op in ops:
+        for value in op[2]:
+            uses[value] = uses.get(value, 0) + 1
+    out = list(ops)
+    for i, op in enumerate(ops):
+        inner = made.get(op[2][1]) if is_sum(op) else None
+        if inner is None or not is_sum(ops[inner]) or uses[op[2][1]] != 1:
+            continue
+        c, d = sorted(ops[inner][2], key=lambda v: made.get(v, -1))  # d: made last (the unit's conv)
+        first = ("BinaryOp", ops[inner][1], [op[2][0], c], ops[inner][3], "0=0", b"")
+        out[inner] = None  # both sums where the outer one was: every operand exists by then
+        out[i] = [first, ("BinaryOp", op[1], [ops[inner][3], d], op[3], "0=0", b"")]
+    flat: List[Tuple[str, str, List[Any], Any, str, bytes]] = []
+    for item in out:
+        flat += item if isinstance(item, list) else [item] if item is not None else []
+    return flat
+
+
 def ncnn_network(backbone: Any, split_groups: bool = False) -> Tuple[str, bytes]:
     """The float32 TorchScript ``backbone`` as an ncnn network: (param text, weight bytes).
 
@@ -646,7 +681,7 @@ def ncnn_network(backbone: Any, split_groups: bool = False) -> Tuple[str, bytes]
     inputs, outputs = list(graph.inputs())[1:], list(graph.outputs())
     if len(inputs) != 1 or len(outputs) != 1:
         raise NcnnUnsupported(f"a backbone with {len(inputs)} inputs and {len(outputs)} outputs")
-    ops = _ncnn_ops(graph, split_groups)
+    ops = _reassociate_sums(_ncnn_ops(graph, split_groups), outputs[0])
     names = {inputs[0]: "in", outputs[0]: "out"}
     uses: Dict[Any, int] = {outputs[0]: 1}
     for _, _, ins, _, _, _ in ops:
@@ -767,8 +802,8 @@ class NcnnModel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         z = self.module.normalize(x.float())
         y = self.backbone(z)
-        if self.global_skip:
-            y = y + torch.nn.functional.interpolate(z, scale_factor=float(self.factor), mode="bicubic", align_corners=False)
+        if self.global_skip:  # in place: y is this call's own
+            y += torch.nn.functional.interpolate(z, scale_factor=float(self.factor), mode="bicubic", align_corners=False)
         if self.hard_constraint:
             y = self.module.constraint(y, z)
         return self.module.denormalize(y)
@@ -1295,7 +1330,12 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
             with gpu_flags(device):
                 y = module(xt).float().cpu().contiguous().numpy()
             out[start:stop] = y[:, :, crop:crop + f * h, crop:crop + f * w]
-    out = ((out + model_offset) / model_scale) * scale - offset
+    # back to the input's units in place: a 512 px window's output is 42 MB per date, and each
+    # temporary would stack on what ncnn's pools keep between windows
+    out += model_offset
+    out /= model_scale
+    out *= scale
+    out -= offset
     fine_valid = valid.repeat(f, axis=-2).repeat(f, axis=-1)
     out[~fine_valid] = np.nan
     return out
