@@ -445,7 +445,9 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         f"{s['fp32_speedup_vs_onnxruntime']:.2f}x"
         + (f", on ncnn {s['ncnn_speedup_vs_onnxruntime']:.2f}x" if s.get("ncnn_speedup_vs_onnxruntime") else "")
         + f"; {100 * s['peak_fraction']:.0f} % of the {s['precision']} matmul peak "
-        f"({100 * s['peak_fraction_computed']:.0f} % counting the overlap pixels it computes too); "
+        f"({100 * s['peak_fraction_computed']:.0f} % counting the overlap pixels it computes too"
+        + ("; FLOPs of the direct convolution: ncnn's Winograd 3 x 3 convolutions do 4x fewer multiplications"
+           if s.get("runtime") == "ncnn" else "") + "); "
         f"peak memory {s['peak_memory_gib']:.2f} GiB (onnxruntime {s['onnxruntime_peak_memory_gib']:.2f} GiB); "
         f"full 10980 x 10980 tile: {s['full_tile_minutes_1core'] or float('nan'):.0f} min on 1 core "
         f"({s['full_tile_minutes_1core_best_window'] or float('nan'):.0f} min at the best window), "
