@@ -334,3 +334,6 @@ def test_sums_are_reassociated_so_that_a_units_input_dies_early(udf_module):
     reader = ("BinaryOp", "op4", ["t", "a"], "more", "0=0", b"")  # t read twice: unchanged
     kept = produced + [conv, inner, outer, reader]
     assert udf_module["_reassociate_sums"](kept, "more") == kept
+    chained = ("BinaryOp", "op5", ["c", "out"], "top", "0=0", b"")  # its inner sum was rewritten: left alone
+    ops = udf_module["_reassociate_sums"](produced + [conv, inner, outer, chained], "top")
+    assert [(op[1], op[2]) for op in ops[3:]] == [("op2", ["a", "c"]), ("op3", ["t", "d"]), ("op5", ["c", "out"])]

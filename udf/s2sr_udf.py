@@ -654,8 +654,8 @@ def _reassociate_sums(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], ou
     out = list(ops)
     for i, op in enumerate(ops):
         inner = made.get(op[2][1]) if is_sum(op) else None
-        if inner is None or not is_sum(ops[inner]) or uses[op[2][1]] != 1:
-            continue
+        if inner is None or not is_sum(ops[inner]) or uses[op[2][1]] != 1 or not isinstance(out[inner], tuple):
+            continue  # not a sum of a sum read once, or that sum was rewritten already (a chain)
         c, d = sorted(ops[inner][2], key=lambda v: made.get(v, -1))  # d: made last (the unit's conv)
         first = ("BinaryOp", ops[inner][1], [op[2][0], c], ops[inner][3], "0=0", b"")
         out[inner] = None  # both sums where the outer one was: every operand exists by then
