@@ -507,9 +507,10 @@ NCNN_STRIP_PIXELS = 110_000
 """Most input pixels per ncnn call: larger windows run in row strips of one common height, each
 with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
 the next call, some ten 256-channel tensors' worth: a 512 px window in 3 strips of 199 rows
-computes 17 % more rows, and the UDF peaks at 1.63-1.66 GiB.  2 strips: 6-10 % faster (ncnn's time
-per row hardly depends on the strip's height: 22.8-24.4 ms at 100-400 rows) but 1.91-2.04 GiB,
-too close to the 2 GiB per worker target; one call: ncnn alone 2.6-3.1 GiB.  Equal heights: the
+computes 17 % more rows, and the UDF peaks at 1.52-1.55 GiB over six windows.  2 strips: 6-10 %
+faster (ncnn's time per row hardly depends on the strip's height: 22.8-24.4 ms at 100-400 rows)
+but 1.84 GiB after one window, 1.97-2.01 after six (the pools fragment), over the 2 GiB per
+worker target; one call: ncnn alone 2.6-3.1 GiB.  Equal heights: the
 pools' buffers fit every strip (unequal ones: 2.6 GiB)."""
 
 _NCNN_ACTIVATIONS = {"aten::leaky_relu", "aten::relu"}
@@ -639,9 +640,9 @@ def _reassociate_sums(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], ou
     ncnn computes a layer's inputs in the order they are listed, on demand, and frees a blob
     after its last reader.  In a CARN unit ``acc + (x + conv3(...))`` then sums ``acc + x``
     before the unit's convs, and the unit's input ``x`` dies after its first conv: one
-    256-channel tensor fewer held through each unit (with the in-place post-processing, the
-    UDF's peak at 512 px went from 1.76 to 1.63-1.66 GiB).  Float sums in another order: ~1e-7
-    relative.
+    256-channel tensor fewer held through each unit (with the in-place pre- and post-processing,
+    the UDF's peak at 512 px went from 1.76 to 1.52-1.55 GiB).  Float sums in another order:
+    ~1e-7 relative.
     """
     def is_sum(op: Tuple[str, str, List[Any], Any, str, bytes]) -> bool:
         return op[0] == "BinaryOp" and op[4] == "0=0" and len(op[2]) == 2
@@ -1308,24 +1309,29 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
     valid = _valid_mask(values, context)
     refl = (values + offset) / scale
     valid = _check_radiometry(refl, valid, meta["bands"], context)
-    out = np.full((t, c, f * h, f * w), np.nan, dtype=np.float32)
     if not valid.any():
-        return out  # all no-data: nothing to run
+        return np.full((t, c, f * h, f * w), np.nan, dtype=np.float32)  # all no-data: nothing to run
     fill = (np.asarray(meta["normalization"]["mean"], dtype=np.float32) * model_scale - model_offset)
-    x = (refl * model_scale - model_offset).astype(np.float32)
-    x = np.where(valid, x, fill.reshape(1, c, 1, 1)).astype(np.float32)
+    # the model's input in refl's own buffer: every array held here is held while the net runs
+    x = refl.astype(np.float32, copy=False)
+    x *= model_scale
+    x -= model_offset
+    np.copyto(x, np.broadcast_to(fill.reshape(1, c, 1, 1), x.shape), where=~valid)
+    del refl
     pad = max(margin - int(context.get("overlap", 0)), 0)
     pad = max(pad, math.ceil(max(0, MIN_NET_SIZE - min(h, w)) / 2))
     x = _pad_fill(x, pad, fill)
     batch = int(context.get("batch", 1))
     crop = f * pad
+    out = np.empty((t, c, f * h, f * w), dtype=np.float32)  # its pages come as the results do
     with torch.inference_mode():
         for start in range(0, t, batch):
             stop = min(t, start + batch)
             if not valid[start:stop].any():
+                out[start:stop] = np.nan
                 continue
             xt = torch.from_numpy(np.ascontiguousarray(x[start:stop])).to(device)
-            if device == "cpu":
+            if device == "cpu" and not isinstance(module, NcnnModel):  # ncnn reads NCHW
                 xt = xt.contiguous(memory_format=torch.channels_last)
             with gpu_flags(device):
                 y = module(xt).float().cpu().contiguous().numpy()
