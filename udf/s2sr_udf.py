@@ -507,10 +507,11 @@ NCNN_STRIP_PIXELS = 110_000
 """Most input pixels per ncnn call: larger windows run in row strips of one common height, each
 with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
 the next call, some ten 256-channel tensors' worth: a 512 px window in 3 strips of 199 rows
-computes 17 % more rows, and the UDF peaks at 1.52-1.55 GiB over six windows.  2 strips: 6-10 %
-faster (ncnn's time per row hardly depends on the strip's height: 22.8-24.4 ms at 100-400 rows)
-but 1.84 GiB after one window, 1.97-2.01 after six (the pools fragment), over the 2 GiB per
-worker target; one call: ncnn alone 2.6-3.1 GiB.  Equal heights: the
+computes 17 % more rows, and the UDF peaks at 1.53 GiB after one window, growing by ~15 MB per
+window to level off at 1.71 GiB after 11 (20 measured).  2 strips: 6-10 % faster (ncnn's time
+per row hardly depends on the strip's height: 22.8-24.4 ms at 100-400 rows) but 1.84 GiB after
+one window and 1.97-2.01 after six, over the 2 GiB per worker target; one call: ncnn alone
+2.6-3.1 GiB.  Equal heights: the
 pools' buffers fit every strip (unequal ones: 2.6 GiB)."""
 
 _NCNN_ACTIVATIONS = {"aten::leaky_relu", "aten::relu"}
@@ -641,8 +642,8 @@ def _reassociate_sums(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], ou
     after its last reader.  In a CARN unit ``acc + (x + conv3(...))`` then sums ``acc + x``
     before the unit's convs, and the unit's input ``x`` dies after its first conv: one
     256-channel tensor fewer held through each unit (with the in-place pre- and post-processing,
-    the UDF's peak at 512 px went from 1.76 to 1.52-1.55 GiB).  Float sums in another order:
-    ~1e-7 relative.
+    the UDF's peak at 512 px after two windows went from 1.76 to 1.53-1.55 GiB).  Float sums in
+    another order: ~1e-7 relative.
     """
     def is_sum(op: Tuple[str, str, List[Any], Any, str, bytes]) -> bool:
         return op[0] == "BinaryOp" and op[4] == "0=0" and len(op[2]) == 2
