@@ -511,8 +511,7 @@ computes 17 % more rows, and the UDF peaks at 1.53 GiB after one window, growing
 window to level off at 1.71 GiB after 11 (20 measured).  2 strips: 6-10 % faster (ncnn's time
 per row hardly depends on the strip's height: 22.8-24.4 ms at 100-400 rows) but 1.84 GiB after
 one window and 1.97-2.01 after six, over the 2 GiB per worker target; one call: ncnn alone
-2.6-3.1 GiB.  Equal heights: the
-pools' buffers fit every strip (unequal ones: 2.6 GiB)."""
+2.6-3.1 GiB.  Equal heights: the pools' buffers fit every strip (unequal ones: 2.6 GiB)."""
 
 _NCNN_ACTIVATIONS = {"aten::leaky_relu", "aten::relu"}
 
@@ -635,6 +634,15 @@ def _conv_per_group(name: str, x: Any, out: Any, weight: torch.Tensor, bias: Opt
     return ops + [("Concat", name, parts, out, "0=0", b"")]
 
 
+def _reads(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], output: Any) -> Dict[Any, int]:
+    """How many times each value is read: by the ops, and once as the network's output."""
+    uses: Dict[Any, int] = {output: 1}
+    for op in ops:
+        for value in op[2]:
+            uses[value] = uses.get(value, 0) + 1
+    return uses
+
+
 def _reassociate_sums(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], output: Any) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
     """``a + (c + d)`` -> ``(a + c) + d`` where ``c + d`` is read once and ``d`` is the newer operand.
 
@@ -649,10 +657,7 @@ def _reassociate_sums(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], ou
         return op[0] == "BinaryOp" and op[4] == "0=0" and len(op[2]) == 2
 
     made = {op[3]: i for i, op in enumerate(ops)}
-    uses: Dict[Any, int] = {output: 1}
-    for op in ops:
-        for value in op[2]:
-            uses[value] = uses.get(value, 0) + 1
+    uses = _reads(ops, output)
     out = list(ops)
     for i, op in enumerate(ops):
         inner = made.get(op[2][1]) if is_sum(op) else None
@@ -685,10 +690,7 @@ def ncnn_network(backbone: Any, split_groups: bool = False) -> Tuple[str, bytes]
         raise NcnnUnsupported(f"a backbone with {len(inputs)} inputs and {len(outputs)} outputs")
     ops = _reassociate_sums(_ncnn_ops(graph, split_groups), outputs[0])
     names = {inputs[0]: "in", outputs[0]: "out"}
-    uses: Dict[Any, int] = {outputs[0]: 1}
-    for _, _, ins, _, _, _ in ops:
-        for value in ins:
-            uses[value] = uses.get(value, 0) + 1
+    uses = _reads(ops, outputs[0])
     layers = ["Input input 0 1 in"]
     pending: Dict[Any, List[str]] = {}
 
@@ -994,21 +996,17 @@ def choose_path(path: Path, precision: str, device: str, runtime: str = "auto") 
             raise ValueError(f"precision 'int8': no int8 weights made from {path.name} (expected "
                              f"{path.stem + INT8_SUFFIX}.pt beside it; make them with s2sr-export --int8-from {path.name})")
         return companion, "int8", "torch"
-    if device != "cpu":  # a GPU: torch; auto times fp32 against bf16 (tensor cores)
-        precisions = ["fp32", "bf16"] if precision == "auto" else [precision]
-        if len(precisions) == 1:
-            return path, precision, "torch"
-        return (path, *_auto_precision(tuple((p, "torch", str(path), *_stat(path)) for p in precisions), device,
-                                       torch.get_num_threads()))
     if precision not in ("fp32", "bf16", "auto"):
         return path, precision, "torch"
     # int8 is never picked by itself: static activation scales clip at bright point targets
     # (0.2 reflectance off on the sample scene's brightest roof, docs/benchmarks.md), and
     # dynamic ones make a pixel depend on the chunking beyond the path's own error
+    cpu = device == "cpu"
     precisions = [precision] if precision != "auto" else ["fp32"]
-    if precision == "auto" and bf16_conv_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP:
+    # bf16: a GPU's tensor cores; on a CPU only where it multiplies bf16 natively
+    if precision == "auto" and (not cpu or bf16_conv_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP):
         precisions.append("bf16")
-    runtimes = [runtime] if runtime != "auto" else ["torch"] + (["ncnn"] if ncnn_available() else [])
+    runtimes = [runtime] if runtime != "auto" else ["torch"] + (["ncnn"] if cpu and ncnn_available() else [])
     stat = (str(path), *_stat(path))
     candidates = tuple((p, r, *stat) for p in precisions for r in runtimes)
     if len(candidates) == 1:
