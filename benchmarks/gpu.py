@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
-TILE_PX = 10980
-BANDS = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from inference import TILE_PX, _eager_model, accuracy_on, tile_scene  # noqa: E402  (the CPU benchmark's helpers)
+
 PATHS = {"udf_fp32": {"precision": "fp32"}, "udf_bf16": {"precision": "bf16"}, "udf": {}, "eager_fp32": None}
 
 
@@ -69,11 +70,8 @@ def window_cube(sample: Any, window: int, dates: int) -> Any:
     date shifted by a few DN so that batched dates are not copies)."""
     import numpy as np
 
-    reps = math.ceil(window / sample.shape[-1])
-    if reps > 1:
-        sample = np.pad(sample, ((0, 0), (0, sample.shape[1] * (reps - 1)), (0, sample.shape[2] * (reps - 1))), mode="symmetric")
-    one = sample[:, :window, :window]
-    return np.ascontiguousarray(np.stack([one + 5.0 * d for d in range(dates)]).astype(np.float32))
+    one = tile_scene(sample, window)
+    return np.concatenate([one + 5.0 * d for d in range(dates)])
 
 
 def synced(device: str) -> Callable[[], None]:
@@ -99,19 +97,14 @@ def matmul_peak(device: str, dtype: Any, n: int) -> float:
     return reps * 2 * n**3 / (time.perf_counter() - t) / 1e12
 
 
-def eager_model(weights: str, device: str) -> Any:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from inference import _eager_model
-
-    return _eager_model(weights).to(device)
-
-
 def measure(udf: Dict[str, Any], path: str, window: int, dates: int, args: argparse.Namespace, weights: str,
             margin: int, sample: Any) -> Dict[str, Any]:
     """One path at one window: load, first call, median of ``args.reps`` calls."""
     import torch
     import xarray
     from openeo.udf import XarrayDataCube
+
+    from s2sr.training.bands import BANDS
 
     x = window_cube(sample, window, dates)
     sync = synced(args.device)
@@ -120,7 +113,7 @@ def measure(udf: Dict[str, Any], path: str, window: int, dates: int, args: argpa
     t0 = time.perf_counter()
     precision = None
     if PATHS[path] is None:
-        model = eager_model(weights, args.device)
+        model = _eager_model(weights).to(args.device)
         xt = torch.from_numpy(x).to(args.device)
 
         def run():
@@ -129,7 +122,7 @@ def measure(udf: Dict[str, Any], path: str, window: int, dates: int, args: argpa
                 sync()
                 return y
     else:
-        cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"), coords={"bands": BANDS}))
+        cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"), coords={"bands": list(BANDS)}))
         ctx = {"device": args.device, "overlap": margin, "weights": weights, "batch": dates, **PATHS[path]}
         udf["load_model"](ctx)  # load, probe and (auto) the timing: one-time costs
         precision = udf["choose_path"](Path(weights).resolve(), ctx.get("precision", "auto"), args.device, "auto")[1]
@@ -152,34 +145,6 @@ def measure(udf: Dict[str, Any], path: str, window: int, dates: int, args: argpa
             "full_tile_minutes": math.ceil(TILE_PX / size) ** 2 * s / dates / 60,
             "load_s": load_s, "first_call_s": first_s,
             "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None}
-
-
-def accuracy(udf: Dict[str, Any], precision: str, device: str, weights: str, margin: int, inputs: Dict[str, Any]) -> Dict[str, float]:
-    """The UDF on ``device`` at ``precision`` against FP32 eager on the CPU (the CPU benchmark's measure)."""
-    import numpy as np
-    import torch
-    import xarray
-    from openeo.udf import XarrayDataCube
-
-    from s2sr.training.metrics import psnr_per_band
-
-    eager = eager_model(weights, "cpu")
-
-    def both(x):
-        cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"), coords={"bands": BANDS}))
-        a = udf["apply_datacube"](cube, {"weights": weights, "precision": precision, "device": device}).get_array().values
-        with torch.inference_mode():
-            b = eager(torch.from_numpy(x)).numpy()
-        return a, b
-
-    a, b = both(inputs["sample"][None].astype(np.float32))
-    c = 2 * margin  # away from the border, where the UDF's fill and eager's reflection differ
-    inner = (Ellipsis, slice(c, -c), slice(c, -c))
-    max_abs = float(np.abs(a[inner] - b[inner]).max() / 10000.0)
-    a, b = both(inputs["wald_x"][None].astype(np.float32))
-    r = inputs["wald_ref"][:, c:-c, c:-c] / 10000.0
-    drop = float(np.mean(psnr_per_band(b[0][inner] / 10000.0, r)) - np.mean(psnr_per_band(a[0][inner] / 10000.0, r)))
-    return {"max_abs_reflectance_vs_fp32": max_abs, "psnr_drop_db_vs_fp32": drop}
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -220,7 +185,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                       f"tile {row['full_tile_minutes']:.2f} min", file=sys.stderr, flush=True)
     for precision in args.accuracy:
         try:
-            res["accuracy"][precision] = accuracy(udf, precision, args.device, weights, margin, inputs)
+            res["accuracy"][precision] = accuracy_on(weights, {"precision": precision, "device": args.device}, inputs["sample"][None],
+                                                     inputs["wald_x"][None], inputs["wald_ref"])
         except Exception as exc:
             res["errors"].append(f"accuracy {precision}: {type(exc).__name__}: {exc}")
     udf_rows = [r for r in res["rows"] if r["path"] == "udf"]

@@ -92,15 +92,19 @@ def bf16_is_native() -> bool:
 
 def _sample_window(window: int):
     """A [1, 10, window, window] float32 DN cube from the shipped sample scene (reflected if larger)."""
-    import numpy as np
-
     from s2sr.training.evaluate import sample_scene_input
 
-    cube = sample_scene_input()
-    reps = math.ceil(window / cube.shape[-1])
+    return tile_scene(sample_scene_input(), window)
+
+
+def tile_scene(scene: Any, window: int):
+    """``[10, H, W]`` -> ``[1, 10, window, window]`` float32, the scene reflected where smaller."""
+    import numpy as np
+
+    reps = math.ceil(window / scene.shape[-1])
     if reps > 1:
-        cube = np.pad(cube, ((0, 0), (0, cube.shape[1] * (reps - 1)), (0, cube.shape[2] * (reps - 1))), mode="reflect")
-    return np.ascontiguousarray(cube[None, :, :window, :window])
+        scene = np.pad(scene, ((0, 0), (0, scene.shape[1] * (reps - 1)), (0, scene.shape[2] * (reps - 1))), mode="reflect")
+    return np.ascontiguousarray(scene[None, :, :window, :window], dtype=np.float32)
 
 
 def _peak_rss_gib() -> float:
@@ -158,8 +162,9 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         import xarray
         from openeo.udf import XarrayDataCube
 
-        cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"),
-                                               coords={"bands": ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]}))
+        from s2sr.training.bands import BANDS
+
+        cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"), coords={"bands": list(BANDS)}))
         ctx = {"overlap": spec["overlap"], "threads": threads, "weights": spec["weights"], **UDF_CONTEXT[path]}
         run = lambda: udf["apply_datacube"](cube, ctx).get_array().values  # noqa: E731
         udf["load_model"](ctx)  # load, probe and (auto) the timing: one-time costs
@@ -257,13 +262,21 @@ def flops_per_output_pixel(weights: str) -> float:
 
 def accuracy(weights: str, precision: str = "fp32", runtime: str = "torch") -> Dict[str, float]:
     """UDF path vs FP32 eager: max |diff| on the sample scene; PSNR drop on the Wald test split."""
+    from s2sr.training.data.wald import build_wald_split
+
+    x, ref = build_wald_split("test")
+    return accuracy_on(weights, {"precision": precision, "runtime": runtime}, _sample_window(256), x[None].numpy(), ref.numpy())
+
+
+def accuracy_on(weights: str, ctx: Dict[str, Any], sample: Any, wald_x: Any, wald_ref: Any) -> Dict[str, float]:
+    """``accuracy`` on given inputs (``[1, 10, H, W]`` DN, the Wald pair): the UDF with ``ctx``
+    (precision, runtime, device) against FP32 eager on the CPU."""
     import numpy as np
     import torch
     import xarray
     from openeo.udf import XarrayDataCube
     from openeo.udf.run_code import load_module_from_string
 
-    from s2sr.training.data.wald import build_wald_split
     from s2sr.training.metrics import psnr_per_band
     from s2sr.udf import udf_source
 
@@ -272,19 +285,18 @@ def accuracy(weights: str, precision: str = "fp32", runtime: str = "torch") -> D
 
     def both(x):
         cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x")))
-        a = module["apply_datacube"](cube, {"weights": weights, "precision": precision, "runtime": runtime}).get_array().values
+        a = module["apply_datacube"](cube, {"weights": weights, **ctx}).get_array().values
         with torch.inference_mode():
             b = eager(torch.from_numpy(x)).numpy()
         return a, b
 
-    a, b = both(_sample_window(256))
+    a, b = both(sample)
     m = 21
     inner = (Ellipsis, slice(2 * m, -2 * m), slice(2 * m, -2 * m))  # away from the border padding
     max_abs = float(np.abs(a[inner] - b[inner]).max() / 10000.0)
-    x, ref = build_wald_split("test")
-    a, b = both(x[None].numpy())
+    a, b = both(wald_x)
     c = 2 * m  # compare away from the image border, where the UDF's no-data fill and eager's reflection differ
-    r = ref.numpy()[:, c:-c, c:-c] / 10000.0
+    r = wald_ref[:, c:-c, c:-c] / 10000.0
     drop = float(np.mean(psnr_per_band(b[0][:, c:-c, c:-c] / 10000.0, r)) - np.mean(psnr_per_band(a[0][:, c:-c, c:-c] / 10000.0, r)))
     return {"max_abs_reflectance_vs_fp32": max_abs, "psnr_drop_db_vs_fp32": drop}
 
