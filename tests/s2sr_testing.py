@@ -71,7 +71,8 @@ def export_slim(path: Path, seed: int = 0, cascades: int = 3, global_skip: bool 
     model = build_model_from_config(cfg, global_skip=global_skip)
     with torch.no_grad():  # keep the random trunk's contribution moderate (tenths of a std)
         model.backbone.tail.weight.mul_(0.3)
-    export(model, f"carn_{cascades}x3x4g4sw_test", path, {"trained": False, "note": "test weights"})
+    # zero padding inside the convs, as the shipped weights are exported
+    export(model, f"carn_{cascades}x3x4g4sw_test", path, {"trained": False, "note": "test weights"}, padding="zeros")
     return path
 
 

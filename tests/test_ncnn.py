@@ -49,11 +49,37 @@ def test_backbone_converts_to_the_same_function(udf_module, tmp_path, arch, cfg_
     ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "threads": 1})
     torch_model, _, _ = udf_module["load_model"]({"weights": str(path), "runtime": "torch", "precision": "fp32"})
     assert type(ncnn_model).__name__ == "NcnnModel"
-    x = udf_module["_texture"](meta, "cpu", 40)
+    # unpadded convs where the weights pad inside their convs (zeros); reflection-padded ones pad
+    assert (ncnn_model.shrink > 0) == (padding == "zeros") and ncnn_model.shrink <= 2 * meta["margin"]
+    x = udf_module["_texture"](meta, "cpu", 40 + 2 * meta["margin"])
     with torch.inference_mode():
         a, b = ncnn_model(x), torch_model(x.contiguous(memory_format=torch.channels_last))
-    assert a.shape == b.shape == (1, 10, 80, 80)
-    assert float((a - b).abs().max()) / 10000.0 <= TOL_REFLECTANCE
+    n = 2 * x.shape[-1]
+    assert a.shape == b.shape == (1, 10, n, n)
+    # equal wherever the receptive field lies in the window (the constraint reaches further: the margin)
+    s = ncnn_model.shrink if not hard_constraint else 2 * meta["margin"]
+    inside = (..., slice(s, n - s), slice(s, n - s))
+    assert float((a[inside] - b[inside]).abs().max()) / 10000.0 <= TOL_REFLECTANCE
+
+
+def test_unpadded_network_leaves_the_bicubic_skip_outside(udf_module, slim_weights):
+    """Nearer the window's edge than the receptive field (the overlap the UDF or the backend
+    crops) the unpadded network computes nothing: the output there is the bicubic skip."""
+    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    s = model.shrink
+    assert s > 0
+    x = udf_module["_texture"](meta, "cpu", 50)
+    with torch.inference_mode():
+        z = model.module.normalize(x)
+        skip = model.module.denormalize(torch.nn.functional.interpolate(z, scale_factor=2.0, mode="bicubic", align_corners=False))
+        y = model(x)
+    ring = torch.ones_like(y, dtype=torch.bool)
+    ring[..., s:-s, s:-s] = False
+    assert float((y - skip)[ring].abs().max()) < 1e-2  # float rounding of the same skip, in DN
+    assert float((y - skip)[~ring].abs().max()) > 1.0  # the network did compute inside
+    tiny = udf_module["_texture"](meta, "cpu", s // 2)  # no pixel with its receptive field inside
+    with torch.inference_mode():
+        assert torch.isfinite(model(tiny)).all()
 
 
 def test_udf_on_ncnn_equals_torch_with_identical_nodata(udf_code, slim_weights, cube):
@@ -85,10 +111,11 @@ def test_ncnn_chunking_is_seam_free(udf_code, slim_weights, slim_margin, cube, s
 def test_row_strips_give_the_whole_window_result(udf_module, slim_weights, monkeypatch):
     """Large windows run in row strips with the margin as context: the same result, strips or not."""
     model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
-    x = udf_module["_texture"](meta, "cpu", 96)
+    x = udf_module["_texture"](meta, "cpu", 130)
     with torch.inference_mode():
         whole = model(x)
-        monkeypatch.setitem(udf_module, "NCNN_STRIP_PIXELS", 96 * 60)  # 96 x 60 px per call: 3 strips
+        monkeypatch.setitem(udf_module, "NCNN_STRIP_PIXELS", 130 * 72)  # 130 x 72 px per call: 3 strips
+        assert len(udf_module["strips"](130, 130, meta["margin"])) == 3
         strips = model(x)
     assert float((strips - whole).abs().max()) / 10000.0 <= TOL_REFLECTANCE
 
@@ -314,9 +341,9 @@ def test_grouped_convs_split_per_group_are_the_same_function(udf_module, slim_we
     """bf16 networks run each group's conv as its own layer (ncnn's grouped conv has no bf16
     kernels): in float32 the split network must equal TorchScript as the grouped one does."""
     module, meta = udf_module["_load_torchscript"](str(Path(slim_weights).resolve()), *udf_module["_stat"](Path(slim_weights).resolve()), "cpu")
-    param, weights = udf_module["ncnn_network"](module.backbone, split_groups=True)
-    assert "ConvolutionDepthWise" not in param and param.count("Crop ") == 18 * 4  # 18 grouped convs, 4 groups
-    split = udf_module["NcnnModel"](module, (param, weights), meta, 1)
+    network = udf_module["ncnn_network"](module.backbone, split_groups=True)
+    assert "ConvolutionDepthWise" not in network.param and network.param.count("Crop ") == 18 * 4  # 18 grouped convs, 4 groups
+    split = udf_module["NcnnModel"](module, network, meta, 1)
     x = udf_module["_texture"](meta, "cpu", 40)
     with torch.inference_mode():
         assert float((split(x) - module(x)).abs().max()) / 10000.0 <= TOL_REFLECTANCE
