@@ -41,7 +41,10 @@ Context keys (all optional; an empty context runs the default model):
                     converted at load from the same weights into an ncnn network, whose
                     Winograd 3 x 3 convolutions do 4x fewer multiplications; in fp32 float32
                     throughout, within 1e-5 of torch; in bf16 activations and weights stored
-                    in bfloat16, products summed in float32, PSNR within 0.01 dB of fp32)
+                    in bfloat16, products summed in float32, PSNR within 0.01 dB of fp32;
+                    its convolutions unpadded: each layer computes only what the kept pixels
+                    need, and the output's outer ``margin`` pixels, the overlap the backend
+                    crops, are the bicubic interpolation)
 ``scale``           input units per unit of reflectance (default 10000: L2A digital numbers)
 ``offset``          added to input values before scaling: reflectance = (value + offset) /
                     scale (default 0; -1000 for L1C / L2A of processing baseline >= 04.00
@@ -50,7 +53,8 @@ Context keys (all optional; an empty context runs the default model):
 ``output_dtype``    ``"float32"`` (default; input units, NaN no-data) or ``"int16"``
                     (rounded, no-data -10000)
 ``overlap``         the ``apply_neighborhood`` overlap in input pixels; the UDF pads the
-                    window itself only by what the overlap lacks of the model's margin
+                    window itself only by what the overlap lacks of the model's margin (the
+                    outer ``overlap`` pixels of the result are returned for the backend to crop)
 ``factor``          expected upscaling factor; an error if the weights differ
 ``resolution``      input pixel size, only needed for windows one pixel wide
 ==================  ======================================================================
@@ -507,8 +511,9 @@ NCNN_STRIP_PIXELS = 110_000
 """Most input pixels per ncnn call: larger windows run in row strips of one common height, each
 with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
 the next call, some ten 256-channel tensors' worth: a 512 px window in 3 strips of 199 rows
-computes 17 % more rows, and the UDF peaks at 1.53 GiB after one window, growing by ~15 MB per
-window to level off at 1.71 GiB after 11 (20 measured).  2 strips: 6-10 % faster (ncnn's time
+computes 17 % more input rows than one call (with unpadded convs ~9 % more per layer on average), and
+the UDF peaked at 1.53 GiB after one window with padded convs, growing by ~15 MB per window to
+level off at 1.71 GiB after 11 (20 measured); unpadded 1.43-1.47 after one, 1.48-1.51 after five.  2 strips: 6-10 % faster (ncnn's time
 per row hardly depends on the strip's height: 22.8-24.4 ms at 100-400 rows) but 1.84 GiB after
 one window and 1.97-2.01 after six, over the 2 GiB per worker target; one call: ncnn alone
 2.6-3.1 GiB.  Equal heights: the pools' buffers fit every strip (unequal ones: 2.6 GiB)."""
