@@ -43,8 +43,8 @@ Context keys (all optional; an empty context runs the default model):
                     throughout, within 1e-5 of torch; in bf16 activations and weights stored
                     in bfloat16, products summed in float32, PSNR within 0.01 dB of fp32;
                     its convolutions unpadded: each layer computes only what the kept pixels
-                    need, and the output's outer ``margin`` pixels, the overlap the backend
-                    crops, are the bicubic interpolation)
+                    need, and output pixels nearer the window's edge than the receptive field,
+                    in the overlap the backend crops, are the bicubic interpolation)
 ``scale``           input units per unit of reflectance (default 10000: L2A digital numbers)
 ``offset``          added to input values before scaling: reflectance = (value + offset) /
                     scale (default 0; -1000 for L1C / L2A of processing baseline >= 04.00
@@ -511,12 +511,13 @@ NCNN_STRIP_PIXELS = 110_000
 """Most input pixels per ncnn call: larger windows run in row strips of one common height, each
 with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
 the next call, some ten 256-channel tensors' worth: a 512 px window in 3 strips of 199 rows
-computes 17 % more input rows than one call (with unpadded convs ~9 % more per layer on average), and
-the UDF peaked at 1.53 GiB after one window with padded convs, growing by ~15 MB per window to
-level off at 1.71 GiB after 11 (20 measured); unpadded 1.43-1.47 after one, 1.48-1.51 after five.  2 strips: 6-10 % faster (ncnn's time
-per row hardly depends on the strip's height: 22.8-24.4 ms at 100-400 rows) but 1.84 GiB after
-one window and 1.97-2.01 after six, over the 2 GiB per worker target; one call: ncnn alone
-2.6-3.1 GiB.  Equal heights: the pools' buffers fit every strip (unequal ones: 2.6 GiB)."""
+computes 17 % more input rows than one call (~9 % more per layer with unpadded convs), and the
+UDF peaks at 1.43-1.47 GiB after one window, 1.48-1.51 after five (padded convs: 1.53 after one,
+growing by ~15 MB per window to level off at 1.71 after 11).  2 strips: no faster within this
+VM's noise with unpadded convs (6-10 % with padded ones: ncnn's time per row hardly depends on
+the strip's height) but 1.81-1.86 GiB after five windows and growing, too close to the 2 GiB
+per worker target; one call: ncnn alone 2.6-3.1 GiB.  Equal heights: the pools' buffers fit
+every strip (unequal ones: 2.6 GiB)."""
 
 _NCNN_ACTIVATIONS = {"aten::leaky_relu", "aten::relu"}
 
@@ -970,9 +971,9 @@ def _ncnn_error(model: NcnnModel, module: Any, meta: Dict[str, Any]) -> Tuple[fl
     if result.shape != reference.shape:
         raise NcnnUnsupported(f"the converted network maps {tuple(texture.shape)} to {tuple(result.shape)}, "
                               f"TorchScript to {tuple(reference.shape)}")
-    inside = (..., slice(model.factor * m, result.shape[-2] - model.factor * m), slice(model.factor * m, result.shape[-1] - model.factor * m))
-    reference = reference[inside]
-    return float((result[inside] - reference).abs().max()), float(reference.abs().max())
+    e = model.factor * m
+    result, reference = result[..., e:result.shape[-2] - e, e:result.shape[-1] - e], reference[..., e:reference.shape[-2] - e, e:reference.shape[-1] - e]
+    return float((result - reference).abs().max()), float(reference.abs().max())
 
 
 def min_time(module: Any, x: torch.Tensor, runs: int = 2) -> float:
