@@ -241,6 +241,27 @@ def test_auto_picks_a_float32_runtime_by_timing(udf_module, slim_weights, caplog
     assert "fp32/torch" in caplog.text and "fp32/ncnn" in caplog.text  # both were timed
 
 
+def test_auto_times_unpadded_ncnn_on_a_window_of_the_same_work(udf_module, slim_weights, monkeypatch):
+    """An unpadded network computes shrinking layers: timed on the same small window as a padded
+    one it would look faster than it is on a real window, so it gets the margin it drops."""
+    sizes = {}
+    real_min_time = udf_module["min_time"]
+
+    def record(module, x, runs=2):
+        sizes[type(module).__name__] = x.shape[-1]
+        return real_min_time(module, x, runs=1)
+
+    monkeypatch.setitem(udf_module, "min_time", record)
+    udf_module["_auto_precision"].cache_clear()
+    try:
+        udf_module["choose_path"](Path(slim_weights).resolve(), "fp32", "cpu", "auto")
+    finally:
+        udf_module["_auto_precision"].cache_clear()
+    model, _, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    torch_size = [n for name, n in sizes.items() if name != "NcnnModel"]
+    assert model.shrink == 41 and torch_size == [128] and sizes["NcnnModel"] == 128 + 2 * 11
+
+
 def test_concurrent_windows_share_one_network(udf_module, slim_weights):
     """The local engine runs windows on threads: one cached ncnn network, one extractor per call."""
     import threading
