@@ -199,7 +199,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
-    return {"load_s": load_s, "first_s": first_s, "s": statistics.median(times), "times": times, "peak_rss_gib": _peak_rss_gib(),
+    return {"load_s": load_s, "first_s": first_s, "s": statistics.median(times), "peak_rss_gib": _peak_rss_gib(),
             "precision": chosen, "runtime": runtime}
 
 

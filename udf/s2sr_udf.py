@@ -737,8 +737,12 @@ def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False)
     unrolled loops too), pixel shuffle, padding.  NcnnUnsupported (a ValueError) names the first
     other operation (e.g. ESRGAN's ``F.interpolate``, whose rank branches TorchScript keeps).
     ``split_groups``: grouped convs as one conv per group (``_ncnn_ops``), for bf16.
-    ``valid``: unpadded convolutions (``_valid_convs``): the output is the padded network's
-    less ``shrink`` pixels on each side, equal to it wherever the padding does not reach.
+    ``valid``: unpadded convolutions (``_valid_convs``) where every layer allows them (else
+    padded, logged: explicit reflection padding, weights exported before zero padding): the
+    output is the padded network's less ``shrink`` pixels on each side, equal to it wherever the
+    padding does not reach.  A 199 x 512 px strip of the default model in 4.2-5.1 s instead of
+    5.1-5.8 s (Zen 3, 2 threads; 1.19x by the medians): the layers compute 14 % fewer pixels and
+    skip the padding copy before each 3 x 3 conv, for 12 crops where sums meet.
     """
     graph = torch.jit.freeze(backbone.eval()).graph
     torch._C._jit_pass_inline(graph)
@@ -748,7 +752,10 @@ def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False)
     ops = _reassociate_sums(_ncnn_ops(graph, split_groups), outputs[0])
     shrink = 0
     if valid:
-        ops, shrink = _valid_convs(ops, inputs[0], outputs[0])
+        try:
+            ops, shrink = _valid_convs(ops, inputs[0], outputs[0])
+        except NcnnUnsupported as exc:
+            log.info("s2sr: ncnn with padded convs (%s)", exc)
     names = {inputs[0]: "in", outputs[0]: "out"}
     uses = _reads(ops, outputs[0])
     layers = ["Input input 0 1 in"]
@@ -811,7 +818,7 @@ class NcnnModel:
     the skip, constraint and output stay float32.
     """
 
-    def __init__(self, module: Any, network: Tuple[str, bytes], meta: Dict[str, Any], threads: int, bf16: bool = False) -> None:
+    def __init__(self, module: Any, network: NcnnNetwork, meta: Dict[str, Any], threads: int, bf16: bool = False) -> None:
         import ncnn  # optional: only this runtime needs it
 
         self.module, self.factor, self.margin = module, int(meta["factor"]), int(meta["margin"])
@@ -830,13 +837,12 @@ class NcnnModel:
         for pool in self.pools:
             pool.set_size_compare_ratio(0.5)
         opt.blob_allocator, opt.workspace_allocator = self.pools
-        param, weights, *shrink = network
-        self.shrink = int(shrink[0]) if shrink else 0
+        self.shrink = network.shrink
         if self.shrink > self.factor * self.margin:
             raise NcnnUnsupported(f"unpadded convs lose {self.shrink} output pixels per side, more than the margin")
-        if self.net.load_param_mem(param) != 0:
+        if self.net.load_param_mem(network.param) != 0:
             raise NcnnUnsupported("ncnn did not accept the converted network")
-        self.net.load_model_mem(weights)
+        self.net.load_model_mem(network.weights)
         self._mat = ncnn.Mat
 
     def release(self) -> None:
@@ -908,7 +914,7 @@ def _load_ncnn(path_str: str, size: int, mtime: float, threads: int, precision: 
     if weights_precision(meta) != "fp32":
         raise NcnnUnsupported(f"runtime 'ncnn' runs float weights, {path.name} holds {weights_precision(meta)} ones")
     try:
-        model = NcnnModel(module, _unpadded_if_possible(module.backbone), meta, threads)
+        model = NcnnModel(module, ncnn_network(module.backbone, valid=True), meta, threads)
         error, bound = _ncnn_error(model, module, meta)
     except NcnnUnsupported as exc:
         raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name}: {exc}") from None
@@ -932,7 +938,7 @@ def _load_ncnn_bf16(path_str: str, size: int, mtime: float, threads: int) -> Tup
     path = Path(path_str)
     fp32, meta = _load_ncnn(path_str, size, mtime, threads, "fp32")  # the conversion, checked in float32
     try:
-        model = NcnnModel(fp32.module, _unpadded_if_possible(fp32.module.backbone, split_groups=True), meta, threads, bf16=True)
+        model = NcnnModel(fp32.module, ncnn_network(fp32.module.backbone, split_groups=True, valid=True), meta, threads, bf16=True)
         error, bound = _ncnn_error(model, fp32.module, meta)
     except NcnnUnsupported as exc:
         raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} in bf16: {exc}") from None
@@ -943,20 +949,6 @@ def _load_ncnn_bf16(path_str: str, size: int, mtime: float, threads: int) -> Tup
                               f"on {path.name}'s check input")
     log.info("s2sr: ncnn bf16 backbone for %s, %d threads (max |diff| %.3g on the check input)", path.name, threads, error)
     return model, meta
-
-
-def _unpadded_if_possible(backbone: Any, split_groups: bool = False) -> NcnnNetwork:
-    """The backbone as an ncnn network with unpadded convs, or padded ones where it has layers
-    that cannot go unpadded (explicit reflection padding: weights exported before zero padding).
-
-    Unpadded: a 199 x 512 px strip of the default model in 4.2-5.1 s instead of 5.1-5.8 s (Zen 3,
-    2 threads; 1.19x by the medians): the layers compute 14 % fewer pixels and skip the padding
-    copy before each 3 x 3 conv, for 12 crops where sums meet."""
-    try:
-        return ncnn_network(backbone, split_groups, valid=True)
-    except NcnnUnsupported as exc:
-        log.info("s2sr: ncnn with padded convs (%s)", exc)
-        return ncnn_network(backbone, split_groups)
 
 
 def _ncnn_error(model: NcnnModel, module: Any, meta: Dict[str, Any]) -> Tuple[float, float]:
@@ -972,7 +964,8 @@ def _ncnn_error(model: NcnnModel, module: Any, meta: Dict[str, Any]) -> Tuple[fl
         raise NcnnUnsupported(f"the converted network maps {tuple(texture.shape)} to {tuple(result.shape)}, "
                               f"TorchScript to {tuple(reference.shape)}")
     e = model.factor * m
-    result, reference = result[..., e:result.shape[-2] - e, e:result.shape[-1] - e], reference[..., e:reference.shape[-2] - e, e:reference.shape[-1] - e]
+    kept = (..., slice(e, result.shape[-2] - e), slice(e, result.shape[-1] - e))  # shapes equal: checked above
+    result, reference = result[kept], reference[kept]
     return float((result - reference).abs().max()), float(reference.abs().max())
 
 
