@@ -363,11 +363,32 @@ def test_grouped_convs_split_per_group_are_the_same_function(udf_module, slim_we
     kernels): in float32 the split network must equal TorchScript as the grouped one does."""
     module, meta = udf_module["_load_torchscript"](str(Path(slim_weights).resolve()), *udf_module["_stat"](Path(slim_weights).resolve()), "cpu")
     network = udf_module["ncnn_network"](module.backbone, split_groups=True)
-    assert "ConvolutionDepthWise" not in network.param and network.param.count("Crop ") == 18 * 4  # 18 grouped convs, 4 groups
+    # 9 units of two grouped convs, 4 groups: the second reads the first's groups as they are,
+    # so one set of crops (the unit's input) and one concatenation (for its 1 x 1 conv) per unit
+    assert "ConvolutionDepthWise" not in network.param
+    assert (network.param.count("\nCrop "), network.param.count("\nConcat ")) == (9 * 4, 9)
     split = udf_module["NcnnModel"](module, network, meta, 1)
     x = udf_module["_texture"](meta, "cpu", 40)
     with torch.inference_mode():
         assert float((split(x) - module(x)).abs().max()) / 10000.0 <= TOL_REFLECTANCE
+
+
+def test_split_groups_stay_apart_only_where_nothing_reads_them_whole(udf_module):
+    """A split grouped conv feeding another with the same groups: the second reads the first's
+    per-group outputs; where the concatenation is also read whole, or cropped across the
+    groups, the network keeps it."""
+    w = torch.randn(8, 2, 3, 3)
+    params = "0=8 1=3 11=3 2=1 12=1 3=1 13=1 4=1 14=1 5=0 6=144 7=4"
+    first = udf_module["_conv_per_group"]("g1", "x", "a", w, None, 4, params)
+    second = udf_module["_conv_per_group"]("g2", "a", "b", w, None, 4, params)
+    ops = udf_module["_keep_groups_apart"](first + second, "b")
+    assert [op[0] for op in ops].count("Crop") == 4 and [op[0] for op in ops].count("Concat") == 1
+    g2 = [op for op in ops if op[1].startswith("g2_g")]
+    assert [op[2] for op in g2] == [[("g1", "conv", k)] for k in range(4)]
+    whole = ("BinaryOp", "sum", ["a", "b"], "c", "0=0", b"")  # a read whole too: unchanged
+    assert udf_module["_keep_groups_apart"](first + second + [whole], "c") == first + second + [whole]
+    other = udf_module["_conv_per_group"]("g3", "a", "b", torch.randn(8, 4, 3, 3), None, 2, params.replace("7=4", "7=2"))
+    assert udf_module["_keep_groups_apart"](first + other, "b") == first + other  # 2 groups across the 4
 
 
 def test_sums_are_reassociated_so_that_a_units_input_dies_early(udf_module):
