@@ -18,7 +18,9 @@ Context keys (all optional; an empty context runs the default model):
 ``device``          ``"cpu"`` (default), ``"cuda"`` or ``"auto"`` (on a GPU ``precision:
                     "auto"`` times fp32 against bf16, and fp32 is float32: cuDNN without
                     TensorFloat-32)
-``threads``         torch intra-op threads (default: the CPUs this worker may use)
+``threads``         threads for torch and ncnn (default: the CPUs this worker may use: its
+                    affinity, capped by a cgroup CPU quota and by ``OMP_NUM_THREADS``, which
+                    Spark sets to the task's cores)
 ``batch``           dates per forward pass (default 1: bounded memory)
 ``precision``       ``"auto"`` (default: fp32 or bf16, whichever a one-off timing on this
                     worker finds faster, bf16 only where >= 1.1x faster and only timed
@@ -1275,18 +1277,40 @@ def _device(name: Any) -> str:
     raise ValueError(f"unknown device {name!r}: use 'cpu', 'cuda' or 'auto'")
 
 
+#: a container's CPU quota: cgroup v2 ("<quota|max> <period>"), else v1 (quota, period in us; -1: none)
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_QUOTA = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+
+
+def _cgroup_cpus() -> Optional[float]:
+    """The CPUs a cgroup quota allows this process (v2, else v1), None where there is none."""
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota, period = (int(f.read_text()) for f in CGROUP_V1_QUOTA)
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
 def _available_cpus() -> int:
-    """CPUs this worker may use: affinity, capped by a cgroup v2 CPU quota."""
+    """CPUs this worker may use: its affinity, capped by a cgroup CPU quota (v2 or v1) and by
+    ``OMP_NUM_THREADS`` where set.  Spark sets that to the task's cores in its executors and
+    Python workers (SPARK-28843, SPARK-41188), where the affinity is the whole node's: without
+    it, every task on a 32-core node would start 32 threads."""
     try:
         count = len(os.sched_getaffinity(0))
     except AttributeError:
         count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, math.floor(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
+    quota = _cgroup_cpus()
+    if quota is not None:
+        count = min(count, max(1, math.floor(quota)))
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # "4,2": nested levels, the first counts
+    if omp.isdigit() and int(omp) > 0:
+        count = min(count, int(omp))
     return max(1, count)
 
 
