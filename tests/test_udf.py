@@ -130,6 +130,30 @@ def test_nodata_value_and_int16_output(udf_code, udf_module, slim_weights):
     assert (values[0, :, 2:, 2:] != -10000).all() and np.array_equal(values, np.rint(values))
 
 
+def test_int16_conversion_rounds_clips_and_marks_nodata(udf_module):
+    out = np.array([1.4, 1.6, -2.5, 40000.0, -40000.0, np.nan, np.inf, -np.inf], dtype=np.float32)
+    assert udf_module["_to_int16"](out).tolist() == [1, 2, -2, 32767, -9999, -10000, -10000, -10000]
+
+
+def test_one_pass_output_equals_the_cropped_paths_with_nodata(udf_module, slim_weights, slim_margin):
+    """With the margin's overlap in the window and all dates in one pass, the network's output is
+    the UDF's output as it is (no crop, no copy); it must equal date-by-date passes, and the UDF
+    padding the window itself on the pixels the padding cannot reach, no-data included."""
+    m = slim_margin
+    cube = make_cube(20 + 2 * m, 22 + 2 * m, nt=2, seed=11)
+    cube.values[1] = np.nan  # a whole date of no-data in the same pass
+    cube.values[0, 4, m + 3:m + 6, m + 2] = np.nan
+    ctx = {"weights": str(slim_weights)}
+    one_pass = udf_module["apply_datacube"](cube, {**ctx, "overlap": m, "batch": 2}).values
+    by_date = udf_module["apply_datacube"](cube, {**ctx, "overlap": m, "batch": 1}).values
+    padded = udf_module["apply_datacube"](cube, {**ctx, "overlap": 0, "batch": 2}).values
+    assert np.isnan(one_pass[1]).all() and np.array_equal(np.isnan(one_pass), np.isnan(by_date))
+    np.testing.assert_allclose(one_pass, by_date, rtol=0, atol=1e-5 * 10000)
+    inner = (Ellipsis, slice(2 * m, -2 * m), slice(2 * m, -2 * m))
+    assert np.array_equal(np.isnan(one_pass[inner]), np.isnan(padded[inner]))
+    np.testing.assert_allclose(one_pass[inner], padded[inner], rtol=0, atol=1e-5 * 10000)
+
+
 def test_all_nodata_window_skips_the_network(udf_module):
     values = np.full((1, 10, 12, 12), np.nan, dtype=np.float32)
 
