@@ -1499,7 +1499,7 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
             with gpu_flags(device):
                 y = module(xt).float().cpu().contiguous().numpy()
             if out is None:
-                out = y  # the whole output, uncropped (a 42 MB copy less per date at 512 px) (a 42 MB copy less per date at 512 px)
+                out = y  # the whole output, uncropped (a 42 MB copy less per date at 512 px)
             else:
                 out[start:stop] = y[:, :, crop:crop + f * h, crop:crop + f * w]
     # back to the input's units in place, (out + model_offset) / model_scale * scale - offset as
@@ -1513,7 +1513,7 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
     if shift != 0.0:
         out += np.float32(shift)
     if not valid.all():  # no-data: each input pixel's f x f output block, through a view (no mask copies)
-        blocks = out.reshape(t, c, h, f, w, f)
+        blocks = out.reshape(t, c, h, f, w, f)  # a view: out is C-contiguous (np.empty, or the network's .contiguous() output)
         np.copyto(blocks, np.float32(np.nan), where=~valid[:, :, :, None, :, None])
     return out
 
