@@ -626,6 +626,9 @@ def _conv_blob(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bytes:
     return blob + (bias.float().contiguous().numpy().astype("<f4").tobytes() if bias is not None else b"")
 
 
+CHANNEL_CROP = "-23309=1,{} -23310=1,{} -23311=1,0"  # ncnn Crop params: channels [start, stop)
+
+
 def _conv_per_group(name: str, x: Any, out: Any, weight: torch.Tensor, bias: Optional[torch.Tensor], groups: int,
                     params: str) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
     """A grouped conv as ``groups`` crops of the input's channels, a conv on each, a concatenation."""
@@ -635,7 +638,7 @@ def _conv_per_group(name: str, x: Any, out: Any, weight: torch.Tensor, bias: Opt
     ops, parts = [], []
     for k in range(groups):
         crop, conv_out = (name, "crop", k), (name, "conv", k)  # blobs of their own, not graph values
-        ops.append(("Crop", f"{name}_crop{k}", [x], crop, f"-23309=1,{k * cin} -23310=1,{(k + 1) * cin} -23311=1,0", b""))
+        ops.append(("Crop", f"{name}_crop{k}", [x], crop, CHANNEL_CROP.format(k * cin, (k + 1) * cin), b""))
         ops.append(("Convolution", f"{name}_g{k}", [crop], conv_out, params,
                     _conv_blob(weight[k * cout:(k + 1) * cout], None if bias is None else bias[k * cout:(k + 1) * cout])))
         parts.append(conv_out)
@@ -643,11 +646,14 @@ def _conv_per_group(name: str, x: Any, out: Any, weight: torch.Tensor, bias: Opt
 
 
 def _channel_crop(op: Tuple[str, str, List[Any], Any, str, bytes]) -> Optional[Tuple[int, int]]:
-    """(start, stop) channels of a crop ``_conv_per_group`` made, else None."""
-    if op[0] != "Crop" or not op[4].startswith("-23309=1,") or not op[4].endswith(" -23311=1,0"):
-        return None
-    start, stop = op[4][len("-23309=1,"):-len(" -23311=1,0")].split(" -23310=1,")
-    return int(start), int(stop)
+    """(start, stop) channels of a crop ``_conv_per_group`` made (``CHANNEL_CROP``), else None."""
+    found = re.fullmatch(CHANNEL_CROP.replace("{}", r"(\d+)"), op[4]) if op[0] == "Crop" else None
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def _layer_params(params: str) -> Dict[str, str]:
+    """An ncnn layer's params text ("0=256 1=3 ...") as {id: value}."""
+    return dict(token.split("=", 1) for token in params.split())
 
 
 def _keep_groups_apart(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], output: Any) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
@@ -669,7 +675,7 @@ def _keep_groups_apart(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], o
         if op[0] != "Concat" or not all(isinstance(p, tuple) and p[1:2] == ("conv",) for p in op[2]):
             continue  # not the concatenation of a split grouped conv
         crops = readers.get(op[3], [])
-        sizes = [int(dict(t.split("=", 1) for t in made[p][4].split())["0"]) for p in op[2]]
+        sizes = [int(_layer_params(made[p][4])["0"]) for p in op[2]]
         bounds = [(sum(sizes[:k]), sum(sizes[:k + 1])) for k in range(len(sizes))]
         if len(crops) != uses.get(op[3], 0) or sorted(_channel_crop(c) or (-1, -1) for c in crops) != bounds:
             continue  # read whole somewhere, or cropped across the groups
@@ -733,7 +739,7 @@ def _valid_convs(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], source:
     made: List[Tuple[str, str, List[Any], Any, str, bytes]] = []
     for kind, name, ins, out, params, blob in ops:
         if kind in ("Convolution", "ConvolutionDepthWise"):
-            p = dict(token.split("=", 1) for token in params.split())
+            p = _layer_params(params)
             k, kh, d, dh = int(p["1"]), int(p["11"]), int(p["2"]), int(p["12"])
             pad, pad_h = int(p["4"]), int(p["14"])
             if p["3"] != "1" or p["13"] != "1" or pad != pad_h or 2 * pad != d * (k - 1) or 2 * pad_h != dh * (kh - 1):
@@ -1490,7 +1496,7 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
     with torch.inference_mode():
         for start in range(0, t, batch):
             stop = min(t, start + batch)
-            if not valid[start:stop].any() and out is not None:
+            if not valid[start:stop].any():  # (never where one pass covers all: valid.any() above)
                 out[start:stop] = np.nan
                 continue
             xt = torch.from_numpy(np.ascontiguousarray(x[start:stop])).to(device)
