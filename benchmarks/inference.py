@@ -9,9 +9,11 @@ Same weights (the shipped default), same windows, in one run, alternating:
   (c) ``eager``: the bare network in torch eager FP32, for context;
   (d) ``udf_fp32``: the UDF with ``precision="fp32"`` on torch forced (the reference path), and
       ``udf_ncnn``: fp32 on the ncnn runtime forced (where ncnn is installed);
-  (e) full run only: ``udf_bf16`` and ``udf_ncnn_bf16`` (bf16 on torch / on ncnn, where the CPU
-      has native bf16), ``udf_int8`` (opt-in static int8, its weights quantized for the run)
-      and ``udf_int8_dynamic`` (opt-in, quantized by the UDF at load).
+  (e) full run only: ``udf_ncnn_int8`` (int8_dynamic on ncnn: the 1 x 1 products in int8 with
+      per-pixel scales, an ``auto`` candidate), ``udf_bf16`` and ``udf_ncnn_bf16`` (bf16 on
+      torch / on ncnn, where the CPU has native bf16), ``udf_int8`` (opt-in static int8, its
+      weights quantized for the run) and ``udf_int8_dynamic`` (opt-in, torch, quantized by the
+      UDF at load).
 
 Each measurement runs in its own subprocess (clean thread settings, its own peak RSS).
 Throughput counts the useful output pixels of a window (the part the backend keeps: 2 x size
@@ -139,7 +141,8 @@ def _matmul_peak(dtype: Any, budget_s: float = 1.0) -> float:
 
 #: each UDF path's context beside weights, threads and overlap
 UDF_CONTEXT = {"udf": {}, "udf_fp32": {"precision": "fp32", "runtime": "torch"}, "udf_ncnn": {"precision": "fp32", "runtime": "ncnn"},
-               "udf_bf16": {"precision": "bf16", "runtime": "torch"}, "udf_ncnn_bf16": {"precision": "bf16", "runtime": "ncnn"}, "udf_int8": {"precision": "int8"}, "udf_int8_dynamic": {"precision": "int8_dynamic"}}
+               "udf_bf16": {"precision": "bf16", "runtime": "torch"}, "udf_ncnn_bf16": {"precision": "bf16", "runtime": "ncnn"}, "udf_int8": {"precision": "int8"}, "udf_int8_dynamic": {"precision": "int8_dynamic", "runtime": "torch"},
+               "udf_ncnn_int8": {"precision": "int8_dynamic", "runtime": "ncnn"}}
 
 
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -326,9 +329,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="s2sr-bench-"))
     onnx = export_onnx(weights, tmp)
     # --quick: the figures the JSON line needs (eager is context only; under two minutes on the slowest CPU seen)
-    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_ncnn", "udf_bf16", "udf_ncnn_bf16", "udf_int8", "udf_int8_dynamic"]
+    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_ncnn", "udf_ncnn_int8", "udf_bf16", "udf_ncnn_bf16", "udf_int8", "udf_int8_dynamic"]
     skipped = []
-    for name in ("udf_ncnn", "udf_ncnn_bf16"):
+    for name in ("udf_ncnn", "udf_ncnn_int8", "udf_ncnn_bf16"):
         if name in paths and not s2sr_udf.ncnn_available():
             paths.remove(name)
             skipped.append(f"{name}: the ncnn package is not installed (pip install ncnn)")
@@ -364,7 +367,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     _add_row(result["rows"], r, path, w, size, t)
     chosen = next(r for r in result["rows"] if r["path"] == "udf")
     if args.quick and chosen.get("runtime") == "ncnn":  # the default path's own figures only: under two minutes
-        result["accuracy"] = {"fp32 on ncnn": accuracy(weights, "fp32", "ncnn")}
+        result["accuracy"] = {f"{chosen['precision']} on ncnn": accuracy(weights, chosen["precision"], "ncnn")}
     else:
         result["accuracy"] = {"fp32": accuracy(weights, "fp32")}
     if not args.quick and any(r.get("runtime") == "ncnn" for r in result["rows"]):
@@ -373,6 +376,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         result["accuracy"]["bf16"] = accuracy(weights, "bf16")
     if s2sr_udf.ncnn_available() and (native_bf16 or any(r["precision"] == "bf16" and r.get("runtime") == "ncnn" for r in result["rows"])):
         result["accuracy"]["bf16 on ncnn"] = accuracy(weights, "bf16", "ncnn")
+    if not args.quick and ("udf_ncnn_int8" in paths or any(r["precision"] == "int8_dynamic" and r.get("runtime") == "ncnn" for r in result["rows"])):
+        result["accuracy"]["int8_dynamic on ncnn"] = accuracy(weights, "int8_dynamic", "ncnn")
     if int8:
         result["accuracy"]["int8"] = accuracy(int8["weights"], "int8")
     if "udf_int8_dynamic" in paths:
@@ -451,7 +456,8 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         + " GFLOP/s; bf16 " + ", ".join(f"{t} thread(s) {g:.0f}" for t, g in res["peak_gflops_bf16"].items()) + " GFLOP/s.", "",
         "Paths: `udf` = the UDF as backends run it with its default precision (`auto`; the chosen one in brackets); "
         "`udf_fp32` / `udf_bf16` / `udf_int8` / `udf_int8_dynamic` = the UDF with that precision forced (on torch); `udf_ncnn` = "
-        "fp32 on the ncnn runtime forced, `udf_ncnn_bf16` bf16 on it; `onnxruntime` = the reference "
+        "fp32 on the ncnn runtime forced, `udf_ncnn_int8` int8_dynamic on it (1 x 1 products in int8, per-pixel scales), "
+        "`udf_ncnn_bf16` bf16 on it; `onnxruntime` = the reference "
         "runtime (ONNX of the same weights, CPU provider, intra/inter-op threads = threads); `eager` = the bare "
         "network in torch eager FP32 (default OpenMP settings; torch tensors on huge pages, as in the UDF).", "",
     ]

@@ -128,7 +128,7 @@ def test_bad_cube_or_context(udf_module, slim_weights, name, make, context, mess
 # ------------------------------------------------------------------ correct results, not errors
 
 def test_wrong_band_order_is_reordered_by_name(udf_module, slim_weights):
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     cube = _cube(seed=9)
     ref = udf_module["apply_datacube"](cube, ctx)
     rev = udf_module["apply_datacube"](cube.isel(bands=slice(None, None, -1)), ctx)
@@ -136,7 +136,7 @@ def test_wrong_band_order_is_reordered_by_name(udf_module, slim_weights):
 
 
 def test_unnamed_ten_bands_are_taken_in_model_order(udf_module, slim_weights):
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     cube = _cube(seed=2)
     np.testing.assert_allclose(udf_module["apply_datacube"](cube.drop_vars("bands"), ctx).values,
                                udf_module["apply_datacube"](cube, ctx).values, rtol=1e-6, atol=1e-3)
@@ -155,7 +155,7 @@ def test_infinities_and_isolated_absurd_values_are_masked(udf_module, slim_weigh
     cube.values[0, 5, 7, 8] = -np.inf
     cube.values[0, 2, 10, 1] = 90000.0  # reflectance 9: not physical
     cube.values[0, 3, 12, 12] = -25000.0
-    out = udf_module["apply_datacube"](cube, {"weights": str(slim_weights)}).values
+    out = udf_module["apply_datacube"](cube, {"weights": str(slim_weights), "precision": "fp32"}).values
     for b, y, x in [(0, 3, 3), (5, 7, 8), (2, 10, 1), (3, 12, 12)]:
         assert np.isnan(out[0, b, 2 * y:2 * y + 2, 2 * x:2 * x + 2]).all()
     assert np.isfinite(out).sum() == out.size - 4 * 4
@@ -163,7 +163,7 @@ def test_infinities_and_isolated_absurd_values_are_masked(udf_module, slim_weigh
 
 def test_integer_input_is_accepted(udf_module, slim_weights):
     cube = _cube(seed=3)
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     np.testing.assert_allclose(udf_module["apply_datacube"](cube.round().astype(np.uint16), ctx).values,
                                udf_module["apply_datacube"](cube.round(), ctx).values, rtol=1e-6, atol=1e-3)
 
@@ -171,5 +171,5 @@ def test_integer_input_is_accepted(udf_module, slim_weights):
 def test_negative_reflectance_within_physics_is_kept(udf_module, slim_weights):
     cube = _cube(seed=5)
     cube.values[0, 0, :2, :2] = -150.0  # slightly negative surface reflectance (L2A over dark water)
-    out = udf_module["apply_datacube"](cube, {"weights": str(slim_weights)})
+    out = udf_module["apply_datacube"](cube, {"weights": str(slim_weights), "precision": "fp32"})
     assert np.isfinite(out.values).all()

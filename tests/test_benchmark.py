@@ -53,7 +53,9 @@ def test_workers_run_the_real_paths(bench, path):
     r = bench._spawn({"path": path, "threads": 1, "window": 64, "reps": 1, "overlap": margin, "weights": weights})
     assert r["s"] > 0 and r["peak_rss_gib"] > 0.1
     if path == "udf":
-        assert r["precision"] in ("fp32", "bf16")  # auto's choice; never int8
+        # auto's choice; never torch's int8 (static scales clip, dynamic ones follow the window)
+        assert (r["precision"], r["runtime"]) in {("fp32", "torch"), ("fp32", "ncnn"), ("bf16", "torch"), ("bf16", "ncnn"),
+                                                  ("int8_dynamic", "ncnn")}
     else:
         assert r["precision"] == {"eager": None, "udf_fp32": "fp32"}[path]
 

@@ -82,7 +82,7 @@ def cube():
 
 
 def test_close_to_fp32_nodata_identical(udf_code, slim_weights, cube):
-    err = error_vs_fp32(udf_code, cube, {"weights": str(slim_weights)}, "int8_dynamic")
+    err = error_vs_fp32(udf_code, cube, {"weights": str(slim_weights), "runtime": "torch"}, "int8_dynamic")
     assert 0 < err < 0.05  # a different path, bounded (reflectance)
 
 
@@ -91,7 +91,7 @@ def test_chunking_within_the_sum_of_its_errors(udf_code, slim_weights, slim_marg
     quantizes over its own activation ranges, so a pixel's rounding differs between chunkings,
     and the two errors can point in opposite directions (measured: 18.4 DN between chunkings
     against 12.7 and 14.4 DN from FP32).  Bounded by their sum, and no chunking is worse."""
-    ctx = {"weights": str(slim_weights), "precision": "int8_dynamic"}
+    ctx = {"weights": str(slim_weights), "precision": "int8_dynamic", "runtime": "torch"}
     seams, whole_error, chunked_error = chunking_vs_own_error(udf_code, cube, ctx, slim_margin, detail=True)
     assert seams <= whole_error + chunked_error
     assert chunked_error <= 2 * whole_error  # chunks quantize over their own ranges: no less accurate
@@ -101,7 +101,7 @@ def test_a_bright_target_is_not_clipped(udf_code, slim_weights):
     """A roof 3x brighter than anything else in the window: the activation ranges follow it."""
     c = make_cube(40, 40, seed=3)
     c.values[0, :, 18:21, 18:21] = 3 * float(np.nanmax(c.values))
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "runtime": "torch"}
     fp32 = run_local(udf_code, c, {**ctx, "precision": "fp32"}).values
     dyn = run_local(udf_code, c, {**ctx, "precision": "int8_dynamic"}).values
     roof = (Ellipsis, slice(36, 42), slice(36, 42))
@@ -118,7 +118,7 @@ def test_seven_bits_where_int8_sums_saturate(udf_module, slim_weights, tmp_path,
         monkeypatch.setitem(udf_module, "int8_products_exact", lambda exact=exact: exact)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="s2sr.udf"):
-            udf_module["load_model"]({"weights": str(tmp_path / f"{name}.pt"), "precision": "int8_dynamic"})
+            udf_module["load_model"]({"weights": str(tmp_path / f"{name}.pt"), "precision": "int8_dynamic", "runtime": "torch"})
         assert f"dynamic int8 with {8 if exact else 7}-bit activations" in caplog.text
 
 
@@ -132,5 +132,5 @@ def test_clear_errors(udf_module, slim_weights, monkeypatch, tmp_path):
 
     monkeypatch.setitem(udf_module, "dynamic_int8", broken)
     with pytest.raises(ValueError, match=r"'int8_dynamic' is unavailable .*no int8 kernels.*use precision 'fp32'"):
-        udf_module["load_model"]({"weights": str(tmp_path / "broken.pt"), "precision": "int8_dynamic"})
+        udf_module["load_model"]({"weights": str(tmp_path / "broken.pt"), "precision": "int8_dynamic", "runtime": "torch"})
 

@@ -46,7 +46,7 @@ def _export(tmp_path: Path, name: str, cfg, padding: str = "zeros", seed: int = 
 def test_backbone_converts_to_the_same_function(udf_module, tmp_path, arch, cfg_changes, padding, hard_constraint):
     base = ARCHITECTURES["carn_3x3x64g4sw"]
     path = _export(tmp_path, arch, replace(base, **cfg_changes), padding, hard_constraint=hard_constraint)
-    ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "threads": 1})
+    ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "precision": "fp32", "threads": 1})
     torch_model, _, _ = udf_module["load_model"]({"weights": str(path), "runtime": "torch", "precision": "fp32"})
     assert type(ncnn_model).__name__ == "NcnnModel"
     # unpadded convs where the weights pad inside their convs (zeros); reflection-padded ones pad
@@ -65,7 +65,7 @@ def test_backbone_converts_to_the_same_function(udf_module, tmp_path, arch, cfg_
 def test_unpadded_network_leaves_the_bicubic_skip_outside(udf_module, slim_weights):
     """Nearer the window's edge than the receptive field (the overlap the UDF or the backend
     crops) the unpadded network computes nothing: the output there is the bicubic skip."""
-    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
     s = model.shrink
     assert s > 0
     x = udf_module["_texture"](meta, "cpu", 50)
@@ -92,7 +92,7 @@ def test_udf_on_ncnn_equals_torch_with_identical_nodata(udf_code, slim_weights, 
 
 def test_dates_batched_equal_dates_one_by_one(udf_code, slim_weights):
     cube = make_cube(30, 26, nt=3, seed=8)
-    ctx = {"weights": str(slim_weights), "runtime": "ncnn"}
+    ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"}
     one = run_local(udf_code, cube, ctx).values
     batched = run_local(udf_code, cube, {**ctx, "batch": 2}).values
     np.testing.assert_array_equal(batched, one)
@@ -100,7 +100,7 @@ def test_dates_batched_equal_dates_one_by_one(udf_code, slim_weights):
 
 @pytest.mark.parametrize("size", [14, 23])
 def test_ncnn_chunking_is_seam_free(udf_code, slim_weights, slim_margin, cube, size):
-    ctx = {"weights": str(slim_weights), "runtime": "ncnn"}
+    ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"}
     whole = run_local(udf_code, cube, ctx).values
     chunked = apply_neighborhood(cube, lambda w: run_local(udf_code, w, {**ctx, "overlap": slim_margin}),
                                  size=size, overlap=slim_margin).values
@@ -110,7 +110,7 @@ def test_ncnn_chunking_is_seam_free(udf_code, slim_weights, slim_margin, cube, s
 
 def test_row_strips_give_the_whole_window_result(udf_module, slim_weights, monkeypatch):
     """Large windows run in row strips with the margin as context: the same result, strips or not."""
-    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
     x = udf_module["_texture"](meta, "cpu", 130)
     with torch.inference_mode():
         whole = model(x)
@@ -139,9 +139,7 @@ def test_runtime_errors_are_clear(udf_module, slim_weights):
     path = Path(slim_weights).resolve()
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
         udf_module["_check_context"]({"runtime": "tensorrt"})
-    with pytest.raises(ValueError, match="precision 'fp32' or 'bf16' only"):
-        udf_module["choose_path"](path, "int8_dynamic", "cpu", "ncnn")
-    with pytest.raises(ValueError, match="precision 'fp32' or 'bf16' only"):
+    with pytest.raises(ValueError, match="precision 'fp32', 'bf16' or 'int8_dynamic' only"):
         udf_module["choose_path"](path, "int8", "cpu", "ncnn")
     with pytest.raises(ValueError, match="CPU only"):
         udf_module["choose_path"](path, "fp32", "cuda", "ncnn")
@@ -196,7 +194,7 @@ def test_concat_scalar_and_padding_convert(udf_module, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "receptive_field", lambda m: ReceptiveField(2, 5, 3, 2))  # no rule for a test net
     path = tmp_path / "densecat.pt"
     export(model, "carn_1x3x4g4sw", path, {"trained": False})
-    ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn"})
+    ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "precision": "fp32"})
     torch_model, _, _ = udf_module["load_model"]({"weights": str(path), "runtime": "torch", "precision": "fp32"})
     x = udf_module["_texture"](meta, "cpu", 24)
     with torch.inference_mode():
@@ -211,7 +209,7 @@ def test_unconvertible_backbone_falls_back_or_fails_clearly(udf_module, tmp_path
     path = tmp_path / "esrgan.pt"
     export(model, "esrgan_3x64x32", path, {"trained": False})
     with pytest.raises(ValueError, match="runtime 'ncnn' cannot run esrgan.pt: operation prim::"):
-        udf_module["load_model"]({"weights": str(path), "runtime": "ncnn"})
+        udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "precision": "fp32"})
     with caplog.at_level("WARNING", logger="s2sr.udf"):
         module, _, _ = udf_module["load_model"]({"weights": str(path), "precision": "fp32"})
     assert type(module).__name__ != "NcnnModel" and "cannot run esrgan.pt" in caplog.text
@@ -221,14 +219,14 @@ def test_a_wrong_conversion_is_refused(udf_module, slim_weights, monkeypatch):
     """The load-time check compares the ncnn network with TorchScript on a texture."""
     real = udf_module["_ncnn_ops"]
 
-    def off_by_one_slope(graph, split_groups=False):  # a converter bug: the LeakyReLUs fused into the convs dropped
-        return [(t, n, i, o, p.replace(" 9=2 -23310=1,", " 9=0 -23310=1,"), b) for t, n, i, o, p, b in real(graph, split_groups)]
+    def off_by_one_slope(graph, *options):  # a converter bug: the LeakyReLUs fused into the convs dropped
+        return [(t, n, i, o, p.replace(" 9=2 -23310=1,", " 9=0 -23310=1,"), b) for t, n, i, o, p, b in real(graph, *options)]
 
     monkeypatch.setitem(udf_module, "_ncnn_ops", off_by_one_slope)
     udf_module["_load_ncnn"].cache_clear()
     try:
         with pytest.raises(ValueError, match="runtime 'ncnn' is off by"):
-            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "threads": 3})
+            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32", "threads": 3})
     finally:
         udf_module["_load_ncnn"].cache_clear()
 
@@ -257,7 +255,7 @@ def test_auto_times_unpadded_ncnn_on_a_window_of_the_same_work(udf_module, slim_
         udf_module["choose_path"](Path(slim_weights).resolve(), "fp32", "cpu", "auto")
     finally:
         udf_module["_auto_precision"].cache_clear()
-    model, _, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    model, _, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
     torch_size = [n for name, n in sizes.items() if name != "NcnnModel"]
     assert model.shrink == 41 and torch_size == [128] and sizes["NcnnModel"] == 128 + 2 * 11
 
@@ -266,7 +264,7 @@ def test_concurrent_windows_share_one_network(udf_module, slim_weights):
     """The local engine runs windows on threads: one cached ncnn network, one extractor per call."""
     import threading
 
-    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
     inputs = [udf_module["_texture"](meta, "cpu", 48) * (1 + 0.1 * i) for i in range(4)]
     with torch.inference_mode():
         alone = [model(x) for x in inputs]
@@ -286,7 +284,7 @@ def test_concurrent_windows_share_one_network(udf_module, slim_weights):
 
 
 def test_bf16_on_ncnn_close_to_fp32_with_identical_nodata(udf_code, udf_module, slim_weights, cube):
-    ctx = {"weights": str(slim_weights), "runtime": "ncnn"}
+    ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"}
     model, _, _ = udf_module["load_model"]({**ctx, "precision": "bf16"})
     assert type(model).__name__ == "NcnnModel" and model.precision == "bf16"
     err = error_vs_fp32(udf_code, cube, ctx, "bf16")
@@ -301,7 +299,7 @@ def test_bf16_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim
 
 def test_a_broken_bf16_network_is_refused(udf_module, slim_weights, monkeypatch):
     """bf16 ncnn is checked against TorchScript float32 too, with a bound for bfloat16."""
-    monkeypatch.setitem(udf_module, "BF16_CHECK", 1e-6)  # tighter than bfloat16 can be
+    monkeypatch.setitem(udf_module, "NCNN_REDUCED", {**udf_module["NCNN_REDUCED"], "bf16": 1e-6})  # tighter than bfloat16 can be
     udf_module["_load_ncnn"].cache_clear()
     try:
         with pytest.raises(ValueError, match="runtime 'ncnn' in bf16 is off by"):
@@ -310,13 +308,124 @@ def test_a_broken_bf16_network_is_refused(udf_module, slim_weights, monkeypatch)
         udf_module["_load_ncnn"].cache_clear()
 
 
-@pytest.mark.parametrize("speedup, runtime, offered", [
-    (0.13, "auto", (("fp32", "torch"), ("fp32", "ncnn"))),
-    (2.0, "auto", (("fp32", "torch"), ("fp32", "ncnn"), ("bf16", "torch"), ("bf16", "ncnn"))),
-    (2.0, "ncnn", (("fp32", "ncnn"), ("bf16", "ncnn"))),
+def _run_network(network, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """An ncnn network (``ncnn_network``'s) on ``[C, H, W]`` float32, in float32 storage."""
+    import ncnn
+
+    net = ncnn.Net()
+    net.opt.num_threads = threads
+    net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
+    net.opt.use_bf16_storage = False
+    assert net.load_param_mem(network.param) == 0
+    net.load_model_mem(network.weights)
+    extractor = net.create_extractor()
+    x = np.ascontiguousarray(x)  # referenced until extract returns: the Mat is a view of it
+    extractor.input("in", ncnn.Mat(x))
+    status, y = extractor.extract("out")
+    assert status == 0
+    return np.array(y)
+
+
+def _pointwise(cin: int = 24, cout: int = 16, relu: bool = False):
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(cin, cout, 1)
+    return torch.jit.script(torch.nn.Sequential(conv, torch.nn.ReLU()) if relu else conv).eval(), conv
+
+
+def _per_pixel_int8(conv, x: np.ndarray) -> np.ndarray:
+    """What ncnn's int8 Gemm computes: each pixel's channels scaled by 127 / their absolute max,
+    the weights by 127 / the tensor's, both rounded half away from zero, exact integer sums."""
+    def q(v, scale):
+        return np.clip(np.trunc(v * scale + np.copysign(0.5, v)), -127, 127)
+
+    w = conv.weight.detach().double().numpy()[:, :, 0, 0]
+    cols = x.reshape(x.shape[0], -1).astype(np.float64)
+    amax = np.abs(cols).max(0)
+    sx = np.where(amax > 0, 127.0 / np.where(amax > 0, amax, 1), 1.0)
+    sw = 127.0 / np.abs(w).max()
+    y = (q(w, sw) @ q(cols, sx)) / (sw * sx) + conv.bias.detach().double().numpy()[:, None]
+    return y.reshape(w.shape[0], *x.shape[1:])
+
+
+def test_pointwise_convs_are_products_on_views_of_the_tensor(udf_module):
+    """A 1 x 1 conv runs as ncnn's Gemm between two reshapes that share the tensor's memory:
+    the Convolution layer's function, in float32; one with an activation fused stays a conv."""
+    module, conv = _pointwise()
+    network = udf_module["ncnn_network"](module)
+    assert "Gemm " in network.param and "Convolution " not in network.param
+    x = np.random.default_rng(0).standard_normal((24, 7, 9)).astype(np.float32)
+    with torch.no_grad():
+        want = conv(torch.from_numpy(x)[None])[0].numpy()
+    got = _run_network(network, x)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    relu, _ = _pointwise(relu=True)
+    assert "Gemm " not in udf_module["ncnn_network"](relu).param
+
+
+def test_int8_pointwise_products_scale_each_pixel_by_itself(udf_module):
+    """int8 1 x 1 products: ncnn's result is the per-pixel quantization's (not float's); a
+    pixel's output depends on its own values only (no chunking changes it beyond float32
+    rounding), and a pixel 1000x brighter than the rest is not clipped, nor does it coarsen
+    its neighbours."""
+    module, conv = _pointwise()
+    network = udf_module["ncnn_network"](module, int8_pointwise=True)
+    assert " 18=2" in network.param
+    x = np.random.default_rng(1).standard_normal((24, 7, 9)).astype(np.float32)
+    got, want = _run_network(network, x), _per_pixel_int8(conv, x)
+    with torch.no_grad():
+        exact = conv(torch.from_numpy(x)[None])[0].numpy()
+    scale = np.abs(want).max()
+    assert np.abs(got - want).max() <= 1e-5 * scale
+    assert np.abs(got - exact).max() > 1e-3 * scale  # really int8
+    ulp = 1e-6 * scale  # the same integers: only the float rescaling may round differently in another kernel tile
+    np.testing.assert_allclose(_run_network(network, x[:, :3, :5]), got[:, :3, :5], rtol=0, atol=ulp)
+    np.testing.assert_allclose(_run_network(network, x, threads=2), got, rtol=0, atol=ulp)
+    bright = x.copy()
+    bright[:, 4, 4] *= 1000
+    lit = _run_network(network, bright)
+    with torch.no_grad():
+        exact_lit = conv(torch.from_numpy(bright)[None])[0].numpy()
+    assert np.abs(lit[:, 4, 4] - exact_lit[:, 4, 4]).max() <= 0.02 * np.abs(exact_lit[:, 4, 4]).max()
+    others = np.ones(x.shape[1:], bool)
+    others[4, 4] = False
+    np.testing.assert_allclose(lit[:, others], got[:, others], rtol=0, atol=ulp)
+
+
+def test_int8_on_ncnn_close_to_fp32_with_identical_nodata(udf_code, udf_module, slim_weights, cube):
+    ctx = {"weights": str(slim_weights), "runtime": "ncnn"}
+    model, _, _ = udf_module["load_model"]({**ctx, "precision": "int8_dynamic"})
+    assert type(model).__name__ == "NcnnModel" and model.precision == "int8_dynamic"
+    err = error_vs_fp32(udf_code, cube, ctx, "int8_dynamic")
+    assert 0 < err < 0.01  # really int8 (not the fp32 network), and a bounded error (reflectance)
+
+
+def test_int8_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim_margin, cube):
+    """The reduced-precision contract (``auto`` may pick this path): per-pixel scales do not
+    follow the window, so chunkings differ by no more than the path's own error."""
+    ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "int8_dynamic"}
+    seams, own_error = chunking_vs_own_error(udf_code, cube, ctx, slim_margin)
+    assert seams <= own_error
+
+
+def test_a_broken_int8_network_is_refused(udf_module, slim_weights, monkeypatch):
+    monkeypatch.setitem(udf_module, "NCNN_REDUCED", {**udf_module["NCNN_REDUCED"], "int8_dynamic": 1e-7})
+    udf_module["_load_ncnn"].cache_clear()
+    try:
+        with pytest.raises(ValueError, match="runtime 'ncnn' in int8_dynamic is off by"):
+            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "int8_dynamic", "threads": 3})
+    finally:
+        udf_module["_load_ncnn"].cache_clear()
+
+
+@pytest.mark.parametrize("speedup, precision, runtime, offered", [
+    (0.13, "auto", "auto", (("fp32", "torch"), ("fp32", "ncnn"), ("int8_dynamic", "ncnn"))),
+    (2.0, "auto", "auto", (("fp32", "torch"), ("fp32", "ncnn"), ("bf16", "torch"), ("bf16", "ncnn"), ("int8_dynamic", "ncnn"))),
+    (2.0, "auto", "ncnn", (("fp32", "ncnn"), ("bf16", "ncnn"), ("int8_dynamic", "ncnn"))),
+    (0.13, "auto", "torch", (("fp32", "torch"),)),  # torch's int8 is never offered: its scales follow the window
+    (0.13, "int8_dynamic", "auto", (("int8_dynamic", "torch"), ("int8_dynamic", "ncnn"))),  # asked: the faster runtime
 ])
-def test_auto_offers_bf16_on_both_runtimes_where_the_cpu_has_it(udf_module, slim_weights, monkeypatch, speedup, runtime, offered):
-    seen = {}
+def test_auto_offers_bf16_where_the_cpu_has_it_and_int8_on_ncnn(udf_module, slim_weights, monkeypatch, speedup, precision, runtime, offered):
+    seen = {"offered": offered[:1]}  # one candidate: nothing to time
 
     def fake_auto(candidates, device, threads):
         seen["offered"] = tuple(c[:2] for c in candidates)
@@ -324,7 +433,7 @@ def test_auto_offers_bf16_on_both_runtimes_where_the_cpu_has_it(udf_module, slim
 
     monkeypatch.setitem(udf_module, "bf16_conv_speedup", lambda threads: speedup)
     monkeypatch.setitem(udf_module, "_auto_precision", fake_auto)
-    assert udf_module["choose_path"](Path(slim_weights).resolve(), "auto", "cpu", runtime)[1:] == offered[0]
+    assert udf_module["choose_path"](Path(slim_weights).resolve(), precision, "cpu", runtime)[1:] == offered[0]
     assert seen["offered"] == offered
 
 
@@ -350,7 +459,7 @@ def test_auto_keeps_reduced_precision_only_where_it_pays(udf_module, monkeypatch
 
 
 def test_released_pools_give_the_same_result(udf_module, slim_weights):
-    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn"})
+    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
     x = udf_module["_texture"](meta, "cpu", 40)
     with torch.inference_mode():
         before = model(x)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s2sr.deploy.neighborhood import apply_neighborhood, fine_coords
-from s2sr_testing import make_cube, run_local
+from s2sr_testing import chunking_vs_own_error, make_cube, run_local
 
 TOL_REFLECTANCE = 1e-5  # |chunked - whole| everywhere, in reflectance (DN / 10000)
 
@@ -37,26 +37,31 @@ def test_chunks_reassemble_to_whole_scene(udf_code, slim_weights, slim_margin, n
     cube = make_cube(ny, nx, seed=seed)
     for y, x, n, band in holes:  # no-data patches, some crossing window borders
         cube.values[0, band, y:y + n, x:x + n] = np.nan
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     whole = run_local(udf_code, cube, ctx)  # one window, the UDF pads the margin itself
     chunked = _chunked(udf_code, cube, ctx, size, slim_margin + extra_overlap)
     _assert_same(chunked, whole)
 
 
 def test_default_weights_two_by_two_windows(udf_code):
-    """The shipped model, a scene cut into 2 x 2 windows with the model's own margin."""
+    """The shipped model, a scene cut into 2 x 2 windows with the model's own margin: the FP32
+    contract, and on the default path (``auto``, which may pick a reduced precision: int8 on
+    ncnn, bf16) chunkings within that path's own error against FP32, no-data identical."""
     from s2sr.udf import default_weights_path, s2sr_udf
 
     margin = s2sr_udf.read_metadata(default_weights_path())["margin"]
     cube = make_cube(40, 36, seed=11)
     cube.values[0, 4, 18:23, 15:21] = np.nan
-    whole = run_local(udf_code, cube, {})
-    _assert_same(_chunked(udf_code, cube, {}, 20, margin), whole)
+    fp32 = {"precision": "fp32"}
+    whole = run_local(udf_code, cube, fp32)
+    _assert_same(_chunked(udf_code, cube, fp32, 20, margin), whole)
+    seams, own_error = chunking_vs_own_error(udf_code, cube, {}, margin)
+    assert seams <= own_error
 
 
 def test_float32_coordinates_like_backends(udf_code, slim_weights, slim_margin):
     cube = make_cube(30, 30, seed=1)
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     chunked = _chunked(udf_code, cube, ctx, 16, slim_margin, coord_dtype=np.float32)
     assert np.array_equal(chunked.x.values, fine_coords(cube.x.values, 2))
     _assert_same(chunked, run_local(udf_code, cube, ctx))
@@ -68,7 +73,7 @@ def test_too_small_overlap_shows_seams(udf_code, slim_weights, slim_margin):
     (Whether the margin is large enough is the receptive-field tests' job: autograd shows
     that no input beyond the margin moves an output pixel.)"""
     cube = make_cube(40, 40, seed=3)
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     whole = run_local(udf_code, cube, ctx)
     chunked = _chunked(udf_code, cube, ctx, 20, 2)
     assert np.nanmax(np.abs(chunked.values - whole.values)) / 10000.0 > 100 * TOL_REFLECTANCE

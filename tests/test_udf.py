@@ -28,20 +28,20 @@ def test_run_code_default_context(udf_code):
 
 def test_jep_call_path(udf_module, slim_weights):
     cube = make_cube(24, 24, nt=2)
-    out = run_jep(udf_module, cube, {"weights": str(slim_weights)})
+    out = run_jep(udf_module, cube, {"weights": str(slim_weights), "precision": "fp32"})
     assert out.shape == (2, 10, 48, 48) and out.dims == ("t", "bands", "y", "x")
     assert np.array_equal(out.t.values, cube.t.values) and np.isfinite(out.values).all()
 
 
 def test_both_runtimes_agree(udf_code, udf_module, slim_weights):
     cube = make_cube(24, 30, nt=2, seed=3)
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     np.testing.assert_allclose(run_jep(udf_module, cube, ctx).values, run_local(udf_code, cube, ctx).values, rtol=1e-5, atol=1e-2)
 
 
 def test_coordinates_from_pixel_edges(udf_code, slim_weights):
     cube = make_cube(20, 26)
-    out = run_local(udf_code, cube, {"weights": str(slim_weights)})
+    out = run_local(udf_code, cube, {"weights": str(slim_weights), "precision": "fp32"})
     x_edge, y_edge = 435730.0, 4179460.0
     assert np.array_equal(out.x.values, x_edge + (np.arange(52) + 0.5) * 5.0)
     assert np.array_equal(out.y.values, y_edge - (np.arange(40) + 0.5) * 5.0)
@@ -53,7 +53,7 @@ def test_coordinates_from_pixel_edges(udf_code, slim_weights):
 def test_float32_backend_coordinates(udf_module, slim_weights):
     cube = make_cube(16, 16)
     cube = cube.assign_coords(x=cube.x.astype(np.float32), y=cube.y.astype(np.float32))
-    out = run_jep(udf_module, cube, {"weights": str(slim_weights)})
+    out = run_jep(udf_module, cube, {"weights": str(slim_weights), "precision": "fp32"})
     assert np.array_equal(out.x.values, 435730.0 + (np.arange(32) + 0.5) * 5.0)
 
 
@@ -83,14 +83,14 @@ def test_cube_without_time_and_band_dim_named_band(udf_module, slim_weights):
     # (run_code's execute_local_udf only transposes a dim called "bands", so call the entry
     # point directly, with a bare DataArray, as a caller outside the openEO runner would)
     cube = make_cube(16, 18, time=False, band_dim="band")
-    out = udf_module["apply_datacube"](cube, {"weights": str(slim_weights)})
+    out = udf_module["apply_datacube"](cube, {"weights": str(slim_weights), "precision": "fp32"})
     assert isinstance(out, xarray.DataArray)
     assert out.dims == ("band", "y", "x") and out.shape == (10, 32, 36)
 
 
 def test_band_order_is_by_name(udf_code, slim_weights):
     cube = make_cube(16, 16, seed=4)
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     ref = run_local(udf_code, cube, ctx)
     shuffled = cube.isel(bands=[9, 2, 0, 5, 1, 3, 8, 7, 6, 4])
     shuffled = shuffled.assign_coords(bands=[b.replace("B0", "B") for b in shuffled.bands.values])  # aliases: B2 == B02
@@ -101,7 +101,7 @@ def test_band_order_is_by_name(udf_code, slim_weights):
 
 def test_dates_are_independent_and_batched(udf_code, slim_weights):
     cube = make_cube(16, 16, nt=3, seed=7)
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     full = run_local(udf_code, cube, {**ctx, "batch": 2})
     for t in range(3):
         single = run_local(udf_code, cube.isel(t=[t]), ctx)
@@ -113,7 +113,7 @@ def test_nodata_stays_nodata_and_does_not_bleed(udf_code, slim_weights):
     holes = cube.copy()
     holes.values[0, 3, 10:14, 5:9] = np.nan  # one band only
     holes.values[0, :, 20, 20] = np.nan  # all bands, one pixel
-    out = run_local(udf_code, holes, {"weights": str(slim_weights)}).values
+    out = run_local(udf_code, holes, {"weights": str(slim_weights), "precision": "fp32"}).values
     expected = np.isnan(holes.values).repeat(2, axis=-2).repeat(2, axis=-1)
     assert np.array_equal(np.isnan(out), expected)
 
@@ -143,7 +143,7 @@ def test_one_pass_output_equals_the_cropped_paths_with_nodata(udf_module, slim_w
     cube = make_cube(20 + 2 * m, 22 + 2 * m, nt=2, seed=11)
     cube.values[1] = np.nan  # a whole date of no-data in the same pass
     cube.values[0, 4, m + 3:m + 6, m + 2] = np.nan
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     one_pass = udf_module["apply_datacube"](cube, {**ctx, "overlap": m, "batch": 2}).values
     by_date = udf_module["apply_datacube"](cube, {**ctx, "overlap": m, "batch": 1}).values
     padded = udf_module["apply_datacube"](cube, {**ctx, "overlap": 0, "batch": 2}).values
@@ -169,7 +169,7 @@ def test_all_nodata_window_skips_the_network(udf_module):
 def test_l1c_offset_and_scale_context(udf_code, slim_weights):
     """The same reflectance given as L2A DN or as L1C baseline-4 DN (+1000) gives the same image."""
     cube = make_cube(16, 16, seed=6)
-    ctx = {"weights": str(slim_weights)}
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
     l2a = run_local(udf_code, cube, ctx)
     l1c = run_local(udf_code, cube + 1000.0, {**ctx, "offset": -1000})
     np.testing.assert_allclose(l1c.values - 1000.0, l2a.values, rtol=1e-5, atol=1e-2)

@@ -22,28 +22,32 @@ Context keys (all optional; an empty context runs the default model):
                     affinity, capped by a cgroup CPU quota and by ``OMP_NUM_THREADS``, which
                     Spark sets to the task's cores)
 ``batch``           dates per forward pass (default 1: bounded memory)
-``precision``       ``"auto"`` (default: fp32 or bf16, whichever a one-off timing on this
-                    worker finds faster, bf16 only where >= 1.1x faster and only timed
-                    where the CPU multiplies bf16 natively), ``"fp32"`` (the
-                    reference path), ``"bf16"`` (the network's trunk in bfloat16; normalisation,
-                    skip and constraint in float32; PSNR within 0.01 dB of fp32) or ``"int8"``
-                    (opt-in, CPU only: ``<model>_int8.pt`` made by ``s2sr-export --int8-from``;
-                    PSNR within 0.1 dB, but static activation scales clip at bright point
-                    targets, so ``auto`` never picks it) or ``"int8_dynamic"`` (opt-in, CPU only:
-                    the trunk's 3 x 3 convs quantized at load from the float weights, each
-                    activation over its own range in each call, so it cannot clip; 8-bit
-                    activations where the CPU sums int8 exactly (VNNI; PSNR drop 0.004 dB,
-                    emulated), 7-bit elsewhere (0.025 dB, 0.011 reflectance at most on the
-                    sample scene); the rounding follows the window (and the dates in its ``batch``), so
-                    a pixel depends on the chunking, within the sum of the two chunkings'
-                    errors, and ``auto`` never picks it)
+``precision``       ``"auto"`` (default: fp32, bf16 or int8_dynamic on ncnn, whichever a one-off
+                    timing on this worker finds faster, a reduced precision only where >= 1.1x
+                    faster than fp32, bf16 only timed where the CPU multiplies bf16 natively),
+                    ``"fp32"`` (the reference path), ``"bf16"`` (the network's trunk in
+                    bfloat16; normalisation, skip and constraint in float32; PSNR within 0.01 dB
+                    of fp32) or ``"int8"`` (opt-in, CPU only: ``<model>_int8.pt`` made by
+                    ``s2sr-export --int8-from``; PSNR within 0.1 dB, but static activation scales
+                    clip at bright point targets, so ``auto`` never picks it) or
+                    ``"int8_dynamic"`` (CPU only, int8 products with activation scales taken
+                    from the data, so nothing can clip; on ncnn: the 1 x 1 convs' products, each
+                    pixel scaled by its own largest channel, the weights per tensor, float32
+                    elsewhere; a pixel's rounding follows no chunking: PSNR drop 0.006 dB, 0.005
+                    reflectance at most on the sample scene, and an ``auto`` candidate.  On torch
+                    (opt-in): the trunk's 3 x 3 convs, each activation over its own range in each
+                    call, 8-bit where the CPU sums int8 exactly (VNNI; PSNR drop 0.004 dB,
+                    emulated), 7-bit elsewhere (0.025 dB, 0.011 reflectance at most); the rounding
+                    follows the window (and the dates in its ``batch``), so a pixel depends on
+                    the chunking, within the sum of the two chunkings' errors, and ``auto`` never
+                    picks it)
 ``runtime``         ``"auto"`` (default: where the worker has the ``ncnn`` package, the
                     precision runs on torch or on ncnn, whichever a one-off timing finds
-                    faster), ``"torch"`` or ``"ncnn"`` (fp32 or bf16 on the CPU: the backbone
-                    converted at load from the same weights into an ncnn network, whose
-                    Winograd 3 x 3 convolutions do 4x fewer multiplications; in fp32 float32
-                    throughout, within 1e-5 of torch; in bf16 activations and weights stored
-                    in bfloat16, products summed in float32, PSNR within 0.01 dB of fp32;
+                    faster), ``"torch"`` or ``"ncnn"`` (CPU only: the backbone converted at load
+                    from the same weights into an ncnn network, whose Winograd 3 x 3
+                    convolutions do 4x fewer multiplications; in fp32 float32 throughout, within
+                    1e-5 of torch; in bf16 activations and weights stored in bfloat16, products
+                    summed in float32, PSNR within 0.01 dB of fp32; in int8_dynamic as above;
                     its convolutions unpadded: each layer computes only what the kept pixels
                     need, and output pixels nearer the window's edge than the receptive field,
                     in the overlap the backend crops, are the bicubic interpolation)
@@ -509,6 +513,10 @@ def _dynamic_int8_checked(module: Any, meta: Dict[str, Any], path: Path, texture
 # weights in bfloat16 and multiplies them with AVX512-BF16 where the CPU has it (Winograd too);
 # ``auto`` times it only where the CPU multiplies bf16 natively (``bf16_conv_speedup``).  Zen 3
 # (emulated): 0.007 reflectance at most from FP32 on the sample scene, no PSNR loss.
+# The 1 x 1 convs (27 % of the MACs, but about half of the time once the 3 x 3 ones run as
+# Winograd) are ncnn Gemm layers on views of the tensors (``_pointwise_gemm``); in int8_dynamic
+# their products are int8 with per-pixel activation scales (exact integer sums on AVX2 too).
+# Zen 3, 512 px window, the backbone: 1.16x the fp32 network on 2 threads, 1.18x on 1.
 NCNN_STRIP_PIXELS = 110_000
 """Most input pixels per ncnn call: larger windows run in row strips of one common height, each
 with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
@@ -545,13 +553,15 @@ def _scalar(value: Any) -> Optional[float]:
     return float(ivalue) if isinstance(ivalue, (int, float)) else None
 
 
-def _ncnn_ops(graph: Any, split_groups: bool = False) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
+def _ncnn_ops(graph: Any, split_groups: bool = False, int8_pointwise: bool = False) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
     """The graph's tensor operations as (ncnn type, name, input values, output value, params,
-    weight bytes), with each conv -> (leaky) ReLU fused into one conv layer.
+    weight bytes), with each conv -> (leaky) ReLU fused into one conv layer, and each plain
+    1 x 1 conv as a matrix product (``_pointwise_gemm``).
 
     ``split_groups``: a grouped conv (up to MAX_SPLIT_GROUPS groups) as one conv per group
     between channel crops and a concatenation, for bf16: ncnn's grouped-conv layer has no
     bf16 kernels (it would run in float32 between two casts).
+    ``int8_pointwise``: the 1 x 1 products in int8 with per-pixel activation scales.
     """
     lists: Dict[Any, List[Any]] = {}  # tensor lists (loops are unrolled: their contents are known)
     nodes = [n for n in graph.nodes() if n.kind() != "prim::Constant"]
@@ -571,13 +581,16 @@ def _ncnn_ops(graph: Any, split_groups: bool = False) -> List[Tuple[str, str, Li
                       f"5={int(bias is not None)} 6={weight.numel()}" + (f" 7={groups}" if groups > 1 else ""))
             out = node.output()
             users = [u.user for u in out.uses()]
-            if len(users) == 1 and users[0].kind() in _NCNN_ACTIVATIONS:
+            activated = len(users) == 1 and users[0].kind() in _NCNN_ACTIVATIONS
+            if activated:
                 act = users[0]
                 slope = _const(list(act.inputs())[1]) if act.kind() == "aten::leaky_relu" else 0.0
                 params += f" 9=2 -23310=1,{float(slope):.9e}"
                 fused.add(act)
                 out = act.output()
-            if split_groups and 1 < groups <= MAX_SPLIT_GROUPS:
+            if (kh, kw, sh, sw, ph, pw, dh, dw, groups) == (1, 1, 1, 1, 0, 0, 1, 1, 1) and not activated:
+                ops += _pointwise_gemm(name, ins[0], out, weight, bias, int8_pointwise)
+            elif split_groups and 1 < groups <= MAX_SPLIT_GROUPS:
                 ops += _conv_per_group(name, ins[0], out, weight, bias, groups, params)
             else:
                 ops.append(("ConvolutionDepthWise" if groups > 1 else "Convolution", name, [ins[0]], out, params,
@@ -627,6 +640,42 @@ def _conv_blob(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bytes:
 
 
 CHANNEL_CROP = "-23309=1,{} -23310=1,{} -23311=1,0"  # ncnn Crop params: channels [start, stop)
+
+NCNN_INT8_TAG = 0x000D4B38  # ncnn's weight-blob tag: int8 values follow (padded to 4 bytes)
+
+
+def _pointwise_gemm(name: str, x: Any, out: Any, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                    int8: bool = False) -> List[Tuple[str, str, List[Any], Any, str, bytes]]:
+    """A 1 x 1 conv ``[C, H, W] -> [N, H, W]`` as ncnn's Gemm on the pixels: ``x`` viewed as
+    ``[C, 1, H * W]``, the product written as ``[N, 1, H * W]`` (``output_N1M``), viewed back
+    with ``x``'s height and width (a shape expression).  Both views share the packed memory:
+    no copy (a 2-D reshape repacks, 33 ms per 256-channel 199 x 512 strip).  In float32 it is
+    the Convolution layer's product, 7-9 % faster (Zen 3, 1 and 2 threads).
+
+    ``int8``: each pixel's C values quantized by their own absolute maximum (ncnn's Gemm with
+    a dynamic A takes per-row scales; the rows are the pixels), the weights by the tensor's,
+    products summed in int32 and scaled back to float32.  A pixel's rounding depends on its own
+    values only, so on no chunking, and no range can be exceeded.
+    """
+    cout, cin = weight.shape[:2]
+    flat, product = (name, "flat"), (name, "gemm")  # blobs of their own, not graph values
+    w = weight.reshape(cout, cin).float().contiguous().numpy()
+    params = f"2=1 3=1 5=1 8={cout} 9={cin} 11=1 14=1"  # A = x transposed (pixels x C), B = W [N x C]
+    if int8:
+        scale = 127.0 / max(float(np.abs(w).max()), 1e-30)
+        q = np.clip(np.round(w * scale), -127, 127).astype(np.int8).tobytes()
+        blob = np.array([NCNN_INT8_TAG], "<u4").tobytes() + q + bytes(-len(q) % 4)
+        params += " 18=2"
+    else:
+        blob = np.zeros(1, "<u4").tobytes() + w.astype("<f4").tobytes()
+    if bias is not None:  # C: one value per output channel (broadcast type 4: along N)
+        params += " 6=1 10=4"
+        blob += np.zeros(1, "<u4").tobytes() + bias.float().contiguous().numpy().astype("<f4").tobytes()
+    if int8:
+        blob += np.array([scale], "<f4").tobytes()  # B's scale, raw float32
+    return [("Reshape", f"{name}_flat", [x], flat, "0=-1 1=1 2=0", b""),
+            ("Gemm", name, [flat], product, params, blob),
+            ("Reshape", f"{name}_view", [product, x], out, '6="1w,1h,0c"', b"")]
 
 
 def _conv_per_group(name: str, x: Any, out: Any, weight: torch.Tensor, bias: Optional[torch.Tensor], groups: int,
@@ -774,7 +823,7 @@ class NcnnNetwork(NamedTuple):
     shrink: int  # output pixels lost on each side (unpadded convs), 0 where the convs pad
 
 
-def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False) -> NcnnNetwork:
+def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False, int8_pointwise: bool = False) -> NcnnNetwork:
     """The float32 TorchScript ``backbone`` as an ncnn network: (param text, weight bytes, shrink).
 
     Input blob ``in`` and output blob ``out``, ``[C, H, W]`` without the batch dimension.
@@ -798,7 +847,7 @@ def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False)
     inputs, outputs = list(graph.inputs())[1:], list(graph.outputs())
     if len(inputs) != 1 or len(outputs) != 1:
         raise NcnnUnsupported(f"a backbone with {len(inputs)} inputs and {len(outputs)} outputs")
-    ops = _ncnn_ops(graph, split_groups)
+    ops = _ncnn_ops(graph, split_groups, int8_pointwise)
     if split_groups:
         ops = _keep_groups_apart(ops, outputs[0])
     ops = _reassociate_sums(ops, outputs[0])
@@ -865,17 +914,18 @@ class NcnnModel:
     """A weights file's SuperResolver with its backbone on ncnn, called like the TorchScript
     module: ``[B, bands, H, W]`` in the model's input units -> ``[B, bands, fH, fW]``, float32.
 
-    ``bf16``: ncnn stores the backbone's activations and weights in bfloat16 (its AVX512-BF16
-    kernels multiply them where the CPU has them; products summed in float32); the input,
-    the skip, constraint and output stay float32.
+    ``precision``: what the network was built for (``fp32``, ``int8_dynamic``: its int8
+    products are in its layers; ``bf16``: ncnn stores the backbone's activations and weights in
+    bfloat16, its AVX512-BF16 kernels multiply them where the CPU has them, products summed in
+    float32).  The input, the skip, constraint and output stay float32.
     """
 
-    def __init__(self, module: Any, network: NcnnNetwork, meta: Dict[str, Any], threads: int, bf16: bool = False) -> None:
+    def __init__(self, module: Any, network: NcnnNetwork, meta: Dict[str, Any], threads: int, precision: str = "fp32") -> None:
         import ncnn  # optional: only this runtime needs it
 
         self.module, self.factor, self.margin = module, int(meta["factor"]), int(meta["margin"])
         self.global_skip, self.hard_constraint = bool(module.global_skip), bool(module.hard_constraint)
-        self.precision = "bf16" if bf16 else "fp32"
+        self.precision, bf16 = precision, precision == "bf16"
         self.net = ncnn.Net()
         opt = self.net.opt
         opt.num_threads = threads  # fixed at load: ncnn packs the weights for its thread count
@@ -894,7 +944,8 @@ class NcnnModel:
             raise NcnnUnsupported(f"unpadded convs lose {self.shrink} output pixels per side, more than the margin")
         if self.net.load_param_mem(network.param) != 0:
             raise NcnnUnsupported("ncnn did not accept the converted network")
-        self.net.load_model_mem(network.weights)
+        self._weights = network.weights  # ncnn may reference weight bytes in place (int8 ones) until it packs them
+        self.net.load_model_mem(self._weights)
         self._mat = ncnn.Mat
 
     def release(self) -> None:
@@ -959,8 +1010,8 @@ def _load_ncnn(path_str: str, size: int, mtime: float, threads: int, precision: 
     is not the same function (checked on a seeded texture against TorchScript float32: within
     1e-5 of its range in fp32; bf16, built from the checked fp32 network, within BF16_CHECK).
     """
-    if precision == "bf16":
-        return _load_ncnn_bf16(path_str, size, mtime, threads)
+    if precision in NCNN_REDUCED:
+        return _load_ncnn_reduced(path_str, size, mtime, threads, precision)
     path = Path(path_str)
     module, meta = _load_torchscript(path_str, size, mtime, "cpu")
     if weights_precision(meta) != "fp32":
@@ -985,21 +1036,33 @@ input, relative to the output's range: the default weights differ by 0.8-0.9 % (
 8 bits of mantissa, and where the CPU has no bf16 conversion ncnn rounds toward zero: torch's
 bf16 trunk, rounding to nearest, 0.2-0.4 %); a broken bf16 kernel by far more, or NaN."""
 
+INT8_CHECK = 2e-2
+"""The same bound for the ncnn network with int8 1 x 1 products (``int8_dynamic``): the
+default weights differ by 0.33 % on the check input (bf16: 0.57 %); an int8 kernel that
+saturated, or a scale read wrongly, by far more."""
 
-def _load_ncnn_bf16(path_str: str, size: int, mtime: float, threads: int) -> Tuple[NcnnModel, Dict[str, Any]]:
+NCNN_REDUCED = {"bf16": BF16_CHECK, "int8_dynamic": INT8_CHECK}  # precision -> load-time check bound
+
+
+def _load_ncnn_reduced(path_str: str, size: int, mtime: float, threads: int, precision: str) -> Tuple[NcnnModel, Dict[str, Any]]:
+    """The ncnn network in ``precision`` (``NCNN_REDUCED``), built from the fp32 conversion
+    (itself checked within 1e-5) and checked against TorchScript float32 within its bound."""
     path = Path(path_str)
     fp32, meta = _load_ncnn(path_str, size, mtime, threads, "fp32")  # the conversion, checked in float32
+    bf16, int8 = precision == "bf16", precision == "int8_dynamic"
     try:
-        model = NcnnModel(fp32.module, ncnn_network(fp32.module.backbone, split_groups=True, valid=True), meta, threads, bf16=True)
+        network = ncnn_network(fp32.module.backbone, split_groups=bf16, valid=True, int8_pointwise=int8)
+        model = NcnnModel(fp32.module, network, meta, threads, precision)
         error, bound = _ncnn_error(model, fp32.module, meta)
     except NcnnUnsupported as exc:
-        raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} in bf16: {exc}") from None
-    except Exception as exc:  # an ncnn build without bf16 storage for some layer
-        raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} in bf16 ({_cause(exc)})") from None
-    if not error <= BF16_CHECK * bound:
-        raise NcnnUnsupported(f"runtime 'ncnn' in bf16 is off by {error:.4g} (> {BF16_CHECK * bound:.4g}) "
+        raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} in {precision}: {exc}") from None
+    except Exception as exc:  # an ncnn build without bf16 storage or int8 products for some layer
+        raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} in {precision} ({_cause(exc)})") from None
+    limit = NCNN_REDUCED[precision]
+    if not error <= limit * bound:
+        raise NcnnUnsupported(f"runtime 'ncnn' in {precision} is off by {error:.4g} (> {limit * bound:.4g}) "
                               f"on {path.name}'s check input")
-    log.info("s2sr: ncnn bf16 backbone for %s, %d threads (max |diff| %.3g on the check input)", path.name, threads, error)
+    log.info("s2sr: ncnn %s backbone for %s, %d threads (max |diff| %.3g on the check input)", precision, path.name, threads, error)
     return model, meta
 
 
@@ -1134,30 +1197,30 @@ def choose_path(path: Path, precision: str, device: str, runtime: str = "auto") 
             raise ValueError(f"precision 'int8': no int8 weights made from {path.name} (expected "
                              f"{path.stem + INT8_SUFFIX}.pt beside it; make them with s2sr-export --int8-from {path.name})")
         return companion, "int8", "torch"
-    if precision not in ("fp32", "bf16", "auto"):
-        return path, precision, "torch"
-    # int8 is never picked by itself: static activation scales clip at bright point targets
-    # (0.2 reflectance off on the sample scene's brightest roof, docs/benchmarks.md), and
-    # dynamic ones make a pixel depend on the chunking beyond the path's own error
     cpu = device == "cpu"
     precisions = [precision] if precision != "auto" else ["fp32"]
     # bf16: a GPU's tensor cores; on a CPU only where it multiplies bf16 natively
     if precision == "auto" and (not cpu or bf16_conv_speedup(torch.get_num_threads()) >= BF16_MIN_SPEEDUP):
         precisions.append("bf16")
     runtimes = [runtime] if runtime != "auto" else ["torch"] + (["ncnn"] if cpu and ncnn_available() else [])
+    pairs = [(p, r) for p in precisions for r in runtimes]
+    # int8 on ncnn: its 1 x 1 products with per-pixel scales cannot clip and follow no chunking.
+    # Never offered by itself: torch's int8 (static scales clip at bright point targets, 0.2
+    # reflectance off on the sample scene's brightest roof; its dynamic scales follow the window)
+    if precision == "auto" and "ncnn" in runtimes:
+        pairs.append(("int8_dynamic", "ncnn"))
     stat = (str(path), *_stat(path))
-    candidates = tuple((p, r, *stat) for p in precisions for r in runtimes)
-    if len(candidates) == 1:
-        return path, precisions[0], runtimes[0]
-    return (path, *_auto_precision(candidates, device, torch.get_num_threads()))
+    if len(pairs) == 1:
+        return (path, *pairs[0])
+    return (path, *_auto_precision(tuple((*pair, *stat) for pair in pairs), device, torch.get_num_threads()))
 
 
 def _check_ncnn(path: Path, precision: str, device: str, weights: str) -> None:
     """ValueError unless ``runtime: "ncnn"`` can serve this request."""
     if device != "cpu":
         raise ValueError(f"runtime 'ncnn' runs on the CPU only (device {device!r})")
-    if precision not in ("fp32", "bf16", "auto") or weights == "int8":
-        raise ValueError(f"runtime 'ncnn' runs float weights in precision 'fp32' or 'bf16' only (precision {precision!r}, "
+    if precision not in ("fp32", "bf16", "int8_dynamic", "auto") or weights == "int8":
+        raise ValueError(f"runtime 'ncnn' runs float weights in precision 'fp32', 'bf16' or 'int8_dynamic' only (precision {precision!r}, "
                          f"{path.name} holds {weights} weights): use runtime 'torch'")
     if not ncnn_available():
         raise ValueError("runtime 'ncnn' needs the ncnn package on the worker (pip install ncnn): "
