@@ -484,7 +484,7 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         f"{s['onnxruntime_mpix_per_s']:.4f} MP/s, ratio **{s['speedup_vs_onnxruntime']:.2f}x**; the forced FP32 path on torch "
         f"{s['fp32_speedup_vs_onnxruntime']:.2f}x"
         + (f", on ncnn {s['ncnn_speedup_vs_onnxruntime']:.2f}x" if s.get("ncnn_speedup_vs_onnxruntime") else "")
-        + f"; {100 * s['peak_fraction']:.0f} % of the {s['precision']} matmul peak "
+        + f"; {100 * s['peak_fraction']:.0f} % of the {'bf16' if s['precision'] == 'bf16' else 'fp32'} matmul peak "
         f"({100 * s['peak_fraction_computed']:.0f} % counting the overlap pixels it computes too"
         + ("; FLOPs of the direct convolution: ncnn's Winograd 3 x 3 convolutions do 4x fewer multiplications"
            if s.get("runtime") == "ncnn" else "") + "); "
