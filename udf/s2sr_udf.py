@@ -1176,7 +1176,8 @@ def choose_path(path: Path, precision: str, device: str, runtime: str = "auto") 
     by timing the candidates.  Int8 weights run only as ``int8`` (or ``auto``).  Runtime: torch,
     or ncnn for float weights on the CPU (``auto``: whichever a one-off timing finds faster,
     where the worker has ncnn).  ``auto`` offers bf16 (on both runtimes) only where one bf16
-    conv runs about as fast as FP32 or faster (the CPU multiplies bf16 natively).
+    conv runs about as fast as FP32 or faster (the CPU multiplies bf16 natively), and
+    int8_dynamic on ncnn wherever ncnn runs (per-pixel scales: no clipping, no chunking effect).
     """
     meta = _metadata_cached(str(path), *_stat(path))
     if runtime == "ncnn":
