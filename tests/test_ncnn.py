@@ -297,13 +297,15 @@ def test_bf16_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim
     assert seams <= own_error + 1e-3
 
 
-def test_a_broken_bf16_network_is_refused(udf_module, slim_weights, monkeypatch):
-    """bf16 ncnn is checked against TorchScript float32 too, with a bound for bfloat16."""
-    monkeypatch.setitem(udf_module, "NCNN_REDUCED", {**udf_module["NCNN_REDUCED"], "bf16": 1e-6})  # tighter than bfloat16 can be
+@pytest.mark.parametrize("precision, bound", [("bf16", 1e-6), ("int8_dynamic", 1e-7)])
+def test_a_broken_reduced_precision_network_is_refused(udf_module, slim_weights, monkeypatch, precision, bound):
+    """bf16 and int8 ncnn networks are checked against TorchScript float32 too, each with its own
+    bound (here tighter than bfloat16 or int8 can be)."""
+    monkeypatch.setitem(udf_module, "NCNN_REDUCED", {**udf_module["NCNN_REDUCED"], precision: bound})
     udf_module["_load_ncnn"].cache_clear()
     try:
-        with pytest.raises(ValueError, match="runtime 'ncnn' in bf16 is off by"):
-            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "bf16", "threads": 3})
+        with pytest.raises(ValueError, match=f"runtime 'ncnn' in {precision} is off by"):
+            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": precision, "threads": 3})
     finally:
         udf_module["_load_ncnn"].cache_clear()
 
@@ -405,16 +407,6 @@ def test_int8_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim
     ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "int8_dynamic"}
     seams, own_error = chunking_vs_own_error(udf_code, cube, ctx, slim_margin)
     assert seams <= own_error
-
-
-def test_a_broken_int8_network_is_refused(udf_module, slim_weights, monkeypatch):
-    monkeypatch.setitem(udf_module, "NCNN_REDUCED", {**udf_module["NCNN_REDUCED"], "int8_dynamic": 1e-7})
-    udf_module["_load_ncnn"].cache_clear()
-    try:
-        with pytest.raises(ValueError, match="runtime 'ncnn' in int8_dynamic is off by"):
-            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "int8_dynamic", "threads": 3})
-    finally:
-        udf_module["_load_ncnn"].cache_clear()
 
 
 @pytest.mark.parametrize("speedup, precision, runtime, offered", [

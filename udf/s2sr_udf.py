@@ -633,10 +633,18 @@ def _ncnn_ops(graph: Any, split_groups: bool = False, int8_pointwise: bool = Fal
 MAX_SPLIT_GROUPS = 16  # more groups (depthwise convs) would be as many tiny layers
 
 
+def _f32(tensor: Any) -> bytes:
+    """A tensor's or array's values as raw little-endian float32 bytes."""
+    values = tensor.float().contiguous().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+    return values.astype("<f4").tobytes()
+
+
+NCNN_F32_TAG = np.zeros(1, "<u4").tobytes()  # ncnn's weight-blob tag: float32 values follow
+
+
 def _conv_blob(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bytes:
-    """A conv's weights as ncnn reads them: a zero tag (float32 follows), weights, bias."""
-    blob = np.zeros(1, "<u4").tobytes() + weight.float().contiguous().numpy().astype("<f4").tobytes()
-    return blob + (bias.float().contiguous().numpy().astype("<f4").tobytes() if bias is not None else b"")
+    """A conv's weights as ncnn reads them: a zero tag (float32 follows), weights, bias (untagged)."""
+    return NCNN_F32_TAG + _f32(weight) + (_f32(bias) if bias is not None else b"")
 
 
 CHANNEL_CROP = "-23309=1,{} -23310=1,{} -23311=1,0"  # ncnn Crop params: channels [start, stop)
@@ -667,12 +675,12 @@ def _pointwise_gemm(name: str, x: Any, out: Any, weight: torch.Tensor, bias: Opt
         blob = np.array([NCNN_INT8_TAG], "<u4").tobytes() + q + bytes(-len(q) % 4)
         params += " 18=2"
     else:
-        blob = np.zeros(1, "<u4").tobytes() + w.astype("<f4").tobytes()
-    if bias is not None:  # C: one value per output channel (broadcast type 4: along N)
+        blob = NCNN_F32_TAG + _f32(w)
+    if bias is not None:  # C: one value per output channel (broadcast type 4: along N), tagged
         params += " 6=1 10=4"
-        blob += np.zeros(1, "<u4").tobytes() + bias.float().contiguous().numpy().astype("<f4").tobytes()
+        blob += NCNN_F32_TAG + _f32(bias)
     if int8:
-        blob += np.array([scale], "<f4").tobytes()  # B's scale, raw float32
+        blob += _f32([scale])  # B's scale, raw float32
     return [("Reshape", f"{name}_flat", [x], flat, "0=-1 1=1 2=0", b""),
             ("Gemm", name, [flat], product, params, blob),
             ("Reshape", f"{name}_view", [product, x], out, '6="1w,1h,0c"', b"")]
@@ -1008,7 +1016,8 @@ def _load_ncnn(path_str: str, size: int, mtime: float, threads: int, precision: 
 
     ValueError (NcnnUnsupported) where the backbone does not convert or the converted network
     is not the same function (checked on a seeded texture against TorchScript float32: within
-    1e-5 of its range in fp32; bf16, built from the checked fp32 network, within BF16_CHECK).
+    1e-5 of its range in fp32; bf16 and int8_dynamic, built from the checked fp32 network, within
+    their ``NCNN_REDUCED`` bound).
     """
     if precision in NCNN_REDUCED:
         return _load_ncnn_reduced(path_str, size, mtime, threads, precision)
