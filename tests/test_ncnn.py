@@ -51,7 +51,6 @@ def test_backbone_converts_to_the_same_function(udf_module, tmp_path, arch, cfg_
     assert type(ncnn_model).__name__ == "NcnnModel"
     # unpadded convs where the weights pad inside their convs (zeros); reflection-padded ones pad
     assert (ncnn_model.shrink > 0) == (padding == "zeros") and ncnn_model.shrink <= 2 * meta["margin"]
-    assert (ncnn_model.carries is not None) == (padding == "zeros")  # streamed where it is unpadded
     x = udf_module["_texture"](meta, "cpu", 40 + 2 * meta["margin"])
     with torch.inference_mode():
         a, b = ncnn_model(x), torch_model(x.contiguous(memory_format=torch.channels_last))
@@ -109,17 +108,9 @@ def test_ncnn_chunking_is_seam_free(udf_code, slim_weights, slim_margin, cube, s
     assert np.nanmax(np.abs(chunked - whole)) / 10000.0 <= TOL_REFLECTANCE
 
 
-def _slim_module(udf_module, slim_weights):
-    path = Path(slim_weights).resolve()
-    return udf_module["_load_torchscript"](str(path), *udf_module["_stat"](path), "cpu")
-
-
 def test_row_strips_give_the_whole_window_result(udf_module, slim_weights, monkeypatch):
-    """Networks that do not stream run large windows in row strips with the margin as context:
-    the same result, strips or not."""
-    module, meta = _slim_module(udf_module, slim_weights)
-    model = udf_module["NcnnModel"](module, udf_module["ncnn_network"](module.backbone, valid=True), meta, 1)
-    assert model.carries is None and model.shrink > 0
+    """Large windows run in row strips with the margin as context: the same result, strips or not."""
+    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
     x = udf_module["_texture"](meta, "cpu", 130)
     with torch.inference_mode():
         whole = model(x)
@@ -127,46 +118,6 @@ def test_row_strips_give_the_whole_window_result(udf_module, slim_weights, monke
         assert len(udf_module["strips"](130, 130, meta["margin"])) == 3
         strips = model(x)
     assert float((strips - whole).abs().max()) / 10000.0 <= TOL_REFLECTANCE
-
-
-@pytest.fixture(scope="module")
-def streamed_and_whole(udf_module, slim_weights):
-    """The slim weights' backbone streamed (grouped and split per group) and in one unpadded call."""
-    module, meta = _slim_module(udf_module, slim_weights)
-    whole = udf_module["NcnnModel"](module, udf_module["ncnn_network"](module.backbone, valid=True), meta, 1)
-    streamed = [udf_module["NcnnModel"](module, udf_module["streamed_network"](module.backbone, split), meta, 1)
-                for split in (False, True)]
-    return streamed, whole, module
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.integers(1, 40), h=st.integers(1, 70), w=st.integers(1, 70), seed=st.integers(0, 2**16))
-def test_a_streamed_network_equals_one_call_for_any_block_height(udf_module, monkeypatch, streamed_and_whole, rows, h, w, seed):
-    """Streamed in blocks of ``rows`` input rows, each layer continuing from the rows the call
-    before left it: the one-call result wherever the receptive field lies in the window (FP32
-    contract), the bicubic skip's zeros elsewhere, for windows shorter than a block too."""
-    streamed, whole, module = streamed_and_whole
-    monkeypatch.setitem(udf_module, "NCNN_STREAM_ROWS", rows)
-    z = torch.from_numpy(np.random.default_rng(seed).normal(size=(1, 10, h, w)).astype(np.float32))
-    with torch.inference_mode():
-        expected = whole.backbone(z)
-        for model in streamed:
-            assert model.carries and model.shrink == whole.shrink
-            got = model.backbone(z)
-            assert got.shape == expected.shape
-            # the output's range is ~5 normalised units: 1e-5 of it
-            assert float((got - expected).abs().max()) <= 5e-5
-
-
-def test_streamed_network_carries_only_a_few_rows(udf_module, slim_weights):
-    """Each 3 x 3 conv's input hands its last 2 rows to the next call, and each sum's less
-    lagging input the rows it lags by: one concatenation per carry, nothing else joined."""
-    module, meta = _slim_module(udf_module, slim_weights)
-    network = udf_module["streamed_network"](module.backbone)
-    convs = network.param.count(" 1=3 ")  # head, 18 grouped, up-sampling and last conv
-    assert convs == 21 and len(network.carries) == network.param.count("\nConcat ") > convs
-    assert sum(k.rows == 2 for k in network.carries) >= convs
-    assert all(0 < k.rows <= 2 * meta["margin"] and k.shrink < network.shrink for k in network.carries)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -529,12 +529,6 @@ the strip's height) but 1.81-1.86 GiB after five windows and growing, too close 
 per worker target; one call: ncnn alone 2.6-3.1 GiB.  Equal heights: the pools' buffers fit
 every strip (unequal ones: 2.6 GiB)."""
 
-NCNN_STREAM_ROWS = 8
-"""Input rows per call of a streamed ncnn network (``_streamed``): each layer's block (a 256-channel
-tensor of 8 x 554 px: 4.5 MB) stays in the L3 cache between layers.  Zen 3, 512 px window, int8
-network, best of 2: 8 rows 16.3 s on 1 thread, 12 rows 16.7, 16 rows 16.9, 4 rows 17.2 (per-call
-costs), 32 rows 17.8; 2 threads 9.9 s at 8 rows, 11.0 at 16 and 32 (strips: 17.0 / 10.3 s)."""
-
 _NCNN_ACTIVATIONS = {"aten::leaky_relu", "aten::relu"}
 
 
@@ -831,106 +825,13 @@ def _valid_convs(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], source:
     return made, shrink[output]
 
 
-class Carry(NamedTuple):
-    """Rows one block of a streamed network hands to the next: the last ``rows`` rows of a
-    tensor with ``channels`` channels, ``shrink`` pixels narrower per side than the network's
-    input at ``scale`` times its resolution (the first block gets zeros)."""
-    channels: int
-    rows: int
-    shrink: int
-    scale: int
-
-
-def _streamed(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], source: Any, output: Any,
-              channels_in: int) -> Tuple[List[Tuple[str, str, List[Any], Any, str, bytes]], List[Carry], int]:
-    """The network as one step of a row stream: (ops, carries, shrink).
-
-    Each call takes the next block of input rows (``in``) and, for each carry ``k``, the last
-    rows of a tensor from the call before (``cin{k}``); it returns the next block of output rows
-    (``out``) and the carries for the next call (``cout{k}``).  A k x k conv reads its input's
-    block under the ``k - 1`` rows before it (an h concatenation) and computes as many rows as
-    the block has, unpadded; so each tensor lags the input by as many rows as it is narrower
-    per side (``shrink``), and a sum reads its less lagging inputs delayed (the rows before, a
-    crop).  Every layer then works on a block of some rows at a time, in cache, and computes
-    each row once (strips recompute their margins).  The first ``shrink`` output rows of the
-    stream, and those past the input's last row less ``shrink``, saw zeros: the UDF keeps
-    neither.  NcnnUnsupported for strided, asymmetric or explicit padding.
-    """
-    lag: Dict[Any, int] = {source: 0}
-    scale: Dict[Any, int] = {source: 1}
-    channels: Dict[Any, int] = {source: channels_in}
-    made: List[Tuple[str, str, List[Any], Any, str, bytes]] = []
-    carries: List[Carry] = []
-    history: Dict[Tuple[Any, int], Any] = {}
-
-    def with_rows_before(v: Any, rows: int) -> Any:
-        """``v``'s block under the ``rows`` rows before it (carried from the call before)."""
-        if (v, rows) not in history:
-            k = len(carries)
-            carries.append(Carry(channels[v], rows, lag[v], scale[v]))
-            joined = ("joined", k)
-            made.append(("Concat", f"join{k}", [("cin", k), v], joined, "0=1", b""))
-            # the next call's: the last rows of these (of the block's, where it has as many)
-            made.append(("Crop", f"carry{k}", [joined], ("cout", k), f"-23309=1,{-rows} -23310=1,0 -23311=1,1", b""))
-            history[(v, rows)] = joined
-        return history[(v, rows)]
-
-    for kind, name, ins, out, params, blob in ops:
-        if kind in ("Convolution", "ConvolutionDepthWise"):
-            p = _layer_params(params)
-            k, kh, d, dh = int(p["1"]), int(p["11"]), int(p["2"]), int(p["12"])
-            pad, pad_h = int(p["4"]), int(p["14"])
-            if p["3"] != "1" or p["13"] != "1" or pad != pad_h or 2 * pad != d * (k - 1) or 2 * pad_h != dh * (kh - 1):
-                raise NcnnUnsupported(f"streamed convolutions: {name} is strided or not padded to its own size")
-            params = params.replace(f" 4={pad} 14={pad} ", " 4=0 14=0 ", 1)
-            source_rows = with_rows_before(ins[0], 2 * pad) if pad else ins[0]
-            made.append((kind, name, [source_rows], out, params, blob))
-            lag[out], scale[out], channels[out] = lag[ins[0]] + pad, scale[ins[0]], int(p["0"])
-            continue
-        if kind == "Padding":
-            raise NcnnUnsupported("streamed convolutions: an explicit padding layer")
-        if kind == "PixelShuffle":
-            f = int(_layer_params(params)["0"])
-            lag[out], scale[out], channels[out] = lag[ins[0]] * f, scale[ins[0]] * f, channels[ins[0]] // (f * f)
-        elif len(ins) > 1 and kind != "Reshape":  # a sum, product or concatenation: its inputs aligned
-            if len({scale[v] for v in ins}) > 1:
-                raise NcnnUnsupported(f"streamed convolutions: {name} joins two resolutions")
-            target = max(lag[v] for v in ins)
-            aligned = []
-            for j, v in enumerate(ins):
-                d = target - lag[v]
-                if d:  # the rows ``d`` before this block's, and ``d`` narrower per side
-                    crop = (v, "aligned", target)  # a blob of its own
-                    made.append(("Crop", f"{name}_align{j}", [with_rows_before(v, d)], crop,
-                                 f"-23309=2,0,{d} -23310=2,{-d},{-d} -23311=2,1,2", b""))
-                    lag[crop], scale[crop], channels[crop] = target, scale[v], channels[v]
-                    v = crop
-                aligned.append(v)
-            ins = aligned
-            lag[out], scale[out] = target, scale[ins[0]]
-            channels[out] = sum(channels[v] for v in ins) if kind == "Concat" else channels[ins[0]]
-        elif kind == "Gemm":
-            lag[out], scale[out], channels[out] = lag[ins[0]], scale[ins[0]], int(_layer_params(params)["8"])
-        elif kind == "Crop":  # the channel crops of split grouped convs: rows and columns kept
-            bounds = _channel_crop((kind, name, ins, out, params, blob))
-            if bounds is None:
-                raise NcnnUnsupported(f"streamed convolutions: {name} crops rows or columns")
-            lag[out], scale[out], channels[out] = lag[ins[0]], scale[ins[0]], bounds[1] - bounds[0]
-        else:  # one input (activations, scalar ops, views): shape kept
-            lag[out], scale[out], channels[out] = lag[ins[0]], scale[ins[0]], channels[ins[0]]
-        made.append((kind, name, ins, out, params, blob))
-    return made, carries, lag[output]
-
-
 class NcnnNetwork(NamedTuple):
     param: str  # ncnn's param text
     weights: bytes
     shrink: int  # output pixels lost on each side (unpadded convs), 0 where the convs pad
-    carries: Optional[Tuple[Carry, ...]] = None  # a streamed network's (``_streamed``)
 
 
-def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False, int8_pointwise: bool = False,
-                 stream: bool = False) -> NcnnNetwork:
+def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False, int8_pointwise: bool = False) -> NcnnNetwork:
     """The float32 TorchScript ``backbone`` as an ncnn network: (param text, weight bytes, shrink).
 
     Input blob ``in`` and output blob ``out``, ``[C, H, W]`` without the batch dimension.
@@ -958,11 +859,8 @@ def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False,
     if split_groups:
         ops = _keep_groups_apart(ops, outputs[0])
     ops = _reassociate_sums(ops, outputs[0])
-    shrink, carries = 0, None
-    if stream:
-        ops, carry_list, shrink = _streamed(ops, inputs[0], outputs[0], _input_channels(ops, inputs[0]))
-        carries = tuple(carry_list)
-    elif valid:
+    shrink = 0
+    if valid:
         try:
             ops, shrink = _valid_convs(ops, inputs[0], outputs[0])
         except NcnnUnsupported as exc:
@@ -970,9 +868,6 @@ def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False,
     names = {inputs[0]: "in", outputs[0]: "out"}
     uses = _reads(ops, outputs[0])
     layers = ["Input input 0 1 in"]
-    for k in range(len(carries or ())):
-        names[("cin", k)], names[("cout", k)] = f"cin{k}", f"cout{k}"
-        layers.append(f"Input input_cin{k} 0 1 cin{k}")
     pending: Dict[Any, List[str]] = {}
 
     def produce(value: Any) -> None:
@@ -994,25 +889,7 @@ def ncnn_network(backbone: Any, split_groups: bool = False, valid: bool = False,
         produce(out)
         weights.append(blob)
     blobs = {tok for line in layers for tok in _layer_outputs(line)}
-    return NcnnNetwork(f"7767517\n{len(layers)} {len(blobs)}\n" + "\n".join(layers) + "\n", b"".join(weights), shrink, carries)
-
-
-def _input_channels(ops: List[Tuple[str, str, List[Any], Any, str, bytes]], source: Any) -> int:
-    """The network's input channels, from the first conv that reads the input."""
-    for kind, _, ins, _, params, _ in ops:
-        if kind in ("Convolution", "ConvolutionDepthWise") and ins[0] is source:
-            p = _layer_params(params)
-            return int(p["6"]) * int(p.get("7", 1)) // (int(p["0"]) * int(p["1"]) * int(p["11"]))
-    raise NcnnUnsupported("streamed convolutions: no conv reads the input")
-
-
-def streamed_network(backbone: Any, split_groups: bool = False, int8_pointwise: bool = False) -> NcnnNetwork:
-    """``ncnn_network`` streamed where every layer allows it, else unpadded (strips), else padded."""
-    try:
-        return ncnn_network(backbone, split_groups, int8_pointwise=int8_pointwise, stream=True)
-    except NcnnUnsupported as exc:
-        log.info("s2sr: ncnn in strips (%s)", exc)
-        return ncnn_network(backbone, split_groups, valid=True, int8_pointwise=int8_pointwise)
+    return NcnnNetwork(f"7767517\n{len(layers)} {len(blobs)}\n" + "\n".join(layers) + "\n", b"".join(weights), shrink)
 
 
 def _layer_outputs(line: str) -> List[str]:
@@ -1070,7 +947,7 @@ class NcnnModel:
         for pool in self.pools:
             pool.set_size_compare_ratio(0.5)
         opt.blob_allocator, opt.workspace_allocator = self.pools
-        self.shrink, self.carries = network.shrink, network.carries
+        self.shrink = network.shrink
         if self.shrink > self.factor * self.margin:
             raise NcnnUnsupported(f"unpadded convs lose {self.shrink} output pixels per side, more than the margin")
         if self.net.load_param_mem(network.param) != 0:
@@ -1094,39 +971,6 @@ class NcnnModel:
             raise RuntimeError(f"ncnn failed on a {x.shape} input (status {status})")
         return np.array(y)
 
-    def _stream(self, x: np.ndarray, out: np.ndarray) -> None:
-        """normalised ``[C, h, w]`` -> ``out[:, s:fh - s, s:fw - s]`` (``out``: ``[C, fh, fw]``)
-        through the streamed network, ``NCNN_STREAM_ROWS`` input rows per call."""
-        c, h, w = x.shape
-        f, s, rows = self.factor, self.shrink, NCNN_STREAM_ROWS
-        blocks = -(-h // rows)
-        padded = np.zeros((c, blocks * rows, w), np.float32)  # the last block's rows past h: zeros
-        padded[:, :h] = x
-        # the first block's carries: zeros (the rows above the window, which only reach discarded rows)
-        zeros = [np.zeros((k.channels, k.rows, k.scale * w - 2 * k.shrink), np.float32) for k in self.carries]
-        carried = [self._mat(z) for z in zeros]
-        for b in range(blocks):
-            block = np.ascontiguousarray(padded[:, b * rows:(b + 1) * rows])
-            extractor = self.net.create_extractor()
-            extractor.input("in", self._mat(block))  # views: block and zeros stay referenced until extracted
-            for k, mat in enumerate(carried):
-                extractor.input(f"cin{k}", mat)
-            # in the network's order (so each layer runs once), kept packed for the next call
-            carried = [self._extract(extractor, f"cout{k}", 1) for k in range(len(carried))]
-            y = np.array(self._extract(extractor, "out", 0))
-            # this call's output rows: [f * b * rows - s, f * (b + 1) * rows - s); kept: [s, fh - s)
-            top = f * b * rows - s
-            lo, hi = max(top, s), min(top + y.shape[1], f * h - s)
-            if lo < hi:
-                out[:, lo:hi, s:f * w - s] = y[:, lo - top:hi - top]
-
-    @staticmethod
-    def _extract(extractor: Any, name: str, kind: int) -> Any:
-        status, mat = extractor.extract(name, kind)
-        if status != 0:
-            raise RuntimeError(f"ncnn failed to compute {name} (status {status})")
-        return mat
-
     def backbone(self, z: torch.Tensor) -> torch.Tensor:
         """normalised ``[B, C, H, W]`` -> ``[B, C, fH, fW]``, in row strips (``strips``).
 
@@ -1143,9 +987,6 @@ class NcnnModel:
         if f * min(h, w) <= 2 * s:
             return torch.from_numpy(out)  # no pixel has its receptive field inside
         for i in range(b):
-            if self.carries is not None:
-                self._stream(z[i], out[i])
-                continue
             for start, stop, top, bottom in strips(h, w, self.margin):
                 # output rows [lo, hi) from this strip: the kept ones it computes
                 lo, hi = max(f * top, f * start + s), min(f * bottom, f * stop - s)
@@ -1185,7 +1026,7 @@ def _load_ncnn(path_str: str, size: int, mtime: float, threads: int, precision: 
     if weights_precision(meta) != "fp32":
         raise NcnnUnsupported(f"runtime 'ncnn' runs float weights, {path.name} holds {weights_precision(meta)} ones")
     try:
-        model = NcnnModel(module, streamed_network(module.backbone), meta, threads)
+        model = NcnnModel(module, ncnn_network(module.backbone, valid=True), meta, threads)
         error, bound = _ncnn_error(model, module, meta)
     except NcnnUnsupported as exc:
         raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name}: {exc}") from None
@@ -1219,7 +1060,7 @@ def _load_ncnn_reduced(path_str: str, size: int, mtime: float, threads: int, pre
     fp32, meta = _load_ncnn(path_str, size, mtime, threads, "fp32")  # the conversion, checked in float32
     bf16, int8 = precision == "bf16", precision == "int8_dynamic"
     try:
-        network = streamed_network(fp32.module.backbone, split_groups=bf16, int8_pointwise=int8)
+        network = ncnn_network(fp32.module.backbone, split_groups=bf16, valid=True, int8_pointwise=int8)
         model = NcnnModel(fp32.module, network, meta, threads, precision)
         error, bound = _ncnn_error(model, fp32.module, meta)
     except NcnnUnsupported as exc:
