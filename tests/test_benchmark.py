@@ -78,3 +78,14 @@ def test_gpu_benchmark_runs_end_to_end_on_the_cpu(tmp_path):
     assert res["rows"][0]["precision"] == "fp32"
     assert res["accuracy"]["fp32"]["max_abs_reflectance_vs_fp32"] < 1e-5  # the fp32 contract
     assert "| udf_fp32 | fp32 | 48 (6) | 2 |" in (tmp_path / "benchmarks_gpu.md").read_text()
+
+
+def test_full_tile_counts_the_edge_windows_by_what_they_compute(bench):
+    """The UDP's 470 px windows (21 px overlap): 24 per axis over 10980 px, the last holding
+    170 px of the tile after its overlap, so computing 170 + 2 x 21 px; with edge windows as
+    costly as full ones the measured figure is 24^2 windows, and by area it is less."""
+    assert bench.tile_layout(470, 21) == (24, 212)
+    assert bench.tile_layout(10980, 21) == (1, 11022)  # one window: the whole tile
+    full = bench.tile_minutes_measured(60.0, {"right": 60.0, "bottom": 60.0, "corner": 60.0}, 470)
+    assert full == pytest.approx(24 ** 2)
+    assert bench.tile_minutes_by_area(60.0, 512, 470) == pytest.approx((23 * 512 + 212) ** 2 / 512 ** 2) < full

@@ -4,6 +4,8 @@ coordinates, nodata, bands, dates."""
 import numpy as np
 import pytest
 import xarray
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openeo.metadata import CollectionMetadata
 
 from s2sr_testing import make_cube, run_jep, run_local
@@ -153,6 +155,57 @@ def test_one_pass_output_equals_the_cropped_paths_with_nodata(udf_module, slim_w
     assert np.array_equal(np.isnan(one_pass[inner]), np.isnan(padded[inner]))
     np.testing.assert_allclose(one_pass[inner], padded[inner], rtol=0, atol=1e-5 * 10000)
 
+
+@settings(max_examples=150, deadline=None)
+@given(t=st.integers(1, 2), h=st.integers(1, 60), w=st.integers(1, 60), pad=st.integers(0, 5),
+       margin=st.integers(0, 12), seed=st.integers(0, 2**16), density=st.floats(0.0, 0.2))
+def test_valid_extent_holds_every_valid_pixels_receptive_field(udf_module, t, h, w, pad, margin, seed, density):
+    """Every valid pixel lies ``margin`` or more inside the extent (or the extent reaches the
+    padded window's edge), the extent stays in the window, and is the net's smallest input or more."""
+    rng = np.random.default_rng(seed)
+    valid = rng.random((t, 2, h, w)) < density
+    valid[rng.integers(t), rng.integers(2), rng.integers(h), rng.integers(w)] = True  # one at least
+    rows, cols = udf_module["valid_extent"](valid, pad, margin)
+    n_min = udf_module["MIN_NET_SIZE"]
+    for span, axis, n in ((rows, (0, 1, 3), h), (cols, (0, 1, 2), w)):
+        idx = np.flatnonzero(valid.any(axis=axis)) + pad
+        assert 0 <= span.start < span.stop <= n + 2 * pad
+        assert span.start == 0 or span.start <= idx[0] - margin
+        assert span.stop == n + 2 * pad or span.stop >= idx[-1] + 1 + margin
+        assert span.stop - span.start >= min(n_min, n + 2 * pad)
+        # no wider than it needs: the margin box, or the smallest input
+        assert span.stop - span.start <= max(idx[-1] + 1 - idx[0] + 2 * margin, n_min)
+
+
+def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_weights, slim_margin):
+    """Backends fill a window past the scene's edge with no-data: the network then runs on the
+    valid part and its margin only, with the same output as on the whole window (FP32 contract)
+    and no-data where the input was."""
+    m = slim_margin
+    cube = make_cube(40 + 2 * m, 36 + 2 * m, nt=2, seed=13)
+    cube.values[:, :, 30 + m:] = np.nan  # the scene ends below row 30 + m ...
+    cube.values[:, :, :, :m + 12] = np.nan  # ... and starts at column m + 12
+    cube.values[1, 3, 5, 20] = np.nan  # a hole inside
+    module, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "precision": "fp32", "runtime": "torch"})
+    shapes = []
+
+    def recording(x):
+        shapes.append(tuple(x.shape))
+        return module(x)
+
+    values = cube.values.astype(np.float32)
+    ctx = {"overlap": m, "batch": 2}
+    cropped = udf_module["superresolve"](values.copy(), recording, meta, ctx)
+    assert shapes == [(2, 10, 30 + 2 * m, 36 + 2 * m - 12)]  # the rows and columns the valid pixels need
+    whole_extent = lambda valid, pad, margin: (slice(0, valid.shape[2] + 2 * pad), slice(0, valid.shape[3] + 2 * pad))  # noqa: E731
+    udf_module["valid_extent"], original = whole_extent, udf_module["valid_extent"]
+    try:
+        whole = udf_module["superresolve"](values.copy(), module, meta, ctx)
+    finally:
+        udf_module["valid_extent"] = original
+    assert np.array_equal(np.isnan(cropped), np.isnan(whole))
+    assert np.array_equal(np.isnan(cropped), np.isnan(values).repeat(2, axis=-2).repeat(2, axis=-1))
+    np.testing.assert_allclose(cropped, whole, rtol=0, atol=1e-5 * 10000)
 
 def test_all_nodata_window_skips_the_network(udf_module):
     values = np.full((1, 10, 12, 12), np.nan, dtype=np.float32)

@@ -68,6 +68,10 @@ Context keys (all optional; an empty context runs the default model):
 No-data: a NaN (or ``nodata``) input value stays no-data in the output over exactly the
 ``factor x factor`` pixels it covers; the network sees the band's mean reflectance there (a
 fill that depends on nothing but the pixel, so that results do not depend on the chunking).
+The network runs only on the box around the window's valid pixels widened by the margin
+(``valid_extent``): a window over the scene's edge, which backends fill with no-data, costs
+what its valid part costs (the last row and column of windows over a Sentinel-2 tile; a small
+area in one large window).
 """
 
 import contextlib
@@ -1535,6 +1539,31 @@ def _pad_fill(x: np.ndarray, pad: int, fill: np.ndarray) -> np.ndarray:
     return out
 
 
+def valid_extent(valid: np.ndarray, pad: int, margin: int) -> Tuple[slice, slice]:
+    """The rows and columns of the padded window (``pad`` px of fill around ``valid``'s
+    ``[T, C, H, W]``) the network needs: the box around every valid pixel of any date and band,
+    widened by the ``margin`` (their receptive field), within the padded window, at least
+    ``MIN_NET_SIZE`` wide where the window is.  A window over the scene's edge (backends fill
+    it with no-data) computes only the scene's part: what lies farther than the margin from
+    every valid pixel reaches no kept output."""
+    def extent(any_valid: np.ndarray) -> slice:
+        n = any_valid.size + 2 * pad
+        idx = np.flatnonzero(any_valid)
+        lo, hi = max(int(idx[0]) + pad - margin, 0), min(int(idx[-1]) + 1 + pad + margin, n)
+        grow = max(0, min(MIN_NET_SIZE, n) - (hi - lo))  # the net's smallest input
+        lo = max(0, lo - grow)
+        return slice(lo, min(n, max(hi, lo + min(MIN_NET_SIZE, n))))
+
+    return extent(valid.any(axis=(0, 1, 3))), extent(valid.any(axis=(0, 1, 2)))
+
+
+def _placed(span: slice, pad: int, n: int, f: int) -> Tuple[slice, slice]:
+    """(output slice in the window, slice of the network's result) for the padded window's
+    ``span`` of rows or columns: the part of ``f x`` its result that lies in the ``n`` px window."""
+    lo, hi = max(span.start, pad), min(span.stop, pad + n)
+    return slice(f * (lo - pad), f * (hi - pad)), slice(f * (lo - span.start), f * (hi - span.start))
+
+
 def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str = "cpu") -> np.ndarray:
     """Super-resolve ``[T, C, H, W]`` (model band order, input units) to ``[T, C, fH, fW]``.
 
@@ -1562,10 +1591,16 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
     pad = max(margin - int(context.get("overlap", 0)), 0)
     pad = max(pad, math.ceil(max(0, MIN_NET_SIZE - min(h, w)) / 2))
     x = _pad_fill(x, pad, fill)
+    rows, cols = valid_extent(valid, pad, margin)
+    x = x[:, :, rows, cols]
     batch = int(context.get("batch", 1))
-    crop = f * pad
-    # its pages come as the results do; where one pass gives the whole output, that pass's own array
-    out = None if crop == 0 and batch >= t else np.empty((t, c, f * h, f * w), dtype=np.float32)
+    # the output rows and columns this computes (window coordinates), and where they lie in its result
+    (oy, iy), (ox, ix) = _placed(rows, pad, h, f), _placed(cols, pad, w, f)
+    covered = (oy.start, oy.stop, ox.start, ox.stop) == (0, f * h, 0, f * w)
+    # its pages come as the results do; where one pass gives the whole output, that pass's own
+    # array.  Past the valid extent (a window over the scene's edge): no-data, never computed
+    out = (None if pad == 0 and covered and batch >= t else np.empty((t, c, f * h, f * w), dtype=np.float32) if covered
+           else np.full((t, c, f * h, f * w), np.nan, dtype=np.float32))
     with torch.inference_mode():
         for start in range(0, t, batch):
             stop = min(t, start + batch)
@@ -1580,7 +1615,7 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
             if out is None:
                 out = y  # the whole output, uncropped (a 42 MB copy less per date at 512 px)
             else:
-                out[start:stop] = y[:, :, crop:crop + f * h, crop:crop + f * w]
+                out[start:stop, :, oy, ox] = y[:, :, iy, ix]
     # back to the input's units in place, (out + model_offset) / model_scale * scale - offset as
     # one affine map (one pass where the model's scale is the input's): a 512 px window's output
     # is 42 MB per date, each pass over it ~10 ms, and each temporary would stack on what ncnn's
