@@ -177,7 +177,7 @@ def test_valid_extent_holds_every_valid_pixels_receptive_field(udf_module, t, h,
         assert span.stop - span.start <= max(idx[-1] + 1 - idx[0] + 2 * margin, n_min)
 
 
-def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_weights, slim_margin):
+def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_weights, slim_margin, monkeypatch):
     """Backends fill a window past the scene's edge with no-data: the network then runs on the
     valid part and its margin only, with the same output as on the whole window (FP32 contract)
     and no-data where the input was."""
@@ -198,14 +198,12 @@ def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_w
     cropped = udf_module["superresolve"](values.copy(), recording, meta, ctx)
     assert shapes == [(2, 10, 30 + 2 * m, 36 + 2 * m - 12)]  # the rows and columns the valid pixels need
     whole_extent = lambda valid, pad, margin: (slice(0, valid.shape[2] + 2 * pad), slice(0, valid.shape[3] + 2 * pad))  # noqa: E731
-    udf_module["valid_extent"], original = whole_extent, udf_module["valid_extent"]
-    try:
-        whole = udf_module["superresolve"](values.copy(), module, meta, ctx)
-    finally:
-        udf_module["valid_extent"] = original
+    monkeypatch.setitem(udf_module, "valid_extent", whole_extent)
+    whole = udf_module["superresolve"](values.copy(), module, meta, ctx)
     assert np.array_equal(np.isnan(cropped), np.isnan(whole))
     assert np.array_equal(np.isnan(cropped), np.isnan(values).repeat(2, axis=-2).repeat(2, axis=-1))
     np.testing.assert_allclose(cropped, whole, rtol=0, atol=1e-5 * 10000)
+
 
 def test_all_nodata_window_skips_the_network(udf_module):
     values = np.full((1, 10, 12, 12), np.nan, dtype=np.float32)

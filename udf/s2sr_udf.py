@@ -1550,9 +1550,9 @@ def valid_extent(valid: np.ndarray, pad: int, margin: int) -> Tuple[slice, slice
         n = any_valid.size + 2 * pad
         idx = np.flatnonzero(any_valid)
         lo, hi = max(int(idx[0]) + pad - margin, 0), min(int(idx[-1]) + 1 + pad + margin, n)
-        grow = max(0, min(MIN_NET_SIZE, n) - (hi - lo))  # the net's smallest input
-        lo = max(0, lo - grow)
-        return slice(lo, min(n, max(hi, lo + min(MIN_NET_SIZE, n))))
+        least = min(MIN_NET_SIZE, n)  # the net's smallest input: grown upwards first, then down
+        lo = max(0, min(lo, hi - least))
+        return slice(lo, max(hi, lo + least))
 
     return extent(valid.any(axis=(0, 1, 3))), extent(valid.any(axis=(0, 1, 2)))
 
@@ -1597,10 +1597,12 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
     # the output rows and columns this computes (window coordinates), and where they lie in its result
     (oy, iy), (ox, ix) = _placed(rows, pad, h, f), _placed(cols, pad, w, f)
     covered = (oy.start, oy.stop, ox.start, ox.stop) == (0, f * h, 0, f * w)
-    # its pages come as the results do; where one pass gives the whole output, that pass's own
-    # array.  Past the valid extent (a window over the scene's edge): no-data, never computed
-    out = (None if pad == 0 and covered and batch >= t else np.empty((t, c, f * h, f * w), dtype=np.float32) if covered
-           else np.full((t, c, f * h, f * w), np.nan, dtype=np.float32))
+    if pad == 0 and covered and batch >= t:
+        out = None  # one pass gives the whole output: that pass's own array
+    elif covered:
+        out = np.empty((t, c, f * h, f * w), dtype=np.float32)  # its pages come as the results do
+    else:  # past the valid extent (a window over the scene's edge): no-data, never computed
+        out = np.full((t, c, f * h, f * w), np.nan, dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, t, batch):
             stop = min(t, start + batch)
