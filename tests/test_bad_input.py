@@ -10,14 +10,14 @@ import torch
 import xarray
 
 from s2sr.training.bands import BANDS
-from s2sr.training.export import build_metadata
+from s2sr.training.export import build_metadata, script
 from s2sr.training.models import build_model_from_config
 from s2sr.udf import s2sr_udf
 from s2sr_testing import make_cube, run_local
 
 
 def _save_with_metadata(path, model, meta):
-    torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta)})
+    torch.jit.save(script(model.eval()), str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta)})
     return path
 
 

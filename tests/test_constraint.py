@@ -7,6 +7,7 @@ import torch
 
 from s2sr.training.bands import BANDS, MTF_NYQUIST
 from s2sr.training.degradation import mtf_downsample
+from s2sr.training.export import script
 from s2sr.training.models import ARCHITECTURES, build_model_from_config
 from s2sr.training.models.constraint import LowFrequencyConstraint
 from s2sr.training.models.receptive_field import measure_receptive_field, receptive_field
@@ -44,7 +45,7 @@ def test_model_option_scripts_and_stays_local():
     model = build_model_from_config(cfg, hard_constraint=True).eval()
     x = torch.rand(1, 10, 40, 40) * 3000
     with torch.no_grad():
-        torch.testing.assert_close(torch.jit.script(model)(x), model(x), rtol=1e-5, atol=1e-2)
+        torch.testing.assert_close(script(model)(x), model(x), rtol=1e-5, atol=1e-2)
     walked, measured = receptive_field(model), measure_receptive_field(model)
     assert walked.radius_out_px >= measured.radius_out_px >= walked.radius_out_px - 4  # a tight upper bound
     assert walked.margin_in_px >= measured.margin_in_px

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from s2sr.training.export import script
 from s2sr.udf import s2sr_udf
 from s2sr_testing import chunking_vs_own_error, cube_with_gap, error_vs_fp32, make_cube, run_local
 
@@ -55,7 +56,7 @@ def test_int8_arithmetic_is_the_float_emulation(levels):
     torch.manual_seed(0)
     net = _Net().eval()
     x = torch.randn(1, 10, 24, 20)
-    quantized = s2sr_udf.dynamic_int8(torch.jit.script(net), bands=10, levels=levels)
+    quantized = s2sr_udf.dynamic_int8(script(net), bands=10, levels=levels)
     with torch.no_grad():
         got, want, exact = quantized(x), _fake_quant_trunk(net, x, levels), net(x)
     assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())

@@ -54,12 +54,12 @@ def test_int8_weights_describe_themselves(weights_dir):
 _SCRIPTED_EQUALS_EAGER = """
 import sys, torch
 from s2sr.training import quantize
-from s2sr.training.export import model_from_weights
+from s2sr.training.export import model_from_weights, script
 torch.manual_seed(0)
 model, _ = model_from_weights(sys.argv[1])
 int8 = quantize.quantize_int8(model, [torch.rand(1, 10, 40, 40) * 3000])
 assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in int8.modules())
-scripted = torch.jit.script(int8)
+scripted = script(int8)
 x = torch.rand(2, 10, 36, 28) * 3000
 with torch.no_grad():
     assert torch.equal(scripted(x), int8(x))

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s2sr.deploy.neighborhood import apply_neighborhood
-from s2sr.training.export import export
+from s2sr.training.export import export, script
 from s2sr.training.models import ARCHITECTURES, build_model_from_config
 from s2sr_testing import chunking_vs_own_error, cube_with_gap, error_vs_fp32, make_cube, run_local
 
@@ -331,7 +331,7 @@ def _run_network(network, x: np.ndarray, threads: int = 1) -> np.ndarray:
 def _pointwise(cin: int = 24, cout: int = 16, relu: bool = False):
     torch.manual_seed(3)
     conv = torch.nn.Conv2d(cin, cout, 1)
-    return torch.jit.script(torch.nn.Sequential(conv, torch.nn.ReLU()) if relu else conv).eval(), conv
+    return script(torch.nn.Sequential(conv, torch.nn.ReLU()) if relu else conv).eval(), conv
 
 
 def _per_pixel_int8(conv, x: np.ndarray) -> np.ndarray:

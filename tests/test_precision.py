@@ -40,6 +40,7 @@ def test_bf16_refuses_weights_without_the_cast(udf_module, tmp_path, slim_weight
 
     import torch
 
+    from s2sr.training.export import script
     from s2sr.udf import s2sr_udf
 
     class Old(torch.nn.Module):  # the pre-bf16 layout: no backbone.compute_dtype
@@ -53,7 +54,7 @@ def test_bf16_refuses_weights_without_the_cast(udf_module, tmp_path, slim_weight
     meta = s2sr_udf.read_metadata(slim_weights)
     model = Old(torch.jit.load(str(slim_weights)))
     path = tmp_path / "old.pt"
-    torch.jit.save(torch.jit.script(model), str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta)})
+    torch.jit.save(script(model), str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta)})
     with pytest.raises(ValueError, match="predates the bf16 path"):
         udf_module["load_model"]({"weights": str(path), "precision": "bf16"})
 

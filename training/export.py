@@ -26,6 +26,24 @@ from .models import DEFAULT_MODEL, SuperResolver, build_model, count_parameters,
 from .models.receptive_field import receptive_field
 
 
+def script(module: torch.nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script(module)``, safe from a torch bug that breaks it at random.
+
+    TorchScript's table of builtins is keyed by ``id()``. When torch refreshes an op packet
+    (``torch.ao.quantization`` does so on import, for ``quantized_decomposed::*``), the old op is
+    freed but its id stays in the table; a list allocated later at that address (a conv's
+    ``_reversed_padding_repeated_twice``) is then compiled as that builtin, and scripting fails
+    with "builtin cannot be used as a value". No builtin is a non-callable value, so the ids of
+    the module's non-callable attributes are dropped from the table first.
+    """
+    table = torch.jit._builtins._get_builtin_table()
+    for sub in module.modules():
+        for value in vars(sub).values():
+            if not callable(value):
+                table.pop(id(value), None)
+    return torch.jit.script(module)
+
+
 def build_metadata(model: SuperResolver, arch: str, training: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The self-description stored beside the scripted model."""
     rf = receptive_field(model)
@@ -82,7 +100,7 @@ def export(model: SuperResolver, arch: str, path: Path, training: Optional[Dict[
     meta = build_metadata(model, arch, training)
     meta["padding"] = {"mode": padding, "note": "backbone conv padding; the UDF feeds >= margin px of context, "
                                                 "so kept pixels never see it"}
-    scripted = torch.jit.script(model)
+    scripted = script(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(scripted, str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta, indent=1)})
@@ -135,7 +153,7 @@ def export_int8(fp32_path: Path, out: Optional[Path] = None, batches: Optional[l
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    torch.jit.save(torch.jit.script(int8), str(tmp), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta, indent=1)})
+    torch.jit.save(script(int8), str(tmp), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta, indent=1)})
     if max_psnr_drop_db is not None:
         try:
             report = quantize.compare_with_fp32(fp32_path, tmp, "int8", data_cache)
