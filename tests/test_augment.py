@@ -1,0 +1,134 @@
+"""The robust training augmentations (training/augment.py) and the overshoot bound (losses.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from s2sr.training import augment
+from s2sr.training.augment import AugmentRanges, RobustBatches, dihedral, gain_offset, simulate_pair
+from s2sr.training.degradation import mtf_downsample
+from s2sr.training.losses import local_bounds, overshoot_excess, overshoot_loss
+
+
+def _scene(size10: int = 224, seed: int = 0):
+    """A smooth random scene: ``(b10 [4, n, n], b20 [6, n/2, n/2])`` DN, nested."""
+    g = torch.Generator().manual_seed(seed)
+    b10 = 1000 + 300 * torch.nn.functional.avg_pool2d(torch.randn(1, 4, size10, size10, generator=g), 3, 1, 1)[0]
+    b20 = 2000 + 300 * torch.nn.functional.avg_pool2d(torch.randn(1, 6, size10 // 2, size10 // 2, generator=g), 3, 1, 1)[0]
+    return b10, b20
+
+
+def _batches(ranges: AugmentRanges, batch: int = 4, patch: int = 16) -> RobustBatches:
+    b10, b20 = _scene()
+    return RobustBatches([(b10.numpy(), b20.numpy()), (b10.numpy() + 5, b20.numpy() + 5)], batch, patch, seed=3,
+                         ranges=ranges, margin=12)
+
+
+def _high_energy(x: torch.Tensor) -> torch.Tensor:
+    """Energy of the Laplacian per image and band, [B, C]."""
+    lap = x[..., 1:-1, 1:-1] * 4 - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
+    return (lap**2).mean((-2, -1))
+
+
+def test_random_mtf_per_sample_and_band(monkeypatch):
+    seen = []
+    real = augment.simulate_pair
+    monkeypatch.setattr(augment, "simulate_pair", lambda *a: seen.append(a[2]) or real(*a))
+    _batches(AugmentRanges())(0)
+    mtf = seen[0]
+    assert mtf.shape == (4, 10) and float(mtf.min()) >= 0.15 and float(mtf.max()) <= 0.45
+    assert len(set(mtf.flatten().tolist())) == 40  # independent per sample and band
+    # each sample's input is that crop degraded with its own MTF: sharper MTF, more high frequencies
+    b10, b20 = _scene()
+    two10, two20 = torch.stack([b10, b10]), torch.stack([b20, b20])
+    m = torch.tensor([[0.15] * 10, [0.45] * 10], dtype=torch.float64)
+    x, y = simulate_pair(two10, two20, m, torch.zeros(2, 10), 12, torch.Generator())
+    e = _high_energy(x)
+    assert bool((e[1] > 2 * e[0]).all())
+    torch.testing.assert_close(y[0], y[1])  # the target does not depend on the input's MTF
+    ref = mtf_downsample(two10, 4, m[:, :4])[..., 12:-12, 12:-12]
+    torch.testing.assert_close(x[:, :4], ref)
+
+
+def test_gains_and_offsets_are_per_band_and_shared_by_input_and_target():
+    base = AugmentRanges(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=0.0)
+    twice = AugmentRanges(mtf=(0.3, 0.3), gain=(2.0, 2.0), offset_dn=(100.0, 100.0), noise_max_dn=0.0)
+    x1, y1 = _batches(base)(5)
+    x2, y2 = _batches(twice)(5)
+    torch.testing.assert_close(y2, 2 * y1 + 100, rtol=1e-5, atol=1e-2)
+    torch.testing.assert_close(x2, 2 * x1 + 100, rtol=1e-5, atol=1e-2)
+    gain = torch.tensor([[0.5, 2.0]], dtype=torch.float64)
+    out = gain_offset(torch.full((1, 2, 3, 3), 100.0), gain, torch.tensor([[-80.0, 10.0]]))
+    assert out[0, 0].unique().tolist() == [0.0] and out[0, 1].unique().tolist() == [210.0]  # clipped at 0
+    # drawn per band: a random draw changes bands by different factors
+    xr, yr = _batches(AugmentRanges(mtf=(0.3, 0.3), noise_max_dn=0.0))(5)
+    ratio = (yr.mean((2, 3)) / y1.mean((2, 3)))
+    assert float(ratio.std(1).min()) > 0.01
+
+
+def test_random_noise_levels():
+    quiet = AugmentRanges(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=0.0)
+    noisy = AugmentRanges(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=40.0)
+    x0, y0 = _batches(quiet, batch=8)(2)
+    x1, y1 = _batches(noisy, batch=8)(2)
+    torch.testing.assert_close(y0, y1)  # noise on the input only
+    sd = (x1 - x0)[:, :4].std((2, 3))  # 10 m bands: white noise on their 40 m grid
+    assert float(sd.max()) < 40 * 1.3 and float(sd.min()) < float(sd.max()) / 1.5  # levels differ
+    assert float(sd.max()) > 5
+
+
+def test_all_eight_dihedral_transforms_commute_with_the_simulation():
+    b10, b20 = _scene()
+    imgs = {tuple(dihedral(b10, k, f).flatten()[:50].tolist()) for k in range(4) for f in (False, True)}
+    assert len(imgs) == 8
+    m = torch.rand(1, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.3 + 0.15
+    z = torch.zeros(1, 10)
+    x, y = simulate_pair(b10[None], b20[None], m, z, 12, torch.Generator())
+    for k in range(4):
+        for f in (False, True):
+            xr, yr = simulate_pair(dihedral(b10, k, f)[None], dihedral(b20, k, f)[None], m, z, 12, torch.Generator())
+            torch.testing.assert_close(xr, dihedral(x, k, f), atol=1e-2, rtol=1e-5)  # grids stay nested
+            torch.testing.assert_close(yr, dihedral(y, k, f), atol=1e-2, rtol=1e-5)
+    # the batches draw all eight
+    b = _batches(AugmentRanges())
+    draws = set()
+    for step in range(12):
+        g = b.generator(step)
+        for _ in range(b.batch_size):
+            int(torch.multinomial(b.weights, 1, generator=g))
+            int(torch.randint(b.positions[0][0], (1,), generator=g)), int(torch.randint(b.positions[0][1], (1,), generator=g))
+            draws.add((int(torch.randint(4, (1,), generator=g)), bool(torch.randint(2, (1,), generator=g))))
+    assert len(draws) == 8
+
+
+def test_batches_are_reproducible_and_shaped():
+    b = _batches(AugmentRanges())
+    x, y = b(7)
+    assert x.shape == (4, 10, 16, 16) and y.shape == (4, 10, 32, 32)
+    x2, y2 = _batches(AugmentRanges())(7)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(x, b(8)[0])
+    with pytest.raises(ValueError, match="even"):
+        RobustBatches([(np.zeros((4, 224, 224)), np.zeros((6, 112, 112)))], 2, 15)
+
+
+def test_overshoot_bound():
+    x = torch.zeros(1, 1, 8, 8)
+    x[..., 4, 4] = 100.0  # local range 100 around the bright pixel
+    low, high = local_bounds(x, 2, window=5, tolerance=0.1)
+    assert float(high[0, 0, 8, 8]) == pytest.approx(110.0) and float(low[0, 0, 8, 8]) == pytest.approx(-10.0)
+    assert float(high[0, 0, 0, 0]) == 0.0  # far from it the range is 0
+    pred = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+    assert float(overshoot_loss(pred, x)) == 0.0
+    pred[..., 8, 8] = 130.0  # 20 above the allowed 110
+    pred[..., 9, 9] = -25.0  # 15 below the allowed -10
+    e = overshoot_excess(pred, x)
+    assert float(e[0, 0, 8, 8]) == pytest.approx(20.0) and float(e[0, 0, 9, 9]) == pytest.approx(15.0)
+    assert float(e.sum()) == pytest.approx(35.0)
+    # a target outside the bound widens it: only error beyond the truth counts
+    target = pred.clone()
+    target[..., 8, 8] = 125.0
+    assert float(overshoot_excess(pred, x, target=target)[0, 0, 8, 8]) == pytest.approx(5.0)
+    pred.requires_grad_(True)
+    overshoot_loss(pred, x).backward()
+    assert float(pred.grad[0, 0, 8, 8]) > 0 and float(pred.grad[0, 0, 0, 0]) == 0.0

