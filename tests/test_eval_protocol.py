@@ -102,3 +102,18 @@ def test_evaluate_writes_a_new_folder_and_refuses_docs(tmp_path):
         from s2sr.training.evaluate import main
 
         main(["--out", "docs", "--protocol", "x2"])  # the committed docs/ is never written by default
+
+
+def test_load_predictor_reads_training_checkpoints(tmp_path):
+    from s2sr.training.models import build_model
+
+    model = build_model("carn_1x3x64g4sw")
+    torch.save({"config": {"arch": "carn_1x3x64g4sw", "global_skip": True}, "step": 3, "model": model.state_dict()},
+               tmp_path / "snap.pt")
+    predict, desc = P.load_predictor(str(tmp_path / "snap.pt"))
+    x = torch.rand(10, 24, 24) * 3000
+    with torch.no_grad():
+        torch.testing.assert_close(predict(x), model.eval()(x[None])[0], atol=1e-2, rtol=1e-5)
+    assert desc["architecture"] == "carn_1x3x64g4sw" and not desc["hard_constraint"]
+    predict_hc, desc_hc = P.load_predictor(str(tmp_path / "snap.pt"), hard_constraint=True)
+    assert desc_hc["hard_constraint"]

@@ -26,7 +26,7 @@ bands, x4 = twice x2 for the 20 m bands against their 40 m samples), the bright-
 Scores skip ``border`` fine pixels on each side (scene edges are scored by their own check).
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -219,7 +219,10 @@ def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool
 
     if weights is None:
         weights = str(__import__("s2sr").__file__.replace("__init__.py", "weights/carn_3x3x64g4sw.pt"))
-    model, meta = model_from_weights(weights)
+    try:
+        model, meta = model_from_weights(weights)
+    except Exception:  # not exported weights: a training checkpoint (full or weights-only)
+        model, meta = model_from_checkpoint(weights)
     if hard_constraint is not None and hard_constraint != model.hard_constraint:
         model2 = build_model_from_config(_config_of(model, meta), global_skip=model.global_skip,
                                          hard_constraint=hard_constraint)
@@ -228,6 +231,20 @@ def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool
     return predictor(model, receptive_field(model).margin_in_px), {"weights": weights, "architecture": meta.get("architecture"),
                                                                    "hard_constraint": model.hard_constraint,
                                                                    "training": meta.get("training", {})}
+
+
+def model_from_checkpoint(path: str) -> tuple:
+    """``(eager model, metadata-like dict)`` of a training checkpoint (``last.pt``, ``best.pt``, a snapshot)."""
+    from .models import build_model, get_config
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = state["config"]
+    model = build_model(cfg["arch"], global_skip=cfg.get("global_skip", True), hard_constraint=cfg.get("hard_constraint", False))
+    model.load_state_dict(state["model"])
+    conf = get_config(cfg["arch"])
+    meta = {"architecture": cfg["arch"], "training": state.get("summary", {}),
+            "config": {"family": "CARN" if type(conf).__name__ == "CARNConfig" else "RRDB", **asdict(conf)}}
+    return model.eval(), meta
 
 
 def _config_of(model: Any, meta: Dict[str, Any]) -> Any:
