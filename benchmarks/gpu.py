@@ -102,6 +102,8 @@ def measure(udf: Dict[str, Any], path: str, window: int, dates: int, args: argpa
     """One path at one window: load, first call, median of ``args.reps`` calls."""
     import torch
     import xarray
+
+    from s2sr import engine
     from openeo.udf import XarrayDataCube
 
     from s2sr.training.bands import BANDS
@@ -117,15 +119,15 @@ def measure(udf: Dict[str, Any], path: str, window: int, dates: int, args: argpa
         xt = torch.from_numpy(x).to(args.device)
 
         def run():
-            with torch.inference_mode(), udf["gpu_flags"](args.device):
+            with torch.inference_mode(), engine.gpu_flags(args.device):
                 y = model(xt)
                 sync()
                 return y
     else:
         cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"), coords={"bands": list(BANDS)}))
         ctx = {"device": args.device, "overlap": margin, "weights": weights, "batch": dates, **PATHS[path]}
-        udf["load_model"](ctx)  # load, probe and (auto) the timing: one-time costs
-        precision = udf["choose_path"](Path(weights).resolve(), ctx.get("precision", "auto"), args.device, "auto")[1]
+        engine.load_model(ctx)  # load, probe and (auto) the timing: one-time costs
+        precision = engine.choose_path(Path(weights).resolve(), ctx.get("precision", "auto"), args.device, "auto")[1]
 
         def run():
             return udf["apply_datacube"](cube, ctx).get_array().values  # back on the host: the whole call
@@ -151,11 +153,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
     from openeo.udf.run_code import load_module_from_string
 
-    from s2sr.udf import s2sr_udf, udf_source
+    from s2sr import engine
+    from s2sr.udf import udf_source
 
     udf = load_module_from_string(udf_source())
-    weights = str(s2sr_udf.resolve_weights({}))
-    margin = s2sr_udf.read_metadata(weights)["margin"]
+    weights = str(engine.resolve_weights({}))
+    margin = engine.read_metadata(weights)["margin"]
     inputs = load_inputs(args.inputs)
     cuda = args.device.startswith("cuda")
     n = 8192 if cuda else 512

@@ -169,13 +169,14 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         import xarray
         from openeo.udf import XarrayDataCube
 
+        from s2sr import engine
         from s2sr.training.bands import BANDS
 
         cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"), coords={"bands": list(BANDS)}))
         ctx = {"overlap": spec["overlap"], "threads": threads, "weights": spec["weights"], **UDF_CONTEXT[path]}
         run = lambda: udf["apply_datacube"](cube, ctx).get_array().values  # noqa: E731
-        udf["load_model"](ctx)  # load, probe and (auto) the timing: one-time costs
-        _, chosen, runtime = udf["choose_path"](Path(spec["weights"]).resolve(), ctx.get("precision", "auto"), "cpu",
+        engine.load_model(ctx)  # load, probe and (auto) the timing: one-time costs
+        _, chosen, runtime = engine.choose_path(Path(spec["weights"]).resolve(), ctx.get("precision", "auto"), "cpu",
                                                 ctx.get("runtime", "auto"))
     elif path == "onnxruntime":
         import onnxruntime as ort
@@ -214,9 +215,9 @@ def _eager_model(weights: str):
     import torch
 
     from s2sr.training.models import build_model, load_trained
-    from s2sr.udf import s2sr_udf
+    from s2sr import engine
 
-    meta = s2sr_udf.read_metadata(weights)
+    meta = engine.read_metadata(weights)
     model = build_model(meta["architecture"], global_skip=meta.get("global_skip", "bicubic") == "bicubic")
     load_trained(model, torch.jit.load(weights).state_dict())
     return model.eval()
@@ -322,10 +323,10 @@ def _int8_weights(weights: str, folder: Path) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    from s2sr.udf import s2sr_udf
+    from s2sr import engine
 
-    weights = str(s2sr_udf.resolve_weights({}))
-    meta = s2sr_udf.read_metadata(weights)
+    weights = str(engine.resolve_weights({}))
+    meta = engine.read_metadata(weights)
     margin = meta["margin"]
     windows = [QUICK_WINDOW] if args.quick else sorted({128, 256, 512, default_window()})
     threads = [2] if args.quick else [1, 2]
@@ -336,7 +337,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_ncnn", "udf_ncnn_int8", "udf_bf16", "udf_ncnn_bf16", "udf_int8", "udf_int8_dynamic"]
     skipped = []
     for name in ("udf_ncnn", "udf_ncnn_int8", "udf_ncnn_bf16"):
-        if name in paths and not s2sr_udf.ncnn_available():
+        if name in paths and not engine.ncnn_available():
             paths.remove(name)
             skipped.append(f"{name}: the ncnn package is not installed (pip install ncnn)")
     native_bf16 = bf16_is_native()
@@ -344,7 +345,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         if name in paths and not native_bf16:
             paths.remove(name)
             skipped.append(f"{name}: this CPU has no native bf16 (AVX512-BF16 / AMX); {why}")
-    if not args.quick and not s2sr_udf.int8_products_exact():
+    if not args.quick and not engine.int8_products_exact():
         paths = [p for p in paths if p not in ("udf_int8", "udf_int8_dynamic")]
         skipped.append("udf_int8, udf_int8_dynamic: this CPU's int8 products saturate (no VNNI): they would time an arithmetic "
                        "that is not the one calibrated (7-bit activations for int8_dynamic; speed notes: on Zen 3 at 512 px "
@@ -353,7 +354,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     result: Dict[str, Any] = {"cpu": cpu_model(), "machine": platform.machine(), "weights": Path(weights).name,
                               "architecture": meta["architecture"], "margin_px": margin, "onnx_export_s": onnx["export_s"],
                               "int8_quantize_s": int8["quantize_s"] if int8 else None,
-                              "int8_products_exact": s2sr_udf.int8_products_exact(),
+                              "int8_products_exact": engine.int8_products_exact(),
                               "flops_per_output_pixel": flops_per_output_pixel(weights), "rows": [], "skipped": skipped}
     result["peak_gflops"] = {t: _spawn({"path": "peak", "threads": t, "window": 0, "reps": 0})["gflops"] for t in threads}
     result["peak_gflops_bf16"] = {t: _spawn({"path": "peak_bf16", "threads": t, "window": 0, "reps": 0})["gflops"] for t in threads}
@@ -391,7 +392,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         result["accuracy"]["fp32 on ncnn"] = accuracy(weights, "fp32", "ncnn")
     if native_bf16 or any(r["precision"] == "bf16" and r.get("runtime") != "ncnn" for r in result["rows"]):
         result["accuracy"]["bf16"] = accuracy(weights, "bf16")
-    if s2sr_udf.ncnn_available() and (native_bf16 or any(r["precision"] == "bf16" and r.get("runtime") == "ncnn" for r in result["rows"])):
+    if engine.ncnn_available() and (native_bf16 or any(r["precision"] == "bf16" and r.get("runtime") == "ncnn" for r in result["rows"])):
         result["accuracy"]["bf16 on ncnn"] = accuracy(weights, "bf16", "ncnn")
     if not args.quick and ("udf_ncnn_int8" in paths or any(r["precision"] == "int8_dynamic" and r.get("runtime") == "ncnn" for r in result["rows"])):
         result["accuracy"]["int8_dynamic on ncnn"] = accuracy(weights, "int8_dynamic", "ncnn")

@@ -298,7 +298,7 @@ def _parse_date(text: Any) -> Optional[np.datetime64]:
 
 
 def _band_names(names: Sequence[Optional[str]], path: Path) -> List[str]:
-    from s2sr.udf.s2sr_udf import canonical_band
+    from s2sr.engine.weights import canonical_band
 
     if all(names):
         return [canonical_band(n) for n in names]

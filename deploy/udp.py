@@ -34,7 +34,8 @@ from openeo.rest.datacube import DataCube
 from openeo.rest.udp import build_process_dict
 
 import s2sr
-from s2sr.udf import s2sr_udf, udf_source
+from s2sr import engine
+from s2sr.udf import udf_source
 
 UDP_ID = "sentinel2_superresolution"
 UDP_JSON = Path(__file__).with_name(f"{UDP_ID}.json")
@@ -56,7 +57,7 @@ def shipped_models() -> Dict[str, Dict[str, Any]]:
 
     models = {}
     for path in sorted(default_weights_dir().glob("*.pt")):
-        models[path.stem] = s2sr_udf.read_metadata(path)
+        models[path.stem] = engine.read_metadata(path)
     if not models:
         raise RuntimeError(f"no weights in {default_weights_dir()}")
     return models
@@ -89,13 +90,13 @@ def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
                          description="Super-resolution model (weights shipped with s2sr)."),
         Parameter.string(name="output_dtype", default="float32", values=["float32", "int16"],
                          description="float32 in the input's units with NaN no-data, or int16 values with no-data -10000."),
-        Parameter.string(name="precision", default="auto", values=list(s2sr_udf.PRECISIONS),
+        Parameter.string(name="precision", default="auto", values=list(engine.PRECISIONS),
                          description="Network arithmetic: auto (fp32 or bf16, whichever the worker runs faster; "
                                      "PSNR within 0.01 dB), fp32 (the reference), bf16, int8 (opt-in, needs "
                                      "<model>_int8.pt weights; clips bright point targets), or int8_dynamic (opt-in, "
                                      "quantized at load, cannot clip; PSNR drop 0.004 dB on VNNI CPUs, 0.025 dB elsewhere; "
                                      "results depend slightly on the chunking)."),
-        Parameter.string(name="runtime", default="auto", values=list(s2sr_udf.RUNTIMES),
+        Parameter.string(name="runtime", default="auto", values=list(engine.RUNTIMES),
                          description="Inference runtime: auto (torch or ncnn, whichever the worker runs faster; "
                                      "ncnn only where the worker has the ncnn package), torch, or ncnn (fp32 or bf16; the "
                                      "backbone converted at load; Winograd convolutions, fp32 within 1e-5 of torch)."),
@@ -141,7 +142,7 @@ def build_udp(models: Optional[Dict[str, Dict[str, Any]]] = None, weights_url: s
               window: int = WINDOW_PX) -> Dict[str, Any]:
     """The complete UDP document (id, parameters, process graph, job options)."""
     models = models or shipped_models()
-    default = s2sr_udf.DEFAULT_MODEL if s2sr_udf.DEFAULT_MODEL in models else sorted(models)[0]
+    default = engine.DEFAULT_MODEL if engine.DEFAULT_MODEL in models else sorted(models)[0]
     geometry = neighborhood_geometry(models, window)
     udp = build_process_dict(
         process_graph=build_graph(models, window),
@@ -157,7 +158,7 @@ def build_udp(models: Optional[Dict[str, Dict[str, Any]]] = None, weights_url: s
         parameters=parameters(list(models), default),
         returns={"description": "The ten bands at 5 m resolution.", "schema": {"type": "object", "subtype": "datacube"}},
         categories=["cubes", "machine learning"],
-        default_job_options={"udf-dependency-archives": [f"{weights_url}#{s2sr_udf.ARCHIVE_DIR}"],
+        default_job_options={"udf-dependency-archives": [f"{weights_url}#{engine.ARCHIVE_DIR}"],
                              "python-memory": PYTHON_MEMORY},
     )
     return json.loads(json.dumps(udp))  # plain JSON types only
@@ -172,7 +173,7 @@ def load_udp_json(path: Path = UDP_JSON) -> Dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def superresolve(cube: DataCube, model: str = s2sr_udf.DEFAULT_MODEL, output_dtype: str = "float32",
+def superresolve(cube: DataCube, model: str = engine.DEFAULT_MODEL, output_dtype: str = "float32",
                  offset: float = 0.0, size: Optional[int] = None, overlap: Optional[int] = None,
                  precision: str = "auto", runtime: str = "auto") -> DataCube:
     """Add s2sr to an existing openEO cube holding the ten bands on the 10 m grid.
@@ -188,10 +189,10 @@ def superresolve(cube: DataCube, model: str = s2sr_udf.DEFAULT_MODEL, output_dty
     overlap = overlap if overlap is not None else geometry["overlap"]
     if overlap < geometry["overlap"]:
         raise ValueError(f"overlap {overlap} is smaller than the model's margin {geometry['overlap']}: tiles would show seams")
-    if precision not in s2sr_udf.PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; available: {list(s2sr_udf.PRECISIONS)}")
-    if runtime not in s2sr_udf.RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; available: {list(s2sr_udf.RUNTIMES)}")
+    if precision not in engine.PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; available: {list(engine.PRECISIONS)}")
+    if runtime not in engine.RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; available: {list(engine.RUNTIMES)}")
     udf = openeo.UDF(udf_source(), runtime="Python-Jep", context={"model": model, "output_dtype": output_dtype,
                                                                  "offset": offset, "overlap": overlap, "precision": precision,
                                                                  "runtime": runtime})

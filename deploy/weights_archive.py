@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from s2sr.udf import default_weights_dir, s2sr_udf
-from s2sr.udf.s2sr_udf import sha256_file  # the check the UDF itself runs
+from s2sr import engine
+from s2sr.udf import default_weights_dir
+from s2sr.engine.weights import sha256_file  # the check the UDF itself runs
 
 MANIFEST_FORMAT = "s2sr-weights-manifest"
 MANIFEST_FORMAT_VERSION = 1
@@ -64,7 +65,7 @@ def build_manifest(weights: Dict[str, Path], default: Optional[str] = None) -> D
     first name.
     """
     if default is None:
-        default = s2sr_udf.DEFAULT_MODEL if s2sr_udf.DEFAULT_MODEL in weights else sorted(weights)[0]
+        default = engine.DEFAULT_MODEL if engine.DEFAULT_MODEL in weights else sorted(weights)[0]
     if default not in weights:
         raise ValueError(f"default model {default!r} is not among {sorted(weights)}")
     entries = {}
@@ -73,7 +74,7 @@ def build_manifest(weights: Dict[str, Path], default: Optional[str] = None) -> D
             "file": f"{name}.pt",
             "sha256": sha256_file(path),
             "size": path.stat().st_size,
-            "metadata": s2sr_udf.read_metadata(path),
+            "metadata": engine.read_metadata(path),
         }
     return {"format": MANIFEST_FORMAT, "format_version": MANIFEST_FORMAT_VERSION, "default": default, "models": entries}
 
@@ -90,7 +91,7 @@ def archive_bytes(weights: Dict[str, Path], manifest: Dict[str, Any]) -> bytes:
     """The zip as bytes: ``manifest.json`` first, then the weights in name order."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(_zip_entry(s2sr_udf.MANIFEST_FILE), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        archive.writestr(_zip_entry(engine.MANIFEST_FILE), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         for name, path in sorted(weights.items()):
             archive.writestr(_zip_entry(f"{name}.pt"), Path(path).read_bytes())
     return buffer.getvalue()
@@ -110,7 +111,7 @@ def write_archive(out: Path, weights_dir: Optional[Path] = None, models: Optiona
 
 def dependency_archive_option(url: str) -> Dict[str, List[str]]:
     """The job option that unpacks the hosted archive where the UDF looks (``s2sr_weights/``)."""
-    return {"udf-dependency-archives": [f"{url}#{s2sr_udf.ARCHIVE_DIR}"]}
+    return {"udf-dependency-archives": [f"{url}#{engine.ARCHIVE_DIR}"]}
 
 
 __all__ = ["ArchiveInfo", "archive_bytes", "build_manifest", "dependency_archive_option", "select_weights", "sha256_file", "write_archive"]

@@ -10,7 +10,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make 
 
 from openeo.udf.run_code import load_module_from_string  # noqa: E402
 
-from s2sr.udf import s2sr_udf, udf_source  # noqa: E402
+from s2sr import engine
+from s2sr.udf import udf_source  # noqa: E402
 from s2sr_testing import export_slim  # noqa: E402
 
 
@@ -32,4 +33,14 @@ def slim_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def slim_margin(slim_weights) -> int:
-    return s2sr_udf.read_metadata(slim_weights)["margin"]
+    return engine.read_metadata(slim_weights)["margin"]
+
+
+@pytest.fixture
+def fresh_decisions(monkeypatch, tmp_path):
+    """No decision made yet in this process, and a decision folder of the test's own."""
+    from s2sr.engine import precision
+
+    monkeypatch.setattr(precision, "_DECISIONS", {})
+    monkeypatch.setenv("S2SR_CACHE_DIR", str(tmp_path / "decisions"))
+    return precision

@@ -126,3 +126,21 @@ def chunking_vs_own_error(code: str, cube: xarray.DataArray, ctx: dict, margin: 
     seams = float(np.nanmax(np.abs(chunked - whole)))
     errors = float(np.nanmax(np.abs(whole - fp32))), float(np.nanmax(np.abs(chunked - fp32)))
     return (seams, *errors) if detail else (seams, max(errors))
+
+
+def patch_engine(monkeypatch, name: str, value: Any) -> None:
+    """Replace ``name`` in every engine module that binds it (where it is defined and where it
+    is imported by name), undone after the test: the engine's modules call each other's
+    functions through the names they imported."""
+    import importlib
+    import pkgutil
+
+    import s2sr.engine
+
+    found = False
+    for info in pkgutil.iter_modules(s2sr.engine.__path__):
+        module = importlib.import_module(f"s2sr.engine.{info.name}")
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, value)
+            found = True
+    assert found, f"no engine module binds {name!r}"

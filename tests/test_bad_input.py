@@ -12,12 +12,12 @@ import xarray
 from s2sr.training.bands import BANDS
 from s2sr.training.export import build_metadata, script
 from s2sr.training.models import build_model_from_config
-from s2sr.udf import s2sr_udf
+from s2sr import engine
 from s2sr_testing import make_cube, run_local
 
 
 def _save_with_metadata(path, model, meta):
-    torch.jit.save(script(model.eval()), str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta)})
+    torch.jit.save(script(model.eval()), str(path), _extra_files={engine.METADATA_FILE: json.dumps(meta)})
     return path
 
 
@@ -29,7 +29,7 @@ def slim_model(slim_weights):
 
 def _weights_variant(tmp_path, slim_weights, kind):
     """Broken or mismatched weight files derived from the valid slim export."""
-    meta = s2sr_udf.read_metadata(slim_weights)
+    meta = engine.read_metadata(slim_weights)
     model = torch.jit.load(str(slim_weights))
     path = tmp_path / f"{kind}.pt"
     if kind == "corrupt":
@@ -102,8 +102,7 @@ CUBE_ERRORS = [
     ("no_y_dim", lambda: _cube().isel(y=0), {}, "needs dimensions 'y' and 'x'"),
     ("extra_dim", lambda: _cube().expand_dims(sensor=["S2A"]), {}, r"must have dimensions \(\[t,\] bands, y, x\)"),
     ("empty_extent", lambda: _cube().isel(y=slice(0, 0)), {}, "empty spatial extent"),
-    ("one_pixel_no_resolution", lambda: _cube().isel(x=[0]), {}, "needs the context key 'resolution'"),
-    ("irregular_grid", lambda: _cube().assign_coords(x=np.r_[0.0, np.cumsum(np.arange(1, 16))]), {}, "not a regular grid"),
+    ("nan_coordinates", lambda: _cube().assign_coords(x=np.r_[np.nan, np.arange(1.0, 16.0)]), {}, "x coordinates hold NaN"),
     ("reflectance_with_dn_scale", lambda: _cube() / 10000.0, {}, "looks like reflectance"),
     ("absurd_band", lambda: _values(_cube(), lambda v: v.__setitem__((0, 8), 60000.0)), {}, "band B11: 256 of 256 values are outside"),
     ("unknown_model", _cube, {"model": "carn_9x9"}, "unknown model 'carn_9x9'.*available models"),
@@ -111,16 +110,27 @@ CUBE_ERRORS = [
     ("missing_weights_file", _cube, {"weights": "/nonexistent/w.pt"}, "does not exist"),
     ("unknown_context_key", _cube, {"precison": "fp32"}, r"unknown context keys \['precison'\]"),
     ("unknown_precision", _cube, {"precision": "fp8"}, "unknown precision 'fp8'"),
-    ("bad_output_dtype", _cube, {"output_dtype": "uint8"}, "output_dtype must be"),
-    ("unknown_device", _cube, {"device": "tpu"}, "unknown device 'tpu'"),
+    ("bad_output_dtype", _cube, {"output_dtype": "uint8"}, "unknown output_dtype 'uint8'"),
+    ("unknown_device", _cube, {"device": "tpu"}, "context key 'device' must be 'cpu', 'cuda"),
     ("factor_mismatch", _cube, {"factor": 4}, "context expects factor 4"),
-    ("bad_scale", _cube, {"scale": 0}, "scale must be positive"),
+    ("bad_scale", _cube, {"scale": 0}, "context key 'scale' must be a positive number"),
+    ("threads_as_text", _cube, {"threads": "4"}, "context key 'threads' must be an integer >= 1, got '4'"),
+    ("threads_bool", _cube, {"threads": True}, "context key 'threads' must be an integer"),
+    ("overlap_null", _cube, {"overlap": None}, "context key 'overlap' must be an integer >= 0, got None"),
+    ("nodata_as_text", _cube, {"nodata": "-10000"}, "context key 'nodata' must be a finite number"),
+    ("scale_null", _cube, {"scale": None}, "context key 'scale' must be a positive number"),
+    ("scale_nan", _cube, {"scale": float("nan")}, "context key 'scale' must be a positive number"),
+    ("zero_resolution", _cube, {"resolution": 0}, "context key 'resolution' must be a positive number"),
+    ("context_not_a_dict", _cube, None, None),
 ]
 
 
 @pytest.mark.parametrize("name,make,context,message", CUBE_ERRORS, ids=[c[0] for c in CUBE_ERRORS])
 def test_bad_cube_or_context(udf_module, slim_weights, name, make, context, message):
-    ctx = {"weights": str(slim_weights), **context} if "model" not in context and "weights" not in context else context
+    if context is None:  # a context that is no dict at all
+        ctx, message = ["fp32"], "the UDF context must be a dict, got list"
+    else:
+        ctx = {"weights": str(slim_weights), **context} if "model" not in context and "weights" not in context else context
     with pytest.raises(ValueError, match=message):
         udf_module["apply_datacube"](make(), ctx)
 

@@ -46,10 +46,10 @@ def test_report_says_how_int8_sums(bench, report, exact, words):
 
 @pytest.mark.parametrize("path", ["udf", "udf_fp32", "eager"])
 def test_workers_run_the_real_paths(bench, path):
-    from s2sr.udf import s2sr_udf
+    from s2sr import engine
 
-    weights = str(s2sr_udf.resolve_weights({}))
-    margin = s2sr_udf.read_metadata(weights)["margin"]
+    weights = str(engine.resolve_weights({}))
+    margin = engine.read_metadata(weights)["margin"]
     r = bench._spawn({"path": path, "threads": 1, "window": 64, "reps": 1, "overlap": margin, "weights": weights})
     assert r["s"] > 0 and r["peak_rss_gib"] > 0.1
     if path == "udf":

@@ -29,7 +29,8 @@ from s2sr.deploy.register import (
 )
 from s2sr.deploy.udp import PRODUCTS, build_udp
 from s2sr.deploy.weights_archive import ZIP_EPOCH, sha256_file, write_archive
-from s2sr.udf import default_weights_dir, s2sr_udf
+from s2sr import engine
+from s2sr.udf import default_weights_dir
 from s2sr_testing import make_cube, run_local
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,25 +144,25 @@ def test_weights_archive_is_deterministic(tmp_path):
         assert [i.filename for i in infos] == ["manifest.json"] + [p.name for p in shipped]  # root, no folder
         assert {i.date_time for i in infos} == {ZIP_EPOCH}
         manifest = json.loads(archive.read("manifest.json"))
-    assert manifest["default"] == s2sr_udf.DEFAULT_MODEL
+    assert manifest["default"] == engine.DEFAULT_MODEL
     for path in shipped:
         entry = manifest["models"][path.stem]
         assert entry["file"] == path.name and entry["sha256"] == sha256_file(path) and entry["size"] == path.stat().st_size
-        assert entry["metadata"]["margin"] == s2sr_udf.read_metadata(path)["margin"]
+        assert entry["metadata"]["margin"] == engine.read_metadata(path)["margin"]
 
 
 def test_weights_command_archive_loads_in_the_udf(tmp_path, capsys, monkeypatch, udf_code):
     zip_path = tmp_path / "s2sr_weights.zip"
-    rc, stdout, _ = run_cli(capsys, "weights", "--out", str(zip_path), "--models", s2sr_udf.DEFAULT_MODEL)
+    rc, stdout, _ = run_cli(capsys, "weights", "--out", str(zip_path), "--models", engine.DEFAULT_MODEL)
     assert rc == 0 and f"sha256 {hashlib.sha256(zip_path.read_bytes()).hexdigest()}" in stdout
     # what udf-dependency-archives ["<url>#s2sr_weights"] does on a worker: unpack into ./s2sr_weights
     job_dir = tmp_path / "job"
     with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(job_dir / s2sr_udf.ARCHIVE_DIR)
+        archive.extractall(job_dir / engine.ARCHIVE_DIR)
     monkeypatch.chdir(job_dir)
-    weights = job_dir / s2sr_udf.ARCHIVE_DIR / f"{s2sr_udf.DEFAULT_MODEL}.pt"
-    assert s2sr_udf.resolve_weights({}) == Path.cwd() / s2sr_udf.ARCHIVE_DIR / weights.name  # found before the package's
-    margin = s2sr_udf.read_metadata(weights)["margin"]
+    weights = job_dir / engine.ARCHIVE_DIR / f"{engine.DEFAULT_MODEL}.pt"
+    assert engine.resolve_weights({}) == Path.cwd() / engine.ARCHIVE_DIR / weights.name  # found before the package's
+    margin = engine.read_metadata(weights)["margin"]
     cube = make_cube(12, 12)
     context = {"overlap": margin, "threads": 1}  # no padding: a small, fast window
     out = run_local(udf_code, cube, context)

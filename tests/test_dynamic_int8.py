@@ -8,14 +8,15 @@ import shutil
 
 import numpy as np
 import pytest
+from s2sr_testing import patch_engine
 import torch
 from torch import nn
 
 from s2sr.training.export import script
-from s2sr.udf import s2sr_udf
+from s2sr import engine
 from s2sr_testing import chunking_vs_own_error, cube_with_gap, error_vs_fp32, make_cube, run_local
 
-pytestmark = pytest.mark.skipif(s2sr_udf.QUANTIZED_ENGINE not in torch.backends.quantized.supported_engines,
+pytestmark = pytest.mark.skipif(engine.QUANTIZED_ENGINE not in torch.backends.quantized.supported_engines,
                                 reason="torch without the oneDNN quantized engine")
 
 
@@ -51,12 +52,12 @@ def _fake_quant_trunk(net: _Net, x: torch.Tensor, levels: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("levels", [127, 255])
 def test_int8_arithmetic_is_the_float_emulation(levels):
-    if levels == 255 and not s2sr_udf.int8_products_exact():
+    if levels == 255 and not engine.int8_products_exact():
         pytest.skip("this CPU saturates 8-bit int8 products (no VNNI): the UDF uses 7 bits here")
     torch.manual_seed(0)
     net = _Net().eval()
     x = torch.randn(1, 10, 24, 20)
-    quantized = s2sr_udf.dynamic_int8(script(net), bands=10, levels=levels)
+    quantized = engine.dynamic_int8(script(net), bands=10, levels=levels)
     with torch.no_grad():
         got, want, exact = quantized(x), _fake_quant_trunk(net, x, levels), net(x)
     assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
@@ -68,7 +69,7 @@ def test_only_the_trunks_3x3_convs_are_quantized(slim_weights):
     module = torch.jit.load(str(slim_weights)).eval()
     frozen = torch.jit.freeze(module)
     convs = [n.inputsAt(1).toIValue().shape for n in frozen.graph.nodes() if n.kind() == "aten::conv2d"]
-    quantized = s2sr_udf.dynamic_int8(module, bands=10, levels=127)
+    quantized = engine.dynamic_int8(module, bands=10, levels=127)
     kept = [n.inputsAt(1).toIValue().shape for n in quantized.graph.nodes() if n.kind() == "aten::conv2d"]
     # head (10 bands in) and tail (10 bands out) stay float32: the radiometry is never rounded;
     # the 1 x 1 convs too: they read the residual stream's wide sums
@@ -111,27 +112,27 @@ def test_a_bright_target_is_not_clipped(udf_code, slim_weights):
 
 def test_seven_bits_where_int8_sums_saturate(udf_module, slim_weights, tmp_path, monkeypatch, caplog):
     """8-bit activations where the CPU sums int8 products exactly (VNNI), 7 bits where it saturates."""
-    cases = [(s2sr_udf.int8_products_exact(), "real")]
+    cases = [(engine.int8_products_exact(), "real")]
     if cases[0][0]:
         cases.append((False, "forced"))  # a VNNI CPU runs the 7-bit graph too; the reverse would saturate
     for exact, name in cases:
         shutil.copy(slim_weights, tmp_path / f"{name}.pt")  # a fresh path: loaded anew
-        monkeypatch.setitem(udf_module, "int8_products_exact", lambda exact=exact: exact)
+        patch_engine(monkeypatch, "int8_products_exact", lambda exact=exact: exact)
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="s2sr.udf"):
-            udf_module["load_model"]({"weights": str(tmp_path / f"{name}.pt"), "precision": "int8_dynamic", "runtime": "torch"})
+        with caplog.at_level(logging.INFO, logger="s2sr.engine"):
+            engine.load_model({"weights": str(tmp_path / f"{name}.pt"), "precision": "int8_dynamic", "runtime": "torch"})
         assert f"dynamic int8 with {8 if exact else 7}-bit activations" in caplog.text
 
 
 def test_clear_errors(udf_module, slim_weights, monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="'int8_dynamic' runs on the CPU only"):
-        udf_module["choose_path"](slim_weights, "int8_dynamic", "cuda")
+        engine.choose_path(slim_weights, "int8_dynamic", "cuda")
     shutil.copy(slim_weights, tmp_path / "broken.pt")
 
     def broken(*args, **kwargs):
         raise RuntimeError("no int8 kernels")
 
-    monkeypatch.setitem(udf_module, "dynamic_int8", broken)
+    patch_engine(monkeypatch, "dynamic_int8", broken)
     with pytest.raises(ValueError, match=r"'int8_dynamic' is unavailable .*no int8 kernels.*use precision 'fp32'"):
-        udf_module["load_model"]({"weights": str(tmp_path / "broken.pt"), "precision": "int8_dynamic", "runtime": "torch"})
+        engine.load_model({"weights": str(tmp_path / "broken.pt"), "precision": "int8_dynamic", "runtime": "torch"})
 

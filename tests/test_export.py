@@ -11,7 +11,8 @@ import s2sr
 from s2sr.training.bands import BANDS
 from s2sr.training.export import export, load, write_manifest
 from s2sr.training.models import build_model
-from s2sr.udf import default_weights_path, s2sr_udf
+from s2sr import engine
+from s2sr.udf import default_weights_path
 
 
 def test_metadata_roundtrip(tmp_path):
@@ -32,18 +33,18 @@ def test_metadata_roundtrip(tmp_path):
 def test_metadata_readable_without_torch_load(tmp_path):
     export(build_model("carn_1x3x64g4sw"), "carn_1x3x64g4sw", tmp_path / "m.pt")
     with zipfile.ZipFile(tmp_path / "m.pt") as archive:
-        assert any(n.endswith("extra/" + s2sr_udf.METADATA_FILE) for n in archive.namelist())
-    assert s2sr_udf.read_metadata(tmp_path / "m.pt")["architecture"] == "carn_1x3x64g4sw"
+        assert any(n.endswith("extra/" + engine.METADATA_FILE) for n in archive.namelist())
+    assert engine.read_metadata(tmp_path / "m.pt")["architecture"] == "carn_1x3x64g4sw"
 
 
 def test_packaged_default_weights():
     path = default_weights_path()
-    meta = s2sr_udf.read_metadata(path)
+    meta = engine.read_metadata(path)
     assert path.name == "carn_3x3x64g4sw.pt" and meta["architecture"] == "carn_3x3x64g4sw"
     assert meta["margin"] == 21 and meta["factor"] == 2 and meta["bands"] == list(BANDS)
     manifest = json.loads((path.parent / "manifest.json").read_text())
     assert manifest["default"] == "carn_3x3x64g4sw"
-    assert manifest["models"]["carn_3x3x64g4sw"]["sha256"] == s2sr_udf.sha256_file(path)
+    assert manifest["models"]["carn_3x3x64g4sw"]["sha256"] == engine.sha256_file(path)
 
 
 def test_manifest_checksum_is_verified(tmp_path):
@@ -51,13 +52,13 @@ def test_manifest_checksum_is_verified(tmp_path):
     folder.mkdir()
     export(build_model("carn_1x3x64g4sw"), "carn_1x3x64g4sw", folder / "carn_1x3x64g4sw.pt")
     write_manifest(folder, default="carn_1x3x64g4sw")
-    s2sr_udf.load_model({"weights_dir": str(folder)})  # default from the manifest, checksum ok
+    engine.load_model({"weights_dir": str(folder)})  # default from the manifest, checksum ok
     other = tmp_path / "other.pt"
     torch.manual_seed(5)
     export(build_model("carn_1x3x64g4sw"), "carn_1x3x64g4sw", other)
     shutil.copy(other, folder / "carn_1x3x64g4sw.pt")  # same format, different bytes
     with pytest.raises(ValueError, match="fails its checksum"):
-        s2sr_udf.load_model({"weights_dir": str(folder)})
+        engine.load_model({"weights_dir": str(folder)})
 
 
 def _archive_dir(folder, slim_weights, name="carn_3x3x64g4sw"):
@@ -72,18 +73,18 @@ def test_empty_context_prefers_the_dependency_archive_folder(tmp_path, monkeypat
     _archive_dir(tmp_path / "s2sr_weights", slim_weights)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("S2SR_WEIGHTS_DIR", raising=False)
-    assert s2sr_udf.resolve_weights({}) == tmp_path / "s2sr_weights" / "carn_3x3x64g4sw.pt"
-    _, meta, _ = s2sr_udf.load_model({})
+    assert engine.resolve_weights({}) == tmp_path / "s2sr_weights" / "carn_3x3x64g4sw.pt"
+    _, meta, _ = engine.load_model({})
     assert meta["architecture"].endswith("_test")  # the slim test weights, not the packaged ones
 
 
 def test_env_and_context_folders_come_first(tmp_path, monkeypatch, slim_weights):
     env = _archive_dir(tmp_path / "env", slim_weights, "mine")
     monkeypatch.setenv("S2SR_WEIGHTS_DIR", str(env))
-    assert s2sr_udf.resolve_weights({"model": "mine"}) == env / "mine.pt"
-    assert s2sr_udf.resolve_weights({}) == env / "mine.pt"  # the manifest's default
+    assert engine.resolve_weights({"model": "mine"}) == env / "mine.pt"
+    assert engine.resolve_weights({}) == env / "mine.pt"  # the manifest's default
     ctx_dir = _archive_dir(tmp_path / "ctx", slim_weights, "mine")
-    assert s2sr_udf.resolve_weights({"model": "mine", "weights_dir": str(ctx_dir)}) == ctx_dir / "mine.pt"
+    assert engine.resolve_weights({"model": "mine", "weights_dir": str(ctx_dir)}) == ctx_dir / "mine.pt"
 
 
 def test_without_archive_the_installed_package_is_used(tmp_path, monkeypatch):
@@ -91,8 +92,8 @@ def test_without_archive_the_installed_package_is_used(tmp_path, monkeypatch):
     monkeypatch.delenv("S2SR_WEIGHTS_DIR", raising=False)
     from s2sr.udf import default_weights_dir
 
-    assert s2sr_udf.resolve_weights({}) == default_weights_dir() / "carn_3x3x64g4sw.pt"
-    assert s2sr_udf._package_weights_dir() == default_weights_dir()  # found without importing s2sr
+    assert engine.resolve_weights({}) == default_weights_dir() / "carn_3x3x64g4sw.pt"
+    assert engine.package_weights_dir() == default_weights_dir()  # found without importing s2sr
 
 
 def test_zero_padding_export_equals_reflect_where_the_udf_keeps_pixels(tmp_path, udf_code):

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from s2sr.udf import s2sr_udf
+from s2sr import engine
+from s2sr.engine import onednn
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -14,8 +15,8 @@ def _plain(weights):
 
 
 def _probe(weights):
-    meta = s2sr_udf.read_metadata(weights)
-    x = s2sr_udf._texture(meta, "cpu", 40).contiguous(memory_format=torch.channels_last)
+    meta = engine.read_metadata(weights)
+    x = engine.texture(meta, "cpu", 40).contiguous(memory_format=torch.channels_last)
     return meta, x
 
 
@@ -32,12 +33,12 @@ def test_fusion_rewrites_the_convs_and_keeps_float32_results(slim_weights):
     module = _plain(slim_weights)
     with torch.inference_mode():
         reference = module(x)
-    fused = s2sr_udf.fuse_onednn(module, x, reference)
+    fused = engine.fuse_onednn(module, x, reference)
     kinds = _kinds(fused)
     assert "mkldnn::_convolution_pointwise" in kinds
     # every activation but the one after the pixel shuffle went into a conv
     assert kinds.count("aten::leaky_relu") == 1
-    other = s2sr_udf._texture(meta, "cpu", 56) * 1.1  # not the probe the fusion was checked on
+    other = engine.texture(meta, "cpu", 56) * 1.1  # not the probe the fusion was checked on
     with torch.inference_mode():
         a, b = module(other), fused(other)
     assert torch.allclose(a, b, rtol=0, atol=1e-5 * float(a.abs().max()))
@@ -48,22 +49,22 @@ def test_fusion_dropped_when_it_changes_the_result(slim_weights, caplog, monkeyp
     module = _plain(slim_weights)
     with torch.inference_mode():
         reference = module(x)
-    pattern, replacement = s2sr_udf.ONEDNN_FUSIONS[0]
+    pattern, replacement = engine.onednn.ONEDNN_FUSIONS[0]
     wrong = replacement.replace('value="leaky_relu"', 'value="relu"').replace("ListConstruct(%slope)", "ListConstruct()")
-    monkeypatch.setattr(s2sr_udf, "ONEDNN_FUSIONS", ((pattern, wrong),))  # a rewrite that drops the slope
-    with caplog.at_level("WARNING", logger="s2sr.udf"):
-        assert s2sr_udf.fuse_onednn(module, x, reference) is module
+    monkeypatch.setattr(onednn, "ONEDNN_FUSIONS", ((pattern, wrong),))  # a rewrite that drops the slope
+    with caplog.at_level("WARNING", logger="s2sr.engine"):
+        assert engine.fuse_onednn(module, x, reference) is module
     assert "fusion changed the result" in caplog.text
 
 
 def test_fusion_falls_back_where_the_graph_cannot_be_frozen(slim_weights):
     _, x = _probe(slim_weights)
     module = torch.jit.load(str(slim_weights)).train()  # freezing needs eval mode: a stand-in failure
-    assert s2sr_udf.fuse_onednn(module, x, torch.zeros(1)) is module
+    assert engine.fuse_onednn(module, x, torch.zeros(1)) is module
 
 
 def test_udf_loads_the_fused_graph_for_fp32(slim_weights):
     path = slim_weights.resolve()
-    s2sr_udf._load_cached.cache_clear()  # loaded here, not taken from another test's cache
-    module, _ = s2sr_udf._load_cached(str(path), *s2sr_udf._stat(path), "cpu", "fp32")
+    engine.precision.load_torch.cache_clear()  # loaded here, not taken from another test's cache
+    module, _ = engine.precision.load_torch(str(path), *engine.stat_key(path), "cpu", "fp32")
     assert _is_fused(module)

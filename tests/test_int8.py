@@ -8,11 +8,12 @@ import platform
 import shutil
 
 import pytest
+from s2sr_testing import patch_engine
 import torch
 
 from s2sr.training import quantize
 from s2sr.training.export import export_int8, model_from_weights
-from s2sr.udf import s2sr_udf
+from s2sr import engine
 from s2sr_testing import chunking_vs_own_error, cube_with_gap, error_vs_fp32, make_cube
 
 
@@ -44,10 +45,10 @@ def test_zero_padding_is_exact_inside_the_margin(slim_weights, slim_margin):
 
 
 def test_int8_weights_describe_themselves(weights_dir):
-    meta = s2sr_udf.read_metadata(weights_dir / "slim_int8.pt")
+    meta = engine.read_metadata(weights_dir / "slim_int8.pt")
     assert meta["precision"] == "int8"
     q = meta["quantization"]
-    assert q["base_sha256"] == s2sr_udf.sha256_file(weights_dir / "slim.pt")
+    assert q["base_sha256"] == engine.sha256_file(weights_dir / "slim.pt")
     assert "head" in q["float32"] and "tail" in q["float32"] and q["engine"] == "onednn"
 
 
@@ -90,20 +91,20 @@ def test_int8_chunking_within_its_own_error(udf_code, weights_dir, slim_margin, 
 
 
 def test_int8_weights_named_directly(udf_module, weights_dir):
-    module, meta, _ = udf_module["load_model"]({"weights": str(weights_dir / "slim_int8.pt"), "precision": "int8"})
+    module, meta, _ = engine.load_model({"weights": str(weights_dir / "slim_int8.pt"), "precision": "int8"})
     assert meta["precision"] == "int8"
     with pytest.raises(ValueError, match="holds int8 weights: precision must be 'int8' or 'auto'"):
-        udf_module["load_model"]({"weights": str(weights_dir / "slim_int8.pt"), "precision": "fp32"})
+        engine.load_model({"weights": str(weights_dir / "slim_int8.pt"), "precision": "fp32"})
 
 
 def test_auto_never_picks_int8(udf_module, weights_dir):
-    _, meta, _ = udf_module["load_model"]({"weights_dir": str(weights_dir), "model": "slim", "precision": "auto"})
+    _, meta, _ = engine.load_model({"weights_dir": str(weights_dir), "model": "slim", "precision": "auto"})
     assert meta.get("precision", "fp32") != "int8"
 
 
 def test_int8_without_companion_is_a_clear_error(udf_module, slim_weights):
     with pytest.raises(ValueError, match=r"no int8 weights made from slim.pt .*s2sr-export --int8-from"):
-        udf_module["load_model"]({"weights": str(slim_weights), "precision": "int8"})
+        engine.load_model({"weights": str(slim_weights), "precision": "int8"})
 
 
 def test_stale_companion_is_refused(udf_module, weights_dir, tmp_path):
@@ -112,7 +113,7 @@ def test_stale_companion_is_refused(udf_module, weights_dir, tmp_path):
     shutil.copy(weights_dir / "slim_int8.pt", tmp_path / "slim_int8.pt")
     export_slim(tmp_path / "slim.pt", seed=5)  # the float weights retrained: the companion is stale
     with pytest.raises(ValueError, match="no int8 weights made from slim.pt"):
-        udf_module["load_model"]({"weights": str(tmp_path / "slim.pt"), "precision": "int8"})
+        engine.load_model({"weights": str(tmp_path / "slim.pt"), "precision": "int8"})
 
 
 def test_int8_export_refuses_an_inaccurate_model(slim_weights, tmp_path, monkeypatch):
@@ -141,20 +142,20 @@ def test_int8_probe_tells_vnni_cpus(udf_module):
     """Exact int8 sums where the CPU has VNNI or AMX; saturating 16-bit pair sums (AVX2's
     vpmaddubsw) where it has not: the probe measures what the engine does, the flags say which."""
     vnni = bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    assert udf_module["int8_products_exact"]() == vnni
+    assert engine.int8_products_exact() == vnni
 
 
 def test_int8_on_saturating_cpu_warns(udf_module, weights_dir, tmp_path, monkeypatch, caplog):
     for name in ("slim.pt", "slim_int8.pt"):  # a fresh path: the load caches nothing for it yet
         shutil.copy(weights_dir / name, tmp_path / name)
     ctx = {"weights_dir": str(tmp_path), "model": "slim", "precision": "int8"}
-    monkeypatch.setitem(udf_module, "int8_products_exact", lambda: True)
-    with caplog.at_level(logging.WARNING, logger="s2sr.udf"):
-        udf_module["load_model"](ctx)
+    patch_engine(monkeypatch, "int8_products_exact", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="s2sr.engine"):
+        engine.load_model(ctx)
     assert "saturate" not in caplog.text
     os.utime(tmp_path / "slim_int8.pt", (1, 1))  # a new file version: loaded again
-    monkeypatch.setitem(udf_module, "int8_products_exact", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="s2sr.udf"):
-        _, meta, _ = udf_module["load_model"](ctx)
+    patch_engine(monkeypatch, "int8_products_exact", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="s2sr.engine"):
+        _, meta, _ = engine.load_model(ctx)
     assert "int8 convolutions saturate (no VNNI" in caplog.text and "slim_int8.pt" in caplog.text
     assert meta["precision"] == "int8"  # a warning, not a refusal: the error stays within 0.1 dB

@@ -11,14 +11,16 @@ import pytest
 
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
-# A worker as a backend starts it: the UDF text first, then 64 MB tensors made, filled and freed
-# four times (what every layer of the net does with its activations); prints the page faults.
+# A worker as a backend starts it: the UDF text, which imports the engine (s2sr.engine) before
+# anything imports torch, then 64 MB tensors made, filled and freed four times (what every layer
+# of the net does with its activations); prints the page faults.
 WORKER = """
 import json, os, resource, sys
 from openeo.udf.run_code import load_module_from_string
 from s2sr.udf import udf_source
 assert "torch" not in sys.modules
-load_module_from_string(udf_source())
+load_module_from_string(udf_source())["_engine"]()
+assert "torch" not in sys.modules
 import torch
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(4):

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from s2sr import engine
+from s2sr_testing import patch_engine
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,12 +49,12 @@ def _export(tmp_path: Path, name: str, cfg, padding: str = "zeros", seed: int = 
 def test_backbone_converts_to_the_same_function(udf_module, tmp_path, arch, cfg_changes, padding, hard_constraint):
     base = ARCHITECTURES["carn_3x3x64g4sw"]
     path = _export(tmp_path, arch, replace(base, **cfg_changes), padding, hard_constraint=hard_constraint)
-    ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "precision": "fp32", "threads": 1})
-    torch_model, _, _ = udf_module["load_model"]({"weights": str(path), "runtime": "torch", "precision": "fp32"})
+    ncnn_model, meta, _ = engine.load_model({"weights": str(path), "runtime": "ncnn", "precision": "fp32", "threads": 1})
+    torch_model, _, _ = engine.load_model({"weights": str(path), "runtime": "torch", "precision": "fp32"})
     assert type(ncnn_model).__name__ == "NcnnModel"
     # unpadded convs where the weights pad inside their convs (zeros); reflection-padded ones pad
     assert (ncnn_model.shrink > 0) == (padding == "zeros") and ncnn_model.shrink <= 2 * meta["margin"]
-    x = udf_module["_texture"](meta, "cpu", 40 + 2 * meta["margin"])
+    x = engine.texture(meta, "cpu", 40 + 2 * meta["margin"])
     with torch.inference_mode():
         a, b = ncnn_model(x), torch_model(x.contiguous(memory_format=torch.channels_last))
     n = 2 * x.shape[-1]
@@ -65,10 +68,10 @@ def test_backbone_converts_to_the_same_function(udf_module, tmp_path, arch, cfg_
 def test_unpadded_network_leaves_the_bicubic_skip_outside(udf_module, slim_weights):
     """Nearer the window's edge than the receptive field (the overlap the UDF or the backend
     crops) the unpadded network computes nothing: the output there is the bicubic skip."""
-    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
+    model, meta, _ = engine.load_model({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
     s = model.shrink
     assert s > 0
-    x = udf_module["_texture"](meta, "cpu", 50)
+    x = engine.texture(meta, "cpu", 50)
     with torch.inference_mode():
         z = model.module.normalize(x)
         skip = model.module.denormalize(torch.nn.functional.interpolate(z, scale_factor=2.0, mode="bicubic", align_corners=False))
@@ -77,7 +80,7 @@ def test_unpadded_network_leaves_the_bicubic_skip_outside(udf_module, slim_weigh
     ring[..., s:-s, s:-s] = False
     assert float((y - skip)[ring].abs().max()) < 1e-2  # float rounding of the same skip, in DN
     assert float((y - skip)[~ring].abs().max()) > 1.0  # the network did compute inside
-    tiny = udf_module["_texture"](meta, "cpu", s // 2)  # no pixel with its receptive field inside
+    tiny = engine.texture(meta, "cpu", s // 2)  # no pixel with its receptive field inside
     with torch.inference_mode():
         assert torch.isfinite(model(tiny)).all()
 
@@ -110,12 +113,12 @@ def test_ncnn_chunking_is_seam_free(udf_code, slim_weights, slim_margin, cube, s
 
 def test_row_strips_give_the_whole_window_result(udf_module, slim_weights, monkeypatch):
     """Large windows run in row strips with the margin as context: the same result, strips or not."""
-    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
-    x = udf_module["_texture"](meta, "cpu", 130)
+    model, meta, _ = engine.load_model({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
+    x = engine.texture(meta, "cpu", 130)
     with torch.inference_mode():
         whole = model(x)
-        monkeypatch.setitem(udf_module, "NCNN_STRIP_PIXELS", 130 * 72)  # 130 x 72 px per call: 3 strips
-        assert len(udf_module["strips"](130, 130, meta["margin"])) == 3
+        patch_engine(monkeypatch, "NCNN_STRIP_PIXELS", 130 * 72)  # 130 x 72 px per call: 3 strips
+        assert len(engine.ncnn_runtime.strips(130, 130, meta["margin"])) == 3
         strips = model(x)
     assert float((strips - whole).abs().max()) / 10000.0 <= TOL_REFLECTANCE
 
@@ -123,8 +126,8 @@ def test_row_strips_give_the_whole_window_result(udf_module, slim_weights, monke
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(h=st.integers(1, 1200), w=st.integers(1, 1200), margin=st.integers(0, 40), limit=st.integers(1, 400_000))
 def test_strips_tile_the_rows_with_their_margins(udf_module, monkeypatch, h, w, margin, limit):
-    monkeypatch.setitem(udf_module, "NCNN_STRIP_PIXELS", limit)
-    parts = udf_module["strips"](h, w, margin)
+    patch_engine(monkeypatch, "NCNN_STRIP_PIXELS", limit)
+    parts = engine.ncnn_runtime.strips(h, w, margin)
     assert parts[0][2] == 0 and parts[-1][3] == h
     assert all(a[3] == b[2] for a, b in zip(parts, parts[1:]))  # kept rows tile [0, h) once
     assert len({stop - start for start, stop, _, _ in parts}) == 1  # one height: the pools fit every strip
@@ -138,19 +141,19 @@ def test_strips_tile_the_rows_with_their_margins(udf_module, monkeypatch, h, w, 
 def test_runtime_errors_are_clear(udf_module, slim_weights):
     path = Path(slim_weights).resolve()
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
-        udf_module["_check_context"]({"runtime": "tensorrt"})
+        engine.check_context({"runtime": "tensorrt"})
     with pytest.raises(ValueError, match="precision 'fp32', 'bf16' or 'int8_dynamic' only"):
-        udf_module["choose_path"](path, "int8", "cpu", "ncnn")
+        engine.choose_path(path, "int8", "cpu", "ncnn")
     with pytest.raises(ValueError, match="CPU only"):
-        udf_module["choose_path"](path, "fp32", "cuda", "ncnn")
+        engine.choose_path(path, "fp32", "cuda", "ncnn")
 
 
 def test_without_ncnn_auto_runs_torch_and_forcing_it_says_why(udf_module, slim_weights, monkeypatch):
-    monkeypatch.setitem(udf_module, "ncnn_available", lambda: False)
+    patch_engine(monkeypatch, "ncnn_available", lambda: False)
     path = Path(slim_weights).resolve()
-    assert udf_module["choose_path"](path, "fp32", "cpu", "auto")[1:] == ("fp32", "torch")
+    assert engine.choose_path(path, "fp32", "cpu", "auto")[1:] == ("fp32", "torch")
     with pytest.raises(ValueError, match="pip install ncnn"):
-        udf_module["choose_path"](path, "fp32", "cpu", "ncnn")
+        engine.choose_path(path, "fp32", "cpu", "ncnn")
 
 
 @dataclass(frozen=True)
@@ -194,9 +197,9 @@ def test_concat_scalar_and_padding_convert(udf_module, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "receptive_field", lambda m: ReceptiveField(2, 5, 3, 2))  # no rule for a test net
     path = tmp_path / "densecat.pt"
     export(model, "carn_1x3x4g4sw", path, {"trained": False})
-    ncnn_model, meta, _ = udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "precision": "fp32"})
-    torch_model, _, _ = udf_module["load_model"]({"weights": str(path), "runtime": "torch", "precision": "fp32"})
-    x = udf_module["_texture"](meta, "cpu", 24)
+    ncnn_model, meta, _ = engine.load_model({"weights": str(path), "runtime": "ncnn", "precision": "fp32"})
+    torch_model, _, _ = engine.load_model({"weights": str(path), "runtime": "torch", "precision": "fp32"})
+    x = engine.texture(meta, "cpu", 24)
     with torch.inference_mode():
         assert float((ncnn_model(x) - torch_model(x)).abs().max()) / 10000.0 <= TOL_REFLECTANCE
 
@@ -209,63 +212,75 @@ def test_unconvertible_backbone_falls_back_or_fails_clearly(udf_module, tmp_path
     path = tmp_path / "esrgan.pt"
     export(model, "esrgan_3x64x32", path, {"trained": False})
     with pytest.raises(ValueError, match="runtime 'ncnn' cannot run esrgan.pt: operation prim::"):
-        udf_module["load_model"]({"weights": str(path), "runtime": "ncnn", "precision": "fp32"})
-    with caplog.at_level("WARNING", logger="s2sr.udf"):
-        module, _, _ = udf_module["load_model"]({"weights": str(path), "precision": "fp32"})
+        engine.load_model({"weights": str(path), "runtime": "ncnn", "precision": "fp32"})
+    with caplog.at_level("WARNING", logger="s2sr.engine"):
+        module, _, _ = engine.load_model({"weights": str(path), "precision": "fp32"})
     assert type(module).__name__ != "NcnnModel" and "cannot run esrgan.pt" in caplog.text
 
 
 def test_a_wrong_conversion_is_refused(udf_module, slim_weights, monkeypatch):
     """The load-time check compares the ncnn network with TorchScript on a texture."""
-    real = udf_module["_ncnn_ops"]
+    real = engine.ncnn_runtime._ncnn_ops
 
     def off_by_one_slope(graph, *options):  # a converter bug: the LeakyReLUs fused into the convs dropped
         return [(t, n, i, o, p.replace(" 9=2 -23310=1,", " 9=0 -23310=1,"), b) for t, n, i, o, p, b in real(graph, *options)]
 
-    monkeypatch.setitem(udf_module, "_ncnn_ops", off_by_one_slope)
-    udf_module["_load_ncnn"].cache_clear()
+    patch_engine(monkeypatch, "_ncnn_ops", off_by_one_slope)
+    engine.ncnn_runtime.load_ncnn.cache_clear()
     try:
         with pytest.raises(ValueError, match="runtime 'ncnn' is off by"):
-            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32", "threads": 3})
+            engine.load_model({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32", "threads": 3})
     finally:
-        udf_module["_load_ncnn"].cache_clear()
+        engine.ncnn_runtime.load_ncnn.cache_clear()
 
 
-def test_auto_picks_a_float32_runtime_by_timing(udf_module, slim_weights, caplog):
-    udf_module["_auto_precision"].cache_clear()
-    with caplog.at_level("INFO", logger="s2sr.udf"):
-        _, precision, runtime = udf_module["choose_path"](Path(slim_weights).resolve(), "fp32", "cpu", "auto")
+def test_auto_runtime_times_fp32_on_torch_against_ncnn(fresh_decisions, slim_weights):
+    """fp32 with runtime auto: the two runtimes compute the same function within 1e-5, so the
+    faster one is taken by a timing (once per worker: the decision is recorded)."""
+    _, precision, runtime = engine.choose_path(Path(slim_weights).resolve(), "fp32", "cpu", "auto")
     assert (precision, runtime) in (("fp32", "torch"), ("fp32", "ncnn"))
-    assert "fp32/torch" in caplog.text and "fp32/ncnn" in caplog.text  # both were timed
+    (record,) = fresh_decisions.decisions()
+    assert "fp32 timed" in record["reason"] and "torch" in record["reason"] and "ncnn" in record["reason"]
 
 
-def test_auto_times_unpadded_ncnn_on_a_window_of_the_same_work(udf_module, slim_weights, monkeypatch):
+def test_auto_times_unpadded_ncnn_on_a_window_of_the_same_work(fresh_decisions, slim_weights, monkeypatch):
     """An unpadded network computes shrinking layers: timed on the same small window as a padded
     one it would look faster than it is on a real window, so it gets the margin it drops."""
     sizes = {}
-    real_min_time = udf_module["min_time"]
+    real_min_time = engine.min_time
 
     def record(module, x, runs=2):
         sizes[type(module).__name__] = x.shape[-1]
         return real_min_time(module, x, runs=1)
 
-    monkeypatch.setitem(udf_module, "min_time", record)
-    udf_module["_auto_precision"].cache_clear()
-    try:
-        udf_module["choose_path"](Path(slim_weights).resolve(), "fp32", "cpu", "auto")
-    finally:
-        udf_module["_auto_precision"].cache_clear()
-    model, _, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
+    patch_engine(monkeypatch, "min_time", record)
+    engine.choose_path(Path(slim_weights).resolve(), "fp32", "cpu", "auto")
+    model, _, _ = engine.load_model({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
     torch_size = [n for name, n in sizes.items() if name != "NcnnModel"]
     assert model.shrink == 41 and torch_size == [128] and sizes["NcnnModel"] == 128 + 2 * 11
+
+
+@pytest.mark.parametrize("precision, has_ncnn, expected", [
+    ("int8_dynamic", True, "ncnn"),  # per-pixel scales: no chunking effect
+    ("int8_dynamic", False, "torch"),
+    ("bf16", True, "torch"),
+    ("fp32", False, "torch"),
+])
+def test_an_asked_precision_gets_its_runtime_by_rule(fresh_decisions, slim_weights, monkeypatch, precision, has_ncnn, expected):
+    """Only fp32's runtime is timed: the others' runtimes compute different roundings, which
+    workers that timed differently would mix."""
+    patch_engine(monkeypatch, "ncnn_available", lambda: has_ncnn)
+    patch_engine(monkeypatch, "load", lambda *args: None)
+    patch_engine(monkeypatch, "min_time", lambda *args: pytest.fail("timed"))
+    assert engine.choose_path(Path(slim_weights).resolve(), precision, "cpu", "auto")[1:] == (precision, expected)
 
 
 def test_concurrent_windows_share_one_network(udf_module, slim_weights):
     """The local engine runs windows on threads: one cached ncnn network, one extractor per call."""
     import threading
 
-    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
-    inputs = [udf_module["_texture"](meta, "cpu", 48) * (1 + 0.1 * i) for i in range(4)]
+    model, meta, _ = engine.load_model({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
+    inputs = [engine.texture(meta, "cpu", 48) * (1 + 0.1 * i) for i in range(4)]
     with torch.inference_mode():
         alone = [model(x) for x in inputs]
     together = [None] * len(inputs)
@@ -285,7 +300,7 @@ def test_concurrent_windows_share_one_network(udf_module, slim_weights):
 
 def test_bf16_on_ncnn_close_to_fp32_with_identical_nodata(udf_code, udf_module, slim_weights, cube):
     ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"}
-    model, _, _ = udf_module["load_model"]({**ctx, "precision": "bf16"})
+    model, _, _ = engine.load_model({**ctx, "precision": "bf16"})
     assert type(model).__name__ == "NcnnModel" and model.precision == "bf16"
     err = error_vs_fp32(udf_code, cube, ctx, "bf16")
     assert 0 < err < 0.01  # really bfloat16 (not the fp32 network), and a bounded error (reflectance)
@@ -301,13 +316,13 @@ def test_bf16_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim
 def test_a_broken_reduced_precision_network_is_refused(udf_module, slim_weights, monkeypatch, precision, bound):
     """bf16 and int8 ncnn networks are checked against TorchScript float32 too, each with its own
     bound (here tighter than bfloat16 or int8 can be)."""
-    monkeypatch.setitem(udf_module, "NCNN_REDUCED", {**udf_module["NCNN_REDUCED"], precision: bound})
-    udf_module["_load_ncnn"].cache_clear()
+    patch_engine(monkeypatch, "NCNN_REDUCED", {**engine.ncnn_runtime.NCNN_REDUCED, precision: bound})
+    engine.ncnn_runtime.load_ncnn.cache_clear()
     try:
         with pytest.raises(ValueError, match=f"runtime 'ncnn' in {precision} is off by"):
-            udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": precision, "threads": 3})
+            engine.load_model({"weights": str(slim_weights), "runtime": "ncnn", "precision": precision, "threads": 3})
     finally:
-        udf_module["_load_ncnn"].cache_clear()
+        engine.ncnn_runtime.load_ncnn.cache_clear()
 
 
 def _run_network(network, x: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -353,7 +368,7 @@ def test_pointwise_convs_are_products_on_views_of_the_tensor(udf_module):
     """A 1 x 1 conv runs as ncnn's Gemm between two reshapes that share the tensor's memory:
     the Convolution layer's function, in float32; one with an activation fused stays a conv."""
     module, conv = _pointwise()
-    network = udf_module["ncnn_network"](module)
+    network = engine.ncnn_network(module)
     assert "Gemm " in network.param and "Convolution " not in network.param
     x = np.random.default_rng(0).standard_normal((24, 7, 9)).astype(np.float32)
     with torch.no_grad():
@@ -361,7 +376,7 @@ def test_pointwise_convs_are_products_on_views_of_the_tensor(udf_module):
     got = _run_network(network, x)
     assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
     relu, _ = _pointwise(relu=True)
-    assert "Gemm " not in udf_module["ncnn_network"](relu).param
+    assert "Gemm " not in engine.ncnn_network(relu).param
 
 
 def test_int8_pointwise_products_scale_each_pixel_by_itself(udf_module):
@@ -370,7 +385,7 @@ def test_int8_pointwise_products_scale_each_pixel_by_itself(udf_module):
     rounding), and a pixel 1000x brighter than the rest is not clipped, nor does it coarsen
     its neighbours."""
     module, conv = _pointwise()
-    network = udf_module["ncnn_network"](module, int8_pointwise=True)
+    network = engine.ncnn_network(module, int8_pointwise=True)
     assert " 18=2" in network.param
     x = np.random.default_rng(1).standard_normal((24, 7, 9)).astype(np.float32)
     got, want = _run_network(network, x), _per_pixel_int8(conv, x)
@@ -395,7 +410,7 @@ def test_int8_pointwise_products_scale_each_pixel_by_itself(udf_module):
 
 def test_int8_on_ncnn_close_to_fp32_with_identical_nodata(udf_code, udf_module, slim_weights, cube):
     ctx = {"weights": str(slim_weights), "runtime": "ncnn"}
-    model, _, _ = udf_module["load_model"]({**ctx, "precision": "int8_dynamic"})
+    model, _, _ = engine.load_model({**ctx, "precision": "int8_dynamic"})
     assert type(model).__name__ == "NcnnModel" and model.precision == "int8_dynamic"
     err = error_vs_fp32(udf_code, cube, ctx, "int8_dynamic")
     assert 0 < err < 0.01  # really int8 (not the fp32 network), and a bounded error (reflectance)
@@ -409,50 +424,9 @@ def test_int8_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim
     assert seams <= own_error
 
 
-@pytest.mark.parametrize("speedup, precision, runtime, offered", [
-    (0.13, "auto", "auto", (("fp32", "torch"), ("fp32", "ncnn"), ("int8_dynamic", "ncnn"))),
-    (2.0, "auto", "auto", (("fp32", "torch"), ("fp32", "ncnn"), ("bf16", "torch"), ("bf16", "ncnn"), ("int8_dynamic", "ncnn"))),
-    (2.0, "auto", "ncnn", (("fp32", "ncnn"), ("bf16", "ncnn"), ("int8_dynamic", "ncnn"))),
-    (0.13, "auto", "torch", (("fp32", "torch"),)),  # torch's int8 is never offered: its scales follow the window
-    (0.13, "int8_dynamic", "auto", (("int8_dynamic", "torch"), ("int8_dynamic", "ncnn"))),  # asked: the faster runtime
-])
-def test_auto_offers_bf16_where_the_cpu_has_it_and_int8_on_ncnn(udf_module, slim_weights, monkeypatch, speedup, precision, runtime, offered):
-    seen = {"offered": offered[:1]}  # one candidate: nothing to time
-
-    def fake_auto(candidates, device, threads):
-        seen["offered"] = tuple(c[:2] for c in candidates)
-        return candidates[0][:2]
-
-    monkeypatch.setitem(udf_module, "bf16_conv_speedup", lambda threads: speedup)
-    monkeypatch.setitem(udf_module, "_auto_precision", fake_auto)
-    assert udf_module["choose_path"](Path(slim_weights).resolve(), precision, "cpu", runtime)[1:] == offered[0]
-    assert seen["offered"] == offered
-
-
-@pytest.mark.parametrize("times, expected", [
-    ({("fp32", "torch"): 1.0, ("fp32", "ncnn"): 0.8, ("bf16", "ncnn"): 0.75}, ("fp32", "ncnn")),  # bf16 < 1.1x: fp32
-    ({("fp32", "torch"): 1.0, ("fp32", "ncnn"): 0.8, ("bf16", "ncnn"): 0.7}, ("bf16", "ncnn")),
-    ({("bf16", "torch"): 9.0, ("bf16", "ncnn"): 0.9}, ("bf16", "ncnn")),  # bf16 asked: the faster runtime
-])
-def test_auto_keeps_reduced_precision_only_where_it_pays(udf_module, monkeypatch, times, expected):
-    class Timed:
-        def __init__(self, key):
-            self.key = key
-
-    monkeypatch.setitem(udf_module, "_load", lambda p, s, m, d, precision, runtime, t: (Timed((precision, runtime)), {}))
-    monkeypatch.setitem(udf_module, "_texture", lambda meta, device, n: torch.zeros(1, 1, 1, 1))
-    monkeypatch.setitem(udf_module, "min_time", lambda module, x: times[module.key])
-    candidates = tuple((p, r, f"/nowhere/{sorted(times.items())}", 1, 0.0) for p, r in times)
-    udf_module["_auto_precision"].cache_clear()
-    try:
-        assert udf_module["_auto_precision"](candidates, "cpu", 1) == expected
-    finally:
-        udf_module["_auto_precision"].cache_clear()
-
-
 def test_released_pools_give_the_same_result(udf_module, slim_weights):
-    model, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
-    x = udf_module["_texture"](meta, "cpu", 40)
+    model, meta, _ = engine.load_model({"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"})
+    x = engine.texture(meta, "cpu", 40)
     with torch.inference_mode():
         before = model(x)
         model.release()
@@ -462,14 +436,14 @@ def test_released_pools_give_the_same_result(udf_module, slim_weights):
 def test_grouped_convs_split_per_group_are_the_same_function(udf_module, slim_weights):
     """bf16 networks run each group's conv as its own layer (ncnn's grouped conv has no bf16
     kernels): in float32 the split network must equal TorchScript as the grouped one does."""
-    module, meta = udf_module["_load_torchscript"](str(Path(slim_weights).resolve()), *udf_module["_stat"](Path(slim_weights).resolve()), "cpu")
-    network = udf_module["ncnn_network"](module.backbone, split_groups=True)
+    module, meta = engine.torch_runtime.load_torchscript(str(Path(slim_weights).resolve()), *engine.stat_key(Path(slim_weights).resolve()), "cpu")
+    network = engine.ncnn_network(module.backbone, split_groups=True)
     # 9 units of two grouped convs, 4 groups: the second reads the first's groups as they are,
     # so one set of crops (the unit's input) and one concatenation (for its 1 x 1 conv) per unit
     assert "ConvolutionDepthWise" not in network.param
     assert (network.param.count("\nCrop "), network.param.count("\nConcat ")) == (9 * 4, 9)
-    split = udf_module["NcnnModel"](module, network, meta, 1)
-    x = udf_module["_texture"](meta, "cpu", 40)
+    split = engine.NcnnModel(module, network, meta, 1)
+    x = engine.texture(meta, "cpu", 40)
     with torch.inference_mode():
         assert float((split(x) - module(x)).abs().max()) / 10000.0 <= TOL_REFLECTANCE
 
@@ -480,16 +454,16 @@ def test_split_groups_stay_apart_only_where_nothing_reads_them_whole(udf_module)
     groups, the network keeps it."""
     w = torch.randn(8, 2, 3, 3)
     params = "0=8 1=3 11=3 2=1 12=1 3=1 13=1 4=1 14=1 5=0 6=144 7=4"
-    first = udf_module["_conv_per_group"]("g1", "x", "a", w, None, 4, params)
-    second = udf_module["_conv_per_group"]("g2", "a", "b", w, None, 4, params)
-    ops = udf_module["_keep_groups_apart"](first + second, "b")
+    first = engine.ncnn_runtime._conv_per_group("g1", "x", "a", w, None, 4, params)
+    second = engine.ncnn_runtime._conv_per_group("g2", "a", "b", w, None, 4, params)
+    ops = engine.ncnn_runtime._keep_groups_apart(first + second, "b")
     assert [op[0] for op in ops].count("Crop") == 4 and [op[0] for op in ops].count("Concat") == 1
     g2 = [op for op in ops if op[1].startswith("g2_g")]
     assert [op[2] for op in g2] == [[("g1", "conv", k)] for k in range(4)]
     whole = ("BinaryOp", "sum", ["a", "b"], "c", "0=0", b"")  # a read whole too: unchanged
-    assert udf_module["_keep_groups_apart"](first + second + [whole], "c") == first + second + [whole]
-    other = udf_module["_conv_per_group"]("g3", "a", "b", torch.randn(8, 4, 3, 3), None, 2, params.replace("7=4", "7=2"))
-    assert udf_module["_keep_groups_apart"](first + other, "b") == first + other  # 2 groups across the 4
+    assert engine.ncnn_runtime._keep_groups_apart(first + second + [whole], "c") == first + second + [whole]
+    other = engine.ncnn_runtime._conv_per_group("g3", "a", "b", torch.randn(8, 4, 3, 3), None, 2, params.replace("7=4", "7=2"))
+    assert engine.ncnn_runtime._keep_groups_apart(first + other, "b") == first + other  # 2 groups across the 4
 
 
 def test_sums_are_reassociated_so_that_a_units_input_dies_early(udf_module):
@@ -499,11 +473,11 @@ def test_sums_are_reassociated_so_that_a_units_input_dies_early(udf_module):
     inner = ("BinaryOp", "op2", ["c", "d"], "t", "0=0", b"")
     outer = ("BinaryOp", "op3", ["a", "t"], "out", "0=0", b"")
     produced = [("Input", "op0", [], "a", "", b""), ("Input", "opc", [], "c", "", b"")]
-    ops = udf_module["_reassociate_sums"](produced + [conv, inner, outer], "out")
+    ops = engine.ncnn_runtime._reassociate_sums(produced + [conv, inner, outer], "out")
     assert [(op[1], op[2], op[3]) for op in ops[2:]] == [("op1", ["x"], "d"), ("op2", ["a", "c"], "t"), ("op3", ["t", "d"], "out")]
     reader = ("BinaryOp", "op4", ["t", "a"], "more", "0=0", b"")  # t read twice: unchanged
     kept = produced + [conv, inner, outer, reader]
-    assert udf_module["_reassociate_sums"](kept, "more") == kept
+    assert engine.ncnn_runtime._reassociate_sums(kept, "more") == kept
     chained = ("BinaryOp", "op5", ["c", "out"], "top", "0=0", b"")  # its inner sum was rewritten: left alone
-    ops = udf_module["_reassociate_sums"](produced + [conv, inner, outer, chained], "top")
+    ops = engine.ncnn_runtime._reassociate_sums(produced + [conv, inner, outer, chained], "top")
     assert [(op[1], op[2]) for op in ops[3:]] == [("op2", ["a", "c"]), ("op3", ["t", "d"]), ("op5", ["c", "out"])]

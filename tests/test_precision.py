@@ -21,18 +21,121 @@ def test_bf16_chunking_within_its_own_error(udf_code, slim_weights, slim_margin,
     assert seams <= own_error + 1e-3
 
 
-def test_auto_picks_a_supported_precision(udf_module, slim_weights):
-    import torch
+ZEN3 = {"machine": "x86_64", "vendor": "AuthenticAMD", "family": 25, "model": 1, "name": "AMD EPYC", "flags": ["avx2", "fma"]}
+ZEN4 = {**ZEN3, "model": 17, "flags": ["avx2", "avx512_bf16", "avx512_vnni", "avx512f", "fma"]}
+XEON = {**ZEN3, "vendor": "GenuineIntel", "family": 6, "model": 143, "name": "Intel Xeon", "flags": ZEN4["flags"]}
 
+
+@pytest.mark.parametrize("cpu, expected", [
+    (ZEN3, ("int8_dynamic", "ncnn")),  # benchmarked: docs/benchmarks.json
+    (ZEN4, ("bf16", "torch")),  # benchmarked: docs/benchmarks_zen4.json
+])
+def test_auto_precision_follows_the_benchmarked_cpu_table(fresh_decisions, slim_weights, monkeypatch, cpu, expected):
     from pathlib import Path
 
-    _, precision, runtime = udf_module["choose_path"](Path(slim_weights).resolve(), "auto", "cpu")
-    assert precision in ("fp32", "bf16")  # int8 is never picked by auto
-    assert runtime == "torch" or (precision, runtime) == ("fp32", "ncnn")
-    module, meta, device = udf_module["load_model"]({"weights": str(slim_weights), "precision": "auto"})
-    x = torch.full((1, len(meta["bands"]), 16, 16), 1000.0)
-    with torch.inference_mode():
-        assert module(x).dtype == torch.float32  # radiometry in float32 on every path
+    if expected[1] == "ncnn" and not fresh_decisions.ncnn_available():
+        pytest.skip("needs the ncnn package")
+    monkeypatch.setattr(fresh_decisions, "cpu_signature", lambda: cpu)
+    loaded = []
+    monkeypatch.setattr(fresh_decisions, "load", lambda *args: loaded.append(args[4:6]))  # no model needed to decide
+    assert fresh_decisions.choose_path(Path(slim_weights).resolve(), "auto", "cpu")[1:] == expected
+    assert loaded == [expected]  # the choice is checked by loading it once
+    (record,) = fresh_decisions.decisions()
+    assert record["key"]["cpu"] == cpu and "auto_choices.json" in record["reason"]
+
+
+def test_an_unlisted_cpu_runs_fp32_and_times_only_fp32_runtimes(fresh_decisions, slim_weights, monkeypatch):
+    """No reduced precision without a benchmark of the CPU model: fp32, on torch or ncnn (the same
+    function within 1e-5, so workers that time differently make no seam)."""
+    from pathlib import Path
+
+    monkeypatch.setattr(fresh_decisions, "cpu_signature", lambda: XEON)
+    path, precision, runtime = fresh_decisions.choose_path(Path(slim_weights).resolve(), "auto", "cpu")
+    assert precision == "fp32" and runtime in ("torch", "ncnn")
+    (record,) = fresh_decisions.decisions()
+    assert "not in auto_choices.json" in record["reason"]
+    assert ("fp32 timed" in record["reason"]) == fresh_decisions.ncnn_available()
+
+
+def test_the_decision_is_made_once_and_read_back_by_other_processes(fresh_decisions, slim_weights, monkeypatch):
+    """The decision file: a later process (here: this one with its memory cleared) reads the
+    decision instead of deciding again; a file for another key or a broken one is not used."""
+    import json
+    from pathlib import Path
+
+    path = Path(slim_weights).resolve()
+    monkeypatch.setattr(fresh_decisions, "cpu_signature", lambda: XEON)
+    first = fresh_decisions.choose_path(path, "auto", "cpu", "torch")
+    (record,) = fresh_decisions.decisions()
+    file = Path(record["file"])
+    assert json.loads(file.read_text())["precision"] == first[1]
+
+    def must_not_decide(*args):
+        raise AssertionError("decided again")
+
+    monkeypatch.setattr(fresh_decisions, "_DECISIONS", {})
+    monkeypatch.setattr(fresh_decisions, "_decide", must_not_decide)
+    assert fresh_decisions.choose_path(path, "auto", "cpu", "torch") == first
+    file.write_text("{broken")
+    monkeypatch.setattr(fresh_decisions, "_DECISIONS", {})
+    with pytest.raises(AssertionError, match="decided again"):
+        fresh_decisions.choose_path(path, "auto", "cpu", "torch")
+
+
+def test_a_table_choice_that_cannot_load_falls_back_to_fp32(fresh_decisions, slim_weights, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setattr(fresh_decisions, "cpu_signature", lambda: ZEN4)
+
+    def load(path, size, mtime, device, precision, runtime, threads):
+        if precision == "bf16":
+            raise ValueError("no bf16 here")
+
+    monkeypatch.setattr(fresh_decisions, "load", load)
+    assert fresh_decisions.choose_path(Path(slim_weights).resolve(), "auto", "cpu", "torch")[1:] == ("fp32", "torch")
+
+
+def test_table_matching():
+    from s2sr.engine.precision import table_choice
+
+    assert table_choice(ZEN3)["name"] == "AMD Zen 3"
+    assert table_choice(ZEN4)["name"] == "AMD Zen 4"
+    assert table_choice({**ZEN4, "family": 26})["name"] == "AMD Zen 5"
+    assert table_choice(XEON) is None
+    assert table_choice({**ZEN3, "flags": []}) is None  # family 25 without AVX2: not what was measured
+
+
+def test_cpu_signature_reads_this_machine():
+    from s2sr.engine.precision import cpu_signature
+
+    cpu = cpu_signature()
+    assert cpu["vendor"] and isinstance(cpu["family"], int) and isinstance(cpu["flags"], list)
+
+
+def test_on_a_gpu_auto_is_bf16_where_it_has_bf16(fresh_decisions, slim_weights, monkeypatch):
+    """A GPU (no GPU needed to choose): bf16 where the GPU has bf16 tensor cores, fp32 elsewhere;
+    a forced precision is taken as it is; forward passes run cuDNN without TensorFloat-32."""
+    import contextlib
+    from pathlib import Path
+
+    import torch
+
+    from s2sr import engine
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(fresh_decisions, "load", lambda *args: None)
+    path = Path(slim_weights).resolve()
+    assert engine.choose_path(path, "auto", "cuda")[1:] == ("bf16", "torch")
+    assert engine.choose_path(path, "fp32", "cuda")[1:] == ("fp32", "torch")
+    assert engine.choose_path(path, "bf16", "cuda", "torch")[1:] == ("bf16", "torch")
+    with pytest.raises(ValueError, match="CPU only"):
+        engine.choose_path(path, "fp32", "cuda", "ncnn")
+    assert isinstance(engine.gpu_flags("cpu"), contextlib.nullcontext)
+    before = torch.backends.cudnn.allow_tf32
+    with engine.gpu_flags("cuda"):  # cuDNN's flags are process settings: they can be read without a GPU
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.allow_tf32 == before
 
 
 def test_bf16_refuses_weights_without_the_cast(udf_module, tmp_path, slim_weights):
@@ -41,7 +144,7 @@ def test_bf16_refuses_weights_without_the_cast(udf_module, tmp_path, slim_weight
     import torch
 
     from s2sr.training.export import script
-    from s2sr.udf import s2sr_udf
+    from s2sr import engine
 
     class Old(torch.nn.Module):  # the pre-bf16 layout: no backbone.compute_dtype
         def __init__(self, inner):
@@ -51,68 +154,9 @@ def test_bf16_refuses_weights_without_the_cast(udf_module, tmp_path, slim_weight
         def forward(self, x):
             return self.inner(x)
 
-    meta = s2sr_udf.read_metadata(slim_weights)
+    meta = engine.read_metadata(slim_weights)
     model = Old(torch.jit.load(str(slim_weights)))
     path = tmp_path / "old.pt"
-    torch.jit.save(script(model), str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta)})
+    torch.jit.save(script(model), str(path), _extra_files={engine.METADATA_FILE: json.dumps(meta)})
     with pytest.raises(ValueError, match="predates the bf16 path"):
-        udf_module["load_model"]({"weights": str(path), "precision": "bf16"})
-
-
-@pytest.mark.parametrize("speedup, offered", [(0.13, None), (2.0, (("fp32", "torch"), ("bf16", "torch")))])
-def test_auto_screens_out_emulated_bf16(slim_weights, monkeypatch, speedup, offered):
-    """Where one bf16 conv runs slower than FP32 (torch emulating bf16), auto does not load and
-    time a whole bf16 model."""
-    from pathlib import Path
-
-    from s2sr.udf import s2sr_udf
-
-    seen = {}
-
-    def fake_auto(candidates, device, threads):
-        seen["offered"] = tuple(c[:2] for c in candidates)
-        return "fp32", "torch"
-
-    monkeypatch.setattr(s2sr_udf, "bf16_conv_speedup", lambda threads: speedup)
-    monkeypatch.setattr(s2sr_udf, "_auto_precision", fake_auto)
-    # runtime torch: the bf16 screen alone (tests/test_ncnn.py covers the ncnn candidate)
-    assert s2sr_udf.choose_path(Path(slim_weights).resolve(), "auto", "cpu", "torch")[1:] == ("fp32", "torch")
-    assert seen.get("offered") == offered  # None: fp32 alone, nothing to time
-
-
-def test_bf16_conv_screen_measures_a_positive_ratio():
-    from s2sr.udf import s2sr_udf
-
-    assert s2sr_udf.bf16_conv_speedup(1) > 0
-
-
-def test_on_a_gpu_auto_times_fp32_against_bf16(slim_weights, monkeypatch):
-    """A GPU (no GPU needed to choose): auto offers bf16 beside fp32 (tensor cores), a forced
-    precision is taken as it is, and forward passes run cuDNN without TensorFloat-32."""
-    import contextlib
-    from pathlib import Path
-
-    from s2sr.udf import s2sr_udf
-
-    seen = {}
-
-    def fake_auto(candidates, device, threads):
-        seen["offered"], seen["device"] = tuple(c[:2] for c in candidates), device
-        return "bf16", "torch"
-
-    monkeypatch.setattr(s2sr_udf, "_auto_precision", fake_auto)
-    path = Path(slim_weights).resolve()
-    assert s2sr_udf.choose_path(path, "auto", "cuda")[1:] == ("bf16", "torch")
-    assert seen == {"offered": (("fp32", "torch"), ("bf16", "torch")), "device": "cuda"}
-    seen.clear()
-    assert s2sr_udf.choose_path(path, "fp32", "cuda")[1:] == ("fp32", "torch") and not seen
-    assert s2sr_udf.choose_path(path, "bf16", "cuda")[1:] == ("bf16", "torch") and not seen
-    with pytest.raises(ValueError, match="CPU only"):
-        s2sr_udf.choose_path(path, "fp32", "cuda", "ncnn")
-    assert isinstance(s2sr_udf.gpu_flags("cpu"), contextlib.nullcontext)
-    import torch
-
-    before = torch.backends.cudnn.allow_tf32
-    with s2sr_udf.gpu_flags("cuda"):  # cuDNN's flags are process settings: they can be read without a GPU
-        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cudnn.benchmark is True
-    assert torch.backends.cudnn.allow_tf32 == before
+        engine.load_model({"weights": str(path), "precision": "bf16"})

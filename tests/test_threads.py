@@ -3,6 +3,9 @@
 import os
 
 import pytest
+
+from s2sr import engine
+from s2sr_testing import patch_engine
 import torch
 
 
@@ -12,8 +15,8 @@ def cpus(udf_module, monkeypatch, tmp_path):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     v2, quota, period = tmp_path / "cpu.max", tmp_path / "cfs_quota_us", tmp_path / "cfs_period_us"
-    monkeypatch.setitem(udf_module, "CGROUP_CPU_MAX", v2)
-    monkeypatch.setitem(udf_module, "CGROUP_V1_QUOTA", (quota, period))
+    patch_engine(monkeypatch, "CGROUP_CPU_MAX", v2)
+    patch_engine(monkeypatch, "CGROUP_V1_QUOTA", (quota, period))
 
     def available(v2_text=None, v1=None, omp=None):
         for path in (v2, quota, period):
@@ -25,7 +28,7 @@ def cpus(udf_module, monkeypatch, tmp_path):
             period.write_text(f"{v1[1]}\n")
         if omp is not None:
             monkeypatch.setenv("OMP_NUM_THREADS", omp)
-        return udf_module["_available_cpus"]()
+        return engine.threads.available_cpus()
     return available
 
 
@@ -52,15 +55,14 @@ def test_spark_s_omp_num_threads_caps_the_threads(cpus):
         assert cpus(omp=junk) == 32  # not a positive count: ignored
 
 
-def test_the_context_s_threads_win(udf_module, cpus):
-    cpus(omp="1")
+def test_the_context_s_threads_win_up_to_the_cpus_available(udf_module, cpus):
+    cpus(omp="4")
     before = torch.get_num_threads()
     try:
-        udf_module["_set_threads"]({"threads": 2})
-        assert torch.get_num_threads() == 2
-        udf_module["_set_threads"]({})
-        assert torch.get_num_threads() == 1
-        with pytest.raises(ValueError, match="threads must be >= 1"):
-            udf_module["_set_threads"]({"threads": 0})
+        assert engine.threads.set_threads({"threads": 2}) == 2 and torch.get_num_threads() == 2
+        assert engine.threads.set_threads({}) == 4 and torch.get_num_threads() == 4
+        assert engine.threads.set_threads({"threads": 10_000}) == 4  # capped: more would fight for the CPUs
+        with pytest.raises(ValueError, match="threads' must be an integer >= 1"):
+            engine.threads.set_threads({"threads": 0})
     finally:
         torch.set_num_threads(before)

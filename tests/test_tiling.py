@@ -47,9 +47,10 @@ def test_default_weights_two_by_two_windows(udf_code):
     """The shipped model, a scene cut into 2 x 2 windows with the model's own margin: the FP32
     contract, and on the default path (``auto``, which may pick a reduced precision: int8 on
     ncnn, bf16) chunkings within that path's own error against FP32, no-data identical."""
-    from s2sr.udf import default_weights_path, s2sr_udf
+    from s2sr import engine
+    from s2sr.udf import default_weights_path
 
-    margin = s2sr_udf.read_metadata(default_weights_path())["margin"]
+    margin = engine.read_metadata(default_weights_path())["margin"]
     cube = make_cube(40, 36, seed=11)
     cube.values[0, 4, 18:23, 15:21] = np.nan
     fp32 = {"precision": "fp32"}

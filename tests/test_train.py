@@ -13,7 +13,7 @@ from s2sr.training.bands import BANDS
 from s2sr.training.train import (
     TrainConfig, Trainer, apply_overrides, config_from_dict, export_checkpoint, main, preset,
 )
-from s2sr.udf import s2sr_udf
+from s2sr import engine
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_checkpoint_exports_to_weights_the_udf_loads(tmp_path, wald_cache):
     trainer.fit(progress=False)
     meta = export_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "w.pt")
     assert meta["training"]["trained"] and meta["training"]["steps"] >= 1
-    module, loaded = s2sr_udf.load_model({"weights": str(tmp_path / "w.pt")})[:2]
+    module, loaded = engine.load_model({"weights": str(tmp_path / "w.pt")})[:2]
     assert loaded["architecture"] == "carn_1x3x64g4sw"
 
 
@@ -128,7 +128,7 @@ def test_cli_runs_two_steps(tmp_path, wald_cache, capsys):
     assert main(["--preset", "carn_1x3x64g4sw", "--out", str(tmp_path / "cli"), "--set", "steps=2", "--set", "batch_size=1",
                  "--set", "patch=8", "--set", f"data_cache={wald_cache}", "--set", "val_every=2",
                  "--export", str(tmp_path / "cli.pt")]) == 0
-    assert s2sr_udf.read_metadata(tmp_path / "cli.pt")["training"]["steps"] == 2
+    assert engine.read_metadata(tmp_path / "cli.pt")["training"]["steps"] == 2
 
 
 def test_warm_start_from_exported_weights(tmp_path, wald_cache):

@@ -3,20 +3,63 @@ coordinates, nodata, bands, dates."""
 
 import numpy as np
 import pytest
+
 import xarray
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openeo.metadata import CollectionMetadata
 
-from s2sr_testing import make_cube, run_jep, run_local
+from s2sr import engine
+from s2sr_testing import make_cube, patch_engine, run_jep, run_local
 
 
-def test_udf_file_is_self_contained(udf_code):
+def test_udf_is_a_thin_adapter_over_the_engine(udf_code):
+    """The UDF text imports only what every openEO worker has; the engine comes from the s2sr
+    package (the dependency archive or an install); no torch at the top, no __future__ import."""
     imports = [line.split()[1] for line in udf_code.splitlines() if line.startswith(("import ", "from "))]
     roots = {name.split(".")[0] for name in imports}
-    assert roots <= {"contextlib", "functools", "hashlib", "importlib", "json", "logging", "math", "os", "re", "zipfile",
-                     "pathlib", "typing", "numpy", "torch", "xarray", "openeo"}, roots
-    assert "from __future__" not in udf_code and "s2sr." not in "\n".join(imports)
+    assert roots <= {"os", "sys", "numpy", "xarray", "openeo"}, roots
+    assert "from __future__" not in udf_code
+    assert len(udf_code.splitlines()) <= 300
+
+
+def test_apply_metadata_needs_neither_torch_nor_the_weights(udf_code, tmp_path):
+    """In a fresh process, as a backend's executor runs it: the factor comes from the context,
+    the weights' metadata only cross-checks it where they are found; torch is not imported."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+code = open({str(tmp_path / "udf.py")!r}).read()
+from openeo.metadata import CollectionMetadata
+md = CollectionMetadata({{"cube:dimensions": {{"x": {{"type": "spatial", "axis": "x", "step": 10.0, "reference_system": 32631}},
+                                            "y": {{"type": "spatial", "axis": "y", "step": 10.0, "reference_system": 32631}},
+                                            "t": {{"type": "temporal"}}}}}})
+for context in ({{}}, {{"weights_dir": "/nonexistent", "model": "nowhere", "factor": 4}}):
+    scope = {{}}
+    exec(code, scope)
+    steps = [d.step for d in scope["apply_metadata"](md, context).spatial_dimensions]
+    print(steps)
+print("torch" in sys.modules)
+"""
+    (tmp_path / "udf.py").write_text(udf_code)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[5.0,", "5.0]", "[2.5,", "2.5]", "False"]
+
+
+def test_the_dependency_archive_folder_goes_on_sys_path(udf_code, tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "s2sr_deps").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    exec(udf_code, {})
+    scope = {}
+    exec(udf_code, scope)
+    scope["apply_metadata"].__globals__["_dependency_path"]()
+    assert sys.path[0] == str(tmp_path / "s2sr_deps") and sys.path.count(str(tmp_path / "s2sr_deps")) == 1
 
 
 def test_run_code_default_context(udf_code):
@@ -134,7 +177,7 @@ def test_nodata_value_and_int16_output(udf_code, udf_module, slim_weights):
 
 def test_int16_conversion_rounds_clips_and_marks_nodata(udf_module):
     out = np.array([1.4, 1.6, -2.5, 40000.0, -40000.0, np.nan, np.inf, -np.inf], dtype=np.float32)
-    assert udf_module["_to_int16"](out).tolist() == [1, 2, -2, 32767, -9999, -10000, -10000, -10000]
+    assert engine.to_int16(out).tolist() == [1, 2, -2, 32767, -9999, -10000, -10000, -10000]
 
 
 def test_one_pass_output_equals_the_cropped_paths_with_nodata(udf_module, slim_weights, slim_margin):
@@ -165,8 +208,8 @@ def test_valid_extent_holds_every_valid_pixels_receptive_field(udf_module, t, h,
     rng = np.random.default_rng(seed)
     valid = rng.random((t, 2, h, w)) < density
     valid[rng.integers(t), rng.integers(2), rng.integers(h), rng.integers(w)] = True  # one at least
-    rows, cols = udf_module["valid_extent"](valid, pad, margin)
-    n_min = udf_module["MIN_NET_SIZE"]
+    rows, cols = engine.valid_extent(valid, pad, margin)
+    n_min = engine.torch_runtime.MIN_NET_SIZE
     for span, axis, n in ((rows, (0, 1, 3), h), (cols, (0, 1, 2), w)):
         idx = np.flatnonzero(valid.any(axis=axis)) + pad
         assert 0 <= span.start < span.stop <= n + 2 * pad
@@ -186,7 +229,7 @@ def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_w
     cube.values[:, :, 30 + m:] = np.nan  # the scene ends below row 30 + m ...
     cube.values[:, :, :, :m + 12] = np.nan  # ... and starts at column m + 12
     cube.values[1, 3, 5, 20] = np.nan  # a hole inside
-    module, meta, _ = udf_module["load_model"]({"weights": str(slim_weights), "precision": "fp32", "runtime": "torch"})
+    module, meta, _ = engine.load_model({"weights": str(slim_weights), "precision": "fp32", "runtime": "torch"})
     shapes = []
 
     def recording(x):
@@ -195,11 +238,11 @@ def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_w
 
     values = cube.values.astype(np.float32)
     ctx = {"overlap": m, "batch": 2}
-    cropped = udf_module["superresolve"](values.copy(), recording, meta, ctx)
+    cropped = engine.superresolve(values.copy(), recording, meta, ctx)
     assert shapes == [(2, 10, 30 + 2 * m, 36 + 2 * m - 12)]  # the rows and columns the valid pixels need
     whole_extent = lambda valid, pad, margin: (slice(0, valid.shape[2] + 2 * pad), slice(0, valid.shape[3] + 2 * pad))  # noqa: E731
-    monkeypatch.setitem(udf_module, "valid_extent", whole_extent)
-    whole = udf_module["superresolve"](values.copy(), module, meta, ctx)
+    patch_engine(monkeypatch, "valid_extent", whole_extent)
+    whole = engine.superresolve(values.copy(), module, meta, ctx)
     assert np.array_equal(np.isnan(cropped), np.isnan(whole))
     assert np.array_equal(np.isnan(cropped), np.isnan(values).repeat(2, axis=-2).repeat(2, axis=-1))
     np.testing.assert_allclose(cropped, whole, rtol=0, atol=1e-5 * 10000)
@@ -213,7 +256,7 @@ def test_all_nodata_window_skips_the_network(udf_module):
 
     meta = {"factor": 2, "margin": 21, "bands": ["B%02d" % i for i in range(10)],
             "input_scaling": {"scale": 10000.0}, "normalization": {"mean": [0.1] * 10}}
-    out = udf_module["superresolve"](values, exploding, meta, {})
+    out = engine.superresolve(values, exploding, meta, {})
     assert out.shape == (1, 10, 24, 24) and np.isnan(out).all()
 
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from s2sr.deploy.udp import UDP_JSON, build_udp, load_udp_json, neighborhood_geometry, shipped_models, superresolve
-from s2sr.udf import s2sr_udf, udf_source
+from s2sr import engine
+from s2sr.udf import udf_source
 
 
 def test_committed_json_equals_builder():
@@ -24,7 +25,7 @@ def test_graph_shape_and_processes():
     run_udf = next(iter(neigh["arguments"]["process"]["process_graph"].values()))
     assert run_udf["process_id"] == "run_udf" and run_udf["arguments"]["runtime"] == "Python-Jep"
     assert run_udf["arguments"]["udf"] == udf_source()
-    margin = s2sr_udf.read_metadata(s2sr_udf.resolve_weights({}))["margin"]
+    margin = engine.read_metadata(engine.resolve_weights({}))["margin"]
     assert {o["value"] for o in neigh["arguments"]["overlap"]} == {margin}
     assert run_udf["arguments"]["context"]["overlap"] == margin
     size = {o["value"] for o in neigh["arguments"]["size"]}.pop()

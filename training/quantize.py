@@ -152,18 +152,18 @@ def compare_with_fp32(fp32_weights: Path, other_weights: Path, precision: str = 
     PSNRs) and max |diff| in reflectance on the shipped sample scene."""
     import numpy as np
 
-    from s2sr.udf import s2sr_udf
+    from s2sr import engine
 
     from .data.wald import build_wald_split, cache_wald_pairs, load_wald_pairs
     from .evaluate import sample_scene_input
     from .metrics import psnr_per_band
 
-    ref_module, meta, _ = s2sr_udf.load_model({"weights": str(fp32_weights), "precision": "fp32", "runtime": "torch"})
-    module, _, _ = s2sr_udf.load_model({"weights": str(other_weights), "precision": precision})
+    ref_module, meta, _ = engine.load_model({"weights": str(fp32_weights), "precision": "fp32", "runtime": "torch"})
+    module, _, _ = engine.load_model({"weights": str(other_weights), "precision": precision})
 
     def both(x: np.ndarray):
-        return (s2sr_udf.superresolve(x[None], ref_module, meta, {})[0],
-                s2sr_udf.superresolve(x[None], module, meta, {})[0])
+        return (engine.superresolve(x[None], ref_module, meta, {})[0],
+                engine.superresolve(x[None], module, meta, {})[0])
 
     x, target = load_wald_pairs(cache_wald_pairs(data_cache), "test") if data_cache else build_wald_split("test")
     a, b = both(x.numpy())

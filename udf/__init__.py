@@ -1,7 +1,7 @@
 """s2sr.udf: the openEO UDF, as importable code and as the text a process graph carries.
 
-The UDF itself is ``s2sr_udf.py`` in this folder: one self-contained file (numpy, xarray,
-torch, openeo) that backends run as text.  Importing it here is only for local use and tests.
+The UDF itself is ``s2sr_udf.py`` in this folder: the thin openEO adapter (numpy, xarray,
+openeo) that backends run as text; it imports the engine, ``s2sr.engine``, on the worker.
 """
 
 from functools import lru_cache
@@ -24,9 +24,9 @@ def default_weights_dir() -> Path:
 
 
 def default_weights_path() -> Path:
-    from . import s2sr_udf
+    from s2sr.engine.weights import resolve_weights
 
-    return s2sr_udf.resolve_weights({})
+    return resolve_weights({})
 
 
 __all__ = ["UDF_PATH", "default_weights_dir", "default_weights_path", "udf_source"]

@@ -1,0 +1,116 @@
+"""s2sr.engine.tiling: one window through the network: fill, pad, the valid extent, infer, crop."""
+
+import math
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import torch
+
+from s2sr.engine.ncnn_runtime import NcnnModel
+from s2sr.engine.nodata import check_radiometry, valid_mask
+from s2sr.engine.torch_runtime import MIN_NET_SIZE, gpu_flags
+
+def pad_fill(x: np.ndarray, pad: int, fill: np.ndarray) -> np.ndarray:
+    """[T, C, H, W] -> [T, C, H+2p, W+2p] with the per-band fill value around it."""
+    if pad == 0:
+        return x
+    t, c, h, w = x.shape
+    out = np.empty((t, c, h + 2 * pad, w + 2 * pad), dtype=np.float32)
+    out[...] = fill.reshape(1, c, 1, 1)
+    out[:, :, pad:pad + h, pad:pad + w] = x
+    return out
+
+
+def valid_extent(valid: np.ndarray, pad: int, margin: int) -> Tuple[slice, slice]:
+    """The rows and columns of the padded window (``pad`` px of fill around ``valid``'s
+    ``[T, C, H, W]``) the network needs: the box around every valid pixel of any date and band,
+    widened by the ``margin`` (their receptive field), within the padded window, at least
+    ``MIN_NET_SIZE`` wide where the window is.  A window over the scene's edge (backends fill
+    it with no-data) computes only the scene's part: what lies farther than the margin from
+    every valid pixel reaches no kept output."""
+    def extent(any_valid: np.ndarray) -> slice:
+        n = any_valid.size + 2 * pad
+        idx = np.flatnonzero(any_valid)
+        lo, hi = max(int(idx[0]) + pad - margin, 0), min(int(idx[-1]) + 1 + pad + margin, n)
+        least = min(MIN_NET_SIZE, n)  # the net's smallest input: grown upwards first, then down
+        lo = max(0, min(lo, hi - least))
+        return slice(lo, max(hi, lo + least))
+
+    return extent(valid.any(axis=(0, 1, 3))), extent(valid.any(axis=(0, 1, 2)))
+
+
+def _placed(span: slice, pad: int, n: int, f: int) -> Tuple[slice, slice]:
+    """(output slice in the window, slice of the network's result) for the padded window's
+    ``span`` of rows or columns: the part of ``f x`` its result that lies in the ``n`` px window."""
+    lo, hi = max(span.start, pad), min(span.stop, pad + n)
+    return slice(f * (lo - pad), f * (hi - pad)), slice(f * (lo - span.start), f * (hi - span.start))
+
+
+def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str = "cpu") -> np.ndarray:
+    """Super-resolve ``[T, C, H, W]`` (model band order, input units) to ``[T, C, fH, fW]``.
+
+    Output in the input's units, float32, NaN where the input was no-data.
+    """
+    f, margin = meta["factor"], meta["margin"]
+    model_scale = float(meta["input_scaling"]["scale"])
+    model_offset = float(meta["input_scaling"].get("offset", 0.0))
+    scale = float(context.get("scale", 10000.0))
+    offset = float(context.get("offset", 0.0))
+    t, c, h, w = values.shape
+    values = values.astype(np.float32, copy=False)
+    valid = valid_mask(values, context)
+    refl = (values + offset) / scale
+    valid = check_radiometry(refl, valid, meta["bands"], context)
+    if not valid.any():
+        return np.full((t, c, f * h, f * w), np.nan, dtype=np.float32)  # all no-data: nothing to run
+    fill = (np.asarray(meta["normalization"]["mean"], dtype=np.float32) * model_scale - model_offset)
+    # the model's input in refl's own buffer: every array held here is held while the net runs
+    x = refl.astype(np.float32, copy=False)
+    x *= model_scale
+    x -= model_offset
+    np.copyto(x, np.broadcast_to(fill.reshape(1, c, 1, 1), x.shape), where=~valid)
+    del refl
+    pad = max(margin - int(context.get("overlap", 0)), 0)
+    pad = max(pad, math.ceil(max(0, MIN_NET_SIZE - min(h, w)) / 2))
+    x = pad_fill(x, pad, fill)
+    rows, cols = valid_extent(valid, pad, margin)
+    x = x[:, :, rows, cols]
+    batch = int(context.get("batch", 1))
+    # the output rows and columns this computes (window coordinates), and where they lie in its result
+    (oy, iy), (ox, ix) = _placed(rows, pad, h, f), _placed(cols, pad, w, f)
+    covered = (oy.start, oy.stop, ox.start, ox.stop) == (0, f * h, 0, f * w)
+    if pad == 0 and covered and batch >= t:
+        out = None  # one pass gives the whole output: that pass's own array
+    elif covered:
+        out = np.empty((t, c, f * h, f * w), dtype=np.float32)  # its pages come as the results do
+    else:  # past the valid extent (a window over the scene's edge): no-data, never computed
+        out = np.full((t, c, f * h, f * w), np.nan, dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, t, batch):
+            stop = min(t, start + batch)
+            if not valid[start:stop].any():  # (never where one pass covers all: valid.any() above)
+                out[start:stop] = np.nan
+                continue
+            xt = torch.from_numpy(np.ascontiguousarray(x[start:stop])).to(device)
+            if device == "cpu" and not isinstance(module, NcnnModel):  # ncnn reads NCHW
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            with gpu_flags(device):
+                y = module(xt).float().cpu().contiguous().numpy()
+            if out is None:
+                out = y  # the whole output, uncropped (a 42 MB copy less per date at 512 px)
+            else:
+                out[start:stop, :, oy, ox] = y[:, :, iy, ix]
+    # back to the input's units in place, (out + model_offset) / model_scale * scale - offset as
+    # one affine map (one pass where the model's scale is the input's): a 512 px window's output
+    # is 42 MB per date, each pass over it ~10 ms, and each temporary would stack on what ncnn's
+    # pools keep between windows
+    gain = scale / model_scale
+    if gain != 1.0:
+        out *= np.float32(gain)
+    shift = model_offset * gain - offset
+    if shift != 0.0:
+        out += np.float32(shift)
+    if not valid.all():  # no-data: each input pixel's f x f output block, through a view (no mask copies)
+        blocks = out.reshape(t, c, h, f, w, f)  # a view: out is C-contiguous (np.empty, or the network's .contiguous() output)
+        np.copyto(blocks, np.float32(np.nan), where=~valid[:, :, :, None, :, None])
+    return out
