@@ -46,9 +46,11 @@ Backend behaviour reproduced:
 - ``apply_neighborhood`` is ``s2sr.deploy.neighborhood`` (windows of ``size + 2 * overlap``,
   NaN past edges, the geopyspark resolution-change rule); windows run in parallel on dask's
   threaded scheduler (or a ``dask.distributed`` scheduler at an address), with a tqdm bar;
-- ``run_udf`` with runtime ``Python-Jep`` calls ``apply_datacube(XarrayDataCube(float32
-  [t, bands, y, x]), context)`` positionally and reads ``.get_array()``; runtime ``Python``
-  goes through ``openeo.udf.run_code.run_udf_code``;
+- ``run_udf`` with runtime ``Python-Jep`` runs as the geopyspark executor runs it
+  (``s2sr.deploy.geopyspark``, after openeo-geotrellis-extensions ``Udf.scala``): the UDF's
+  ``apply_metadata`` once per job in its own namespace, then every window's UDF text in a fresh
+  namespace (shared modules) with the executor's float32 coordinates and its output checks;
+  runtime ``Python`` goes through ``openeo.udf.run_code.run_udf_code``;
 - ``filter_bbox`` keeps the pixels whose centres lie in the extent.
 """
 
@@ -68,7 +70,7 @@ from rasterio.transform import Affine
 from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window
 
-from s2sr.deploy import neighborhood
+from s2sr.deploy import geopyspark, neighborhood
 
 BAND_DIM = "bands"
 TIME_DIM = "t"
@@ -656,17 +658,12 @@ def save_result(args: Dict[str, Any], call: Call) -> bool:
 
 def run_udf(args: Dict[str, Any], call: Call) -> xarray.DataArray:
     from openeo.udf import UdfData, XarrayDataCube
-    from openeo.udf.run_code import load_module_from_string, run_udf_code
+    from openeo.udf.run_code import run_udf_code
 
     data, code, runtime = args["data"], args["udf"], args.get("runtime", "Python")
     context = args.get("context") or {}
     if runtime == "Python-Jep":
-        cube = _jep_cube(data)
-        functions = load_module_from_string(code)  # cached per text (openeo's lru_cache)
-        if "apply_datacube" not in functions:
-            raise ValueError("the UDF has no apply_datacube function")
-        result = functions["apply_datacube"](XarrayDataCube(cube), context).get_array()
-        return _restore_dims(result.astype(np.float32), data)
+        return _restore_dims(run_jep_window(code, _jep_cube(data), context), data)
     if runtime == "Python":
         out = run_udf_code(code=code, data=UdfData(datacube_list=[XarrayDataCube(data)], user_context=context))
         cubes = out.get_datacube_list()
@@ -676,11 +673,51 @@ def run_udf(args: Dict[str, Any], call: Call) -> xarray.DataArray:
     raise ValueError(f"unsupported UDF runtime {runtime!r}: use 'Python-Jep' or 'Python'")
 
 
+def run_jep_window(code: str, cube: xarray.DataArray, context: Dict[str, Any]) -> xarray.DataArray:
+    """One window as the geopyspark executor runs a Python-Jep UDF (``s2sr.deploy.geopyspark``):
+    ``apply_metadata`` once per job first, then the UDF text in a fresh namespace with the
+    executor's float32 coordinates; the returned coordinates are ignored, as there: the result
+    gets the window's grid, ``factor`` times finer."""
+    geometry = cube.attrs.get(neighborhood.WINDOW_ATTR) or {"size": (cube.sizes["y"], cube.sizes["x"]), "overlap": (0, 0)}
+    x, y = cube.x.values.astype(np.float64), cube.y.values.astype(np.float64)
+    res = abs(float(x[1] - x[0])) if x.size > 1 else float(cube_grid_res(cube))
+    step = geopyspark.apply_metadata_once(code, context, (res, res), _epsg(cube.attrs.get("crs")))
+    window = geopyspark.key_window(cube.values, x, y, geometry["size"], geometry["overlap"],
+                                   cube[BAND_DIM].values.tolist(), cube[TIME_DIM].values)
+    values, dates = geopyspark.run_window(code, window, context, step is not None)
+    factor = round(res / step[0]) if step else 1
+    if values.shape[-2:] != (factor * cube.sizes["y"], factor * cube.sizes["x"]):
+        raise ValueError(f"the UDF returned {values.shape[-2:]} rows and columns for a {cube.sizes['y']} x "
+                         f"{cube.sizes['x']} window with a {factor}x finer layout")
+    bands = cube[BAND_DIM].values if values.shape[1] == cube.sizes[BAND_DIM] else np.arange(values.shape[1])
+    coords = {TIME_DIM: geopyspark.utc_dates(dates), BAND_DIM: bands,
+              "y": neighborhood.fine_coords(y, factor) if factor > 1 else y,
+              "x": neighborhood.fine_coords(x, factor) if factor > 1 else x}
+    return xarray.DataArray(values, dims=(TIME_DIM, BAND_DIM, "y", "x"), coords=coords)
+
+
+def cube_grid_res(cube: xarray.DataArray) -> float:
+    """The pixel size of a cube one pixel wide: its ``res`` attribute."""
+    if "res" not in cube.attrs:
+        raise ValueError("a window one pixel wide needs the cube's resolution")
+    return float(cube.attrs["res"][0])
+
+
+def _epsg(crs: Any) -> int:
+    """The EPSG code Udf.scala passes to apply_metadata (``layer.metadata.crs.epsgCode``)."""
+    if crs is None:
+        return 4326
+    epsg = CRS.from_user_input(crs).to_epsg()
+    if epsg is None:
+        raise ValueError(f"the cube's CRS {crs} has no EPSG code, which the backend's apply_metadata call needs")
+    return int(epsg)
+
+
 def _jep_cube(data: xarray.DataArray) -> xarray.DataArray:
     """What Jep hands the UDF: float32, 4-D (t, bands, y, x), with a t coordinate."""
     if TIME_DIM not in data.dims:
         data = data.expand_dims({TIME_DIM: [np.datetime64("1970-01-01", "ns")]})
-    return data.transpose(TIME_DIM, BAND_DIM, "y", "x").astype(np.float32)
+    return data.transpose(TIME_DIM, BAND_DIM, "y", "x").astype(np.float32, keep_attrs=True)
 
 
 def _restore_dims(result: xarray.DataArray, data: xarray.DataArray) -> xarray.DataArray:

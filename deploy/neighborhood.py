@@ -19,6 +19,9 @@ import numpy as np
 import xarray
 
 Pair = Tuple[int, int]
+#: a window's ``attrs`` entry: the ``apply_neighborhood`` geometry it was cut with (the key's
+#: size and the overlap, (y, x) pixels), which the geopyspark executor knows for every key
+WINDOW_ATTR = "s2sr_neighborhood"
 
 
 def _pair(v: Union[int, Sequence[int]]) -> Pair:
@@ -77,7 +80,10 @@ def extract_window(cube: xarray.DataArray, win: Window, size: Pair, overlap: Pai
     coords = {d: cube.coords[d].values for d in lead if d in cube.coords}
     coords["y"] = _regular_coords(cube.y.values, ys, hy, None).astype(coord_dtype)
     coords["x"] = _regular_coords(cube.x.values, xs, hx, None).astype(coord_dtype)
-    return xarray.DataArray(data, dims=lead + ["y", "x"], coords=coords)
+    attrs = {WINDOW_ATTR: {"size": (sy, sx), "overlap": (oy, ox)}}
+    if "crs" in cube.attrs:
+        attrs["crs"] = cube.attrs["crs"]
+    return xarray.DataArray(data, dims=lead + ["y", "x"], coords=coords, attrs=attrs)
 
 
 def fine_coords(values: np.ndarray, factor: int) -> np.ndarray:

@@ -143,6 +143,9 @@ TOY_UDF = textwrap.dedent('''
     import xarray
     from openeo.udf import XarrayDataCube
 
+    def apply_metadata(metadata, context: dict):
+        return metadata.resample_spatial(resolution=tuple(d.step / context["factor"] for d in metadata.spatial_dimensions))
+
     def apply_datacube(cube: XarrayDataCube, context: dict) -> XarrayDataCube:
         array = cube.get_array()
         assert isinstance(cube, XarrayDataCube) and array.dtype == np.float32

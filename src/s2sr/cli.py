@@ -274,13 +274,27 @@ def model_name(arguments: Dict[str, Any]) -> str:
 
 def _write_run_file(folder: Path, args, arguments: Dict[str, Any], execution, files: List[str]) -> None:
     import s2sr
+    from s2sr.deploy.geopyspark import UDF_SCALA
 
     inputs = [str(p) for p in (args.input, args.input_10m, args.input_20m) if p] or ["s2sr sample scene"]
     record = {"s2sr": s2sr.__version__, "udp": "sentinel2_superresolution", "arguments": arguments,
               "model": model_name(arguments), "inputs": inputs,
+              "executor": f"Python-Jep as the geopyspark executor runs it ({UDF_SCALA}): "
+                          "a fresh namespace per window, float32 coordinates, apply_metadata first",
+              "auto": auto_decisions(),
               "seconds": round(execution.seconds, 2), "stats": execution.stats, "files": files,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (folder / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def auto_decisions() -> List[Dict[str, Any]]:
+    """The engine's ``auto`` decisions in this process: precision, runtime, why, on which CPU."""
+    from s2sr import engine
+
+    return [{"precision": d["precision"], "runtime": d["runtime"], "reason": d["reason"],
+             "cpu": d["key"]["cpu"], "torch": d["key"]["torch"], "ncnn": d["key"]["ncnn"],
+             "threads": d["key"]["threads"], "weights_sha256": d["key"]["weights_sha256"], "file": d["file"]}
+            for d in engine.decisions()]
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
