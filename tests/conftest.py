@@ -44,3 +44,12 @@ def fresh_decisions(monkeypatch, tmp_path):
     monkeypatch.setattr(precision, "_DECISIONS", {})
     monkeypatch.setenv("S2SR_CACHE_DIR", str(tmp_path / "decisions"))
     return precision
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which interpreters ran the geopyspark executor's sequence (tests/test_geopyspark.py)."""
+    from s2sr.deploy.geopyspark import jep_available
+
+    missing = jep_available()
+    terminalreporter.write_line("geopyspark harness: in-process namespaces and real jep.SharedInterpreters" if missing is None
+                                else f"geopyspark harness: in-process namespaces only (real Jep skipped: {missing})")
