@@ -90,3 +90,22 @@ def test_full_tile_counts_the_edge_windows_by_what_they_compute(bench):
     assert full == pytest.approx(24 ** 2)
     by_area = bench.tile_minutes_by_area(60.0, 512, 470)
     assert by_area == pytest.approx((23 * 512 + 212) ** 2 / 512 ** 2) and by_area < full
+
+
+def test_backend_windows_benchmark_reports_per_window_figures(tmp_path):
+    """benchmarks/backend_windows.py on three small windows: every figure the issue asks for."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "backend_windows.py"
+    out = tmp_path / "b.json"
+    run = subprocess.run([sys.executable, str(script), "--windows", "3", "--window", "64", "--warm", "2",
+                          "--precision", "fp32", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert len(r["window_s"]) == 3 and len(r["rss_mib"]) == 4 and len(r["warm_s"]) == 2
+    assert r["first_window_s"] > r["later_windows_median_s"] > 0  # the one-time costs land on window 1
+    assert r["later_over_warm"] > 0 and r["one_time_cost_s"] > 0
+    assert "windows 2..3 / warm call" in run.stdout

@@ -1,0 +1,143 @@
+"""Per-window cost of the UDF on the geopyspark executor's path (s2sr.deploy.geopyspark).
+
+The executor runs the UDF text in a fresh interpreter for every window (openeo-geotrellis-
+extensions Udf.scala): what the UDF keeps across windows lives in the engine's modules.  This
+measures, in one fresh process, the UDP's window (512 px: size 470 + 2 x 21 overlap):
+
+- window 1: ``apply_metadata`` (its own namespace) then the first window, with the one-time
+  costs (model load and checks, weights checksum, the ``auto`` decision);
+- windows 2..N, each in a fresh namespace with the executor's float32 coordinates;
+- warm calls: ``apply_datacube`` of the same namespace again (no exec, no new globals);
+- the process's resident memory after every window.
+
+Targets (issue 19): windows 2..N at most 1.05x a warm call; memory within +100 MB over 50
+windows.  Usage: ``python benchmarks/backend_windows.py [--windows 50] [--window 512]``; writes
+``docs/backend_windows_<cpu>.json`` and prints a Markdown table.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DECISION_DIR_ENV = "S2SR_CACHE_DIR"  # s2sr.engine.precision's
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def rss_mib() -> float:
+    """Resident memory now (not the peak): /proc/self/statm pages."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(windows: int, window: int, warm: int, context: Dict[str, Any]) -> Dict[str, Any]:
+    from inference import _sample_window, cpu_model
+
+    from s2sr.deploy import geopyspark
+    from s2sr.engine.weights import read_metadata, resolve_weights
+    from s2sr.training.bands import BANDS
+    from s2sr.udf import udf_source
+
+    margin = read_metadata(resolve_weights(context))["margin"]
+    size = window - 2 * margin
+    tile = _sample_window(window)
+    res, x0, y0 = 10.0, 435730.0, 4179460.0
+    x = x0 + (np.arange(window) + 0.5) * res
+    y = y0 - (np.arange(window) + 0.5) * res
+    key = geopyspark.key_window(tile, x, y, (size, size), (margin, margin), BANDS, [np.datetime64("2020-06-10")])
+    code, ctx = udf_source(), {**context, "overlap": margin}
+    rss = [rss_mib()]
+    t = time.perf_counter()
+    step = geopyspark.call_apply_metadata(code, ctx, (res, res), 32618)
+    metadata_s = time.perf_counter() - t
+    times = []
+    for _ in range(windows):
+        t = time.perf_counter()
+        out, _ = geopyspark.run_window(code, key, ctx, step is not None)
+        times.append(time.perf_counter() - t)
+        rss.append(rss_mib())
+    assert out.shape[-2:] == (2 * window, 2 * window)
+    scope: Dict[str, Any] = {}
+    exec(code, scope)  # one namespace, called again and again: a warm call
+    cube = geopyspark.PythonInterpreter()
+    geopyspark.provide_openeo_driver_errors()
+    cube.exec(geopyspark.DEFAULT_IMPORTS)
+    for name, value in geopyspark.window_variables(key).items():
+        cube.set(name, value)
+    cube.exec(geopyspark.CUBE_COORDS)
+    cube.set("npCube", key.tile)
+    cube.exec(geopyspark.CUBE_ARRAY)
+    datacube = cube.getValue("datacube")
+    warm_times = []
+    for _ in range(warm):
+        t = time.perf_counter()
+        scope["apply_datacube"](datacube, dict(ctx))
+        warm_times.append(time.perf_counter() - t)
+    from s2sr import engine
+
+    later, warm_median = statistics.median(times[1:]), statistics.median(warm_times)
+    return {
+        "cpu": cpu_model(), "window": window, "size": size, "overlap": margin, "context": context,
+        "auto": [{k: d[k] for k in ("precision", "runtime", "reason")} for d in engine.decisions()],
+        "apply_metadata_s": metadata_s, "first_window_s": times[0], "window_s": times, "warm_s": warm_times,
+        "later_windows_median_s": later, "warm_median_s": warm_median, "later_over_warm": later / warm_median,
+        "one_time_cost_s": times[0] - warm_median,
+        "rss_mib": rss, "rss_growth_after_window_2_mib": rss[-1] - rss[2] if len(rss) > 2 else None,
+        "command": "python benchmarks/backend_windows.py " + " ".join(sys.argv[1:]),
+    }
+
+
+def to_markdown(r: Dict[str, Any]) -> str:
+    n = len(r["window_s"])
+    return "\n".join([
+        f"Backend path, {r['cpu']}: {r['window']} px windows (size {r['size']} + 2 x {r['overlap']} overlap), "
+        f"each in a fresh namespace as the geopyspark executor runs them; auto: "
+        + ", ".join(f"{d['precision']} on {d['runtime']}" for d in r["auto"]) + ".",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| apply_metadata (own namespace) | {r['apply_metadata_s']:.3f} s |",
+        f"| window 1 (load, checksum, auto, then the window) | {r['first_window_s']:.2f} s |",
+        f"| one-time cost (window 1 - warm call) | {r['one_time_cost_s']:.2f} s |",
+        f"| windows 2..{n}, median | {r['later_windows_median_s']:.2f} s |",
+        f"| warm call (same namespace), median of {len(r['warm_s'])} | {r['warm_median_s']:.2f} s |",
+        f"| windows 2..{n} / warm call | **{r['later_over_warm']:.3f}x** (target <= 1.05x) |",
+        f"| resident memory, after window 2 -> after window {n} | {r['rss_mib'][2]:.0f} -> {r['rss_mib'][-1]:.0f} MiB "
+        f"(**{r['rss_growth_after_window_2_mib']:+.0f} MiB**, target <= +100) |",
+        "",
+        f"`{r['command']}`",
+    ])
+
+
+def main(argv: List[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=50)
+    parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--warm", type=int, default=5)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default docs/backend_windows_<cpu>.json)")
+    args = parser.parse_args(argv)
+    if args.windows < 3:
+        parser.error("--windows must be >= 3")
+    # a fresh worker: no auto decision recorded yet, so window 1 carries its whole one-time cost
+    os.environ[DECISION_DIR_ENV] = tempfile.mkdtemp(prefix="s2sr-bench-")
+    result = measure(args.windows, args.window, args.warm, {"precision": args.precision})
+    slug = re.sub(r"[^a-z0-9]+", "_", result["cpu"].lower()).strip("_")
+    out = args.out or REPO / "docs" / f"backend_windows_{slug}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(to_markdown(result))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
