@@ -118,6 +118,30 @@ def to_markdown(r: Dict[str, Any]) -> str:
     ])
 
 
+SECTION = "## On the backend's path"
+
+
+def cpu_slug(cpu: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", cpu.lower()).strip("_")
+
+
+def result_path(cpu: str) -> Path:
+    return REPO / "docs" / f"backend_windows_{cpu_slug(cpu)}.json"
+
+
+def section(result: Dict[str, Any]) -> str:
+    """The Markdown section docs/benchmarks.md carries (benchmarks/inference.py keeps it)."""
+    return f"{SECTION}\n\n{to_markdown(result)}\n"
+
+
+def update_doc(doc: Path, result: Dict[str, Any]) -> None:
+    """Replace (or append) the section in ``doc``: it is the document's last section."""
+    text = doc.read_text() if doc.is_file() else ""
+    if SECTION in text:
+        text = text[:text.index(SECTION)]
+    doc.write_text(text.rstrip() + "\n\n" + section(result))
+
+
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=50)
@@ -125,15 +149,18 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--warm", type=int, default=5)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default docs/backend_windows_<cpu>.json)")
+    parser.add_argument("--doc", type=Path, default=None,
+                        help="also write the section into this Markdown file (e.g. docs/benchmarks.md, where it is this CPU's)")
     args = parser.parse_args(argv)
     if args.windows < 3:
         parser.error("--windows must be >= 3")
     # a fresh worker: no auto decision recorded yet, so window 1 carries its whole one-time cost
     os.environ[DECISION_DIR_ENV] = tempfile.mkdtemp(prefix="s2sr-bench-")
     result = measure(args.windows, args.window, args.warm, {"precision": args.precision})
-    slug = re.sub(r"[^a-z0-9]+", "_", result["cpu"].lower()).strip("_")
-    out = args.out or REPO / "docs" / f"backend_windows_{slug}.json"
+    out = args.out or result_path(result["cpu"])
     out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.doc:
+        update_doc(args.doc, result)
     print(to_markdown(result))
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -561,6 +561,13 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
                   "includes that; a VNNI CPU runs the same weights closer to their calibration.")]
     lines += ["", "![benchmark](benchmarks.png)", "", "What was tried, kept and left: [speed notes](speed_notes.md). "
               "Runs on other CPUs: `docs/benchmarks_*.md` (e.g. [Zen 4](benchmarks_zen4.md)).", ""]
+    if str(Path(__file__).parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).parent))
+    import backend_windows  # the per-window figures on the backend's path, measured separately
+
+    backend = backend_windows.result_path(res["cpu"])
+    if backend.is_file():
+        lines += [backend_windows.section(json.loads(backend.read_text()))]
     return "\n".join(lines)
 
 
