@@ -182,3 +182,54 @@ def test_missing_bands_through_the_backend_sequence(udf_code, slim_weights):
     cube = make_cube(20, 20).isel(bands=slice(0, 9))
     with pytest.raises(ValueError, match=r"lacks bands \['B12'\]"):
         geopyspark.run_job(udf_code, cube, (16, 16), (2, 2), {"weights": str(slim_weights)})
+
+
+def _bad_input_cases():
+    """tests/test_bad_input.py's weights and context cases (the backend always hands a float32
+    [t, bands, y, x] cube with the ten named bands, so the cube cases cannot reach it)."""
+    import test_bad_input as bad
+
+    context_cases = [c for c in bad.CUBE_ERRORS if c[2] is not None and c[2]]
+    return bad, context_cases
+
+
+@pytest.mark.parametrize("kind", [c[0] for c in _bad_input_cases()[0].WEIGHT_CASES])
+def test_every_bad_weights_case_on_the_backend_path(udf_code, slim_weights, tmp_path, kind):
+    bad, _ = _bad_input_cases()
+    message = dict(bad.WEIGHT_CASES)[kind]
+    path = bad._weights_variant(tmp_path, slim_weights, kind)
+    with pytest.raises(ValueError, match=message):
+        geopyspark.run_job(udf_code, make_cube(16, 16), (16, 16), (0, 0), {"weights": str(path)})
+
+
+@pytest.mark.parametrize("name", [c[0] for c in _bad_input_cases()[1]])
+def test_every_bad_context_case_on_the_backend_path(udf_code, slim_weights, name):
+    _, cases = _bad_input_cases()
+    _, _, context, message = next(c for c in cases if c[0] == name)
+    ctx = {"weights": str(slim_weights), **context} if "model" not in context and "weights" not in context else context
+    with pytest.raises(ValueError, match=message):
+        geopyspark.run_job(udf_code, make_cube(16, 16), (16, 16), (0, 0), ctx)
+
+
+def test_output_grid_from_the_backend_s_float32_coordinates():
+    """The executor's float32, double-overlap coordinates of a 90 px key: the output is the 5 m
+    grid centred on the window (within float32's resolution at UTM northings), its step exactly
+    5 m; an exact input grid gives the exact refinement."""
+    from s2sr.engine.coords import fine_axis
+
+    cube = make_cube(90, 90)
+    _, windows = geopyspark.job_windows(cube, (48, 48), (21, 21))
+    interp = geopyspark.PythonInterpreter()
+    interp.exec(geopyspark.DEFAULT_IMPORTS.replace("from openeo_driver.errors import OpenEOApiException", ""))
+    for name, value in geopyspark.window_variables(windows[0]).items():
+        interp.set(name, value)
+    interp.exec(geopyspark.CUBE_COORDS)
+    true_y = cube.y.values[0] + 21 * 10.0 - np.arange(90) * 10.0  # the key's real 10 m centres (y descending)
+    y = fine_axis(interp.getValue("coords['y']"), 2, "y", 10.0)
+    exact = fine_axis(true_y, 2, "y", 10.0)
+    assert np.allclose(np.diff(y), -5.0, rtol=0, atol=1e-9)
+    assert np.max(np.abs(y - exact)) < 0.5  # float32 at 4.18e6 m resolves 0.5 m
+    assert np.array_equal(exact, true_y[0] + 5.0 - (np.arange(180) + 0.5) * 5.0)
+    with pytest.raises(ValueError, match="NaN"):
+        fine_axis(np.array([np.nan, 1.0], dtype=np.float32), 2, "x", 10.0)
+    assert np.array_equal(fine_axis(np.array([105.0]), 2, "x", 10.0), [102.5, 107.5])  # one pixel: the resolution
