@@ -209,7 +209,7 @@ def test_valid_extent_holds_every_valid_pixels_receptive_field(udf_module, t, h,
     valid = rng.random((t, 2, h, w)) < density
     valid[rng.integers(t), rng.integers(2), rng.integers(h), rng.integers(w)] = True  # one at least
     rows, cols = engine.valid_extent(valid, pad, margin)
-    n_min = engine.torch_runtime.MIN_NET_SIZE
+    n_min = engine.runtimes.MIN_NET_SIZE
     for span, axis, n in ((rows, (0, 1, 3), h), (cols, (0, 1, 2), w)):
         idx = np.flatnonzero(valid.any(axis=axis)) + pad
         assert 0 <= span.start < span.stop <= n + 2 * pad

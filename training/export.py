@@ -20,6 +20,7 @@ import torch
 
 import s2sr
 from s2sr import engine
+from s2sr.training.onnx_export import export_onnx
 
 from .bands import BANDS, INT16_NODATA, MEAN, REFLECTANCE_SCALE, STD
 from .models import DEFAULT_MODEL, SuperResolver, build_model, count_parameters, set_conv_padding
@@ -184,11 +185,21 @@ def write_manifest(folder: Path, default: str = DEFAULT_MODEL) -> Dict[str, Any]
     models = {}
     for weights in sorted(folder.glob("*.pt")):
         models[weights.stem] = {"file": weights.name, "sha256": engine.sha256_file(weights), "metadata": engine.read_metadata(weights)}
+        onnx = weights.with_suffix(".onnx")
+        if onnx.is_file():  # the same network for workers without torch (s2sr-export --onnx)
+            models[weights.stem]["onnx"] = {"file": onnx.name, "sha256": engine.sha256_file(onnx)}
     if default not in models:
         raise ValueError(f"default model {default!r} is not among {sorted(models)}")
     manifest = {"format": "s2sr-weights-manifest", "format_version": 1, "default": default, "models": models}
     (folder / engine.MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def _refresh_manifest(folder: Path, fallback_default: str) -> None:
+    """Rewrite ``folder``'s manifest, keeping its default model (else ``fallback_default``)."""
+    manifest = folder / engine.MANIFEST_FILE
+    default = json.loads(manifest.read_text())["default"] if manifest.is_file() else fallback_default
+    write_manifest(folder, default=default)
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -205,16 +216,22 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--int8-from", type=Path, metavar="WEIGHTS",
                         help="quantize these float weights to <stem>_int8.pt beside them (int8 VNNI path) and "
                              "refresh that folder's manifest; --out is then optional")
+    parser.add_argument("--onnx", type=Path, metavar="WEIGHTS", nargs="*",
+                        help="write <stem>.onnx beside these weights (the network as shipped, for workers without "
+                             "torch) and refresh their folder's manifest; with --out, the new weights get one too")
     parser.add_argument("--max-psnr-drop", type=float, default=0.1,
                         help="with --int8-from: refuse int8 weights losing more PSNR than this vs fp32 (dB)")
     args = parser.parse_args(argv)
+    if args.onnx and not args.out:
+        for weights in args.onnx:
+            print(json.dumps({"file": str(export_onnx(weights))}))
+            _refresh_manifest(weights.parent, weights.stem)
+        return 0
     if args.int8_from:
         folder = args.out or args.int8_from.parent
         target = folder / f"{args.int8_from.stem}{engine.INT8_SUFFIX}.pt"
         meta = export_int8(args.int8_from, target, max_psnr_drop_db=args.max_psnr_drop)
-        manifest_default = json.loads((folder / engine.MANIFEST_FILE).read_text())["default"] \
-            if (folder / engine.MANIFEST_FILE).is_file() else args.int8_from.stem
-        write_manifest(folder, default=manifest_default)
+        _refresh_manifest(folder, args.int8_from.stem)
         print(json.dumps({"file": str(target), **meta["quantization"].get("accuracy_vs_fp32", {})}))
         return 0
     if args.out is None:
@@ -228,6 +245,8 @@ def main(argv: Optional[list] = None) -> int:
         model.load_state_dict(state["model"])
         training = state.get("summary", {"trained": True})
     meta = export(model, args.arch, args.out / f"{args.name or args.arch}.pt", training, padding=args.padding)
+    if args.onnx is not None:
+        export_onnx(args.out / f"{args.name or args.arch}.pt")
     write_manifest(args.out, default=args.name or args.arch if not (args.out / f"{DEFAULT_MODEL}.pt").exists() else DEFAULT_MODEL)
     print(json.dumps({k: meta[k] for k in ("architecture", "factor", "margin", "parameters")}))
     return 0

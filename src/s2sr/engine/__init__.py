@@ -40,7 +40,8 @@ _EXPORTS = {
     "nodata": ("INT16_NODATA", "to_int16"),
     "torch_runtime": ("gpu_flags", "min_time", "texture"),
     "onednn": ("QUANTIZED_ENGINE", "dynamic_int8", "fuse_onednn", "int8_products_exact"),
-    "ncnn_runtime": ("NcnnModel", "ncnn_available", "ncnn_network"),
+    "ncnn_runtime": ("NcnnModel", "ncnn_network"),
+    "runtimes": ("ncnn_available", "onnxruntime_available", "torch_available"),
     "precision": ("choose_path", "decisions", "load_model"),
     "tiling": ("superresolve", "valid_extent"),
     "cube": ("superresolve_cube",),
@@ -48,7 +49,7 @@ _EXPORTS = {
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 
-_MODULES = ("context", "coords", "cube", "ncnn_runtime", "nodata", "onednn", "precision", "threads", "tiling",
+_MODULES = ("context", "coords", "cube", "ncnn_runtime", "nodata", "onednn", "onnx_runtime", "precision", "runtimes", "threads", "tiling",
             "torch_runtime", "weights")
 
 

@@ -10,7 +10,7 @@ import numbers
 from typing import Any, Callable, Dict, Optional, Tuple
 
 PRECISIONS = ("fp32", "bf16", "int8", "int8_dynamic", "auto")
-RUNTIMES = ("auto", "torch", "ncnn")
+from s2sr.engine.runtimes import RUNTIMES  # noqa: E402  (the runtimes the engine knows)
 OUTPUT_DTYPES = ("float32", "int16")
 DEFAULT_FACTOR = 2
 DEFAULT_RESOLUTION = 10.0  # metres: the grid the UDP hands the UDF (the 10 m bands' own)

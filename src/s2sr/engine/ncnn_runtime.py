@@ -1,7 +1,6 @@
 """s2sr.engine.ncnn_runtime: the backbone of a TorchScript weights file converted to an ncnn network at load."""
 
 import functools
-import importlib.util
 import logging
 import math
 import re
@@ -11,6 +10,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 
+from s2sr.engine.runtimes import ncnn_available  # noqa: F401  (where the engine looked it up before)
 from s2sr.engine.torch_runtime import cause, load_torchscript, texture
 from s2sr.engine.weights import weights_precision
 
@@ -444,6 +444,8 @@ class NcnnModel:
     float32).  The input, the skip, constraint and output stay float32.
     """
 
+    nchw = True  # the converted network reads NCHW (no channels-last round trip)
+
     def __init__(self, module: Any, network: NcnnNetwork, meta: Dict[str, Any], threads: int, precision: str = "fp32") -> None:
         import ncnn  # optional: only this runtime needs it
 
@@ -519,10 +521,6 @@ class NcnnModel:
         if self.hard_constraint:
             y = self.module.constraint(y, z)
         return self.module.denormalize(y)
-
-
-def ncnn_available() -> bool:
-    return importlib.util.find_spec("ncnn") is not None
 
 
 @functools.lru_cache(maxsize=4)

@@ -15,12 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import torch
-
-from s2sr.engine.ncnn_runtime import NcnnModel, load_ncnn, ncnn_available
-from s2sr.engine.onednn import dynamic_int8_checked, fuse_onednn, int8_products_exact, set_quantized_engine
-from s2sr.engine.torch_runtime import load_torchscript, min_time, probe, texture
 from s2sr.engine import ENGINE_VERSION
+from s2sr.engine.runtimes import ncnn_available, onnxruntime_available, torch_available
+from s2sr.engine.threads import current_threads
 from s2sr.engine.weights import (INT8_SUFFIX, int8_companion, metadata_cached, resolve_weights, sha256_cached,
                                  stat_key, verify_checksum, weights_precision)
 
@@ -29,6 +26,13 @@ log = logging.getLogger(__name__)
 
 @functools.lru_cache(maxsize=8)
 def load_torch(path_str: str, size: int, mtime: float, device: str, precision: str = "fp32") -> Tuple[Any, Dict[str, Any]]:
+    """The weights' TorchScript module for ``precision`` on ``device``: probed, channels-last and
+    oneDNN-fused on the CPU, the trunk cast for bf16, rewritten for int8_dynamic."""
+    import torch
+
+    from s2sr.engine.onednn import dynamic_int8_checked, fuse_onednn, int8_products_exact, set_quantized_engine
+    from s2sr.engine.torch_runtime import load_torchscript, probe, texture
+
     path = Path(path_str)
     verify_checksum(path_str, size, mtime)
     meta = metadata_cached(path_str, size, mtime)
@@ -74,6 +78,11 @@ def choose_path(path: Path, precision: str, device: str, runtime: str = "auto") 
     never by a timing).  Int8 weights run only as ``int8`` (or ``auto``), on torch.
     """
     meta = metadata_cached(str(path), *stat_key(path))
+    if runtime == "onnxruntime" or (runtime == "auto" and not torch_available()):
+        return (path, *_onnxruntime_path(path, precision, device, weights_precision(meta), runtime))
+    if not torch_available():
+        raise ValueError(f"runtime {runtime!r} needs torch on the worker, which has none: use runtime 'auto' or "
+                         "'onnxruntime' (the hosted onnx_deps archive in 'udf-dependency-archives')")
     if runtime == "ncnn":
         _check_ncnn(path, precision, device, weights_precision(meta))
     if weights_precision(meta) == "int8":
@@ -97,6 +106,21 @@ def choose_path(path: Path, precision: str, device: str, runtime: str = "auto") 
     return (path, *decide(path, device, runtime, precision))
 
 
+def _onnxruntime_path(path: Path, precision: str, device: str, weights: str, runtime: str) -> Tuple[str, str]:
+    """(fp32, onnxruntime), or ValueError where onnxruntime cannot serve this request."""
+    why = "asked" if runtime == "onnxruntime" else "this worker has no torch"
+    if device != "cpu":
+        raise ValueError(f"runtime 'onnxruntime' runs on the CPU only here (device {device!r}; {why})")
+    if precision not in ("fp32", "auto") or weights != "fp32":
+        raise ValueError(f"runtime 'onnxruntime' ({why}) runs float weights in precision 'fp32' only "
+                         f"(precision {precision!r}, {path.name} holds {weights} weights)")
+    if not onnxruntime_available():
+        raise ValueError(f"runtime 'onnxruntime' ({why}) needs the onnxruntime package on the worker: add the hosted "
+                         "archive https://s3.waw3-1.cloudferro.com/swift/v1/project_dependencies/onnx_deps_python311.zip#onnx_deps "
+                         "to the job option 'udf-dependency-archives'")
+    return "fp32", "onnxruntime"
+
+
 def _check_ncnn(path: Path, precision: str, device: str, weights: str) -> None:
     """ValueError unless ``runtime: "ncnn"`` can serve this request."""
     if device != "cpu":
@@ -107,7 +131,6 @@ def _check_ncnn(path: Path, precision: str, device: str, weights: str) -> None:
     if not ncnn_available():
         raise ValueError("runtime 'ncnn' needs the ncnn package on the worker (pip install ncnn): "
                          "use runtime 'auto' or 'torch'")
-
 
 
 
@@ -165,6 +188,8 @@ def _versions() -> Dict[str, Optional[str]]:
             ncnn_version = version("ncnn")
         except Exception:  # a source build without metadata: still a version of ncnn
             ncnn_version = "unknown"
+    import torch
+
     return {"torch": torch.__version__, "ncnn": ncnn_version}
 
 
@@ -200,7 +225,9 @@ PRECISIONS_RUN = ("fp32", "bf16", "int8_dynamic")
 
 def decide(path: Path, device: str, runtime: str, precision: str = "auto") -> Tuple[str, str]:
     """(precision, runtime) for float weights ``path`` where either is ``auto``: once per worker."""
-    threads = torch.get_num_threads()
+    import torch
+
+    threads = current_threads()
     key = {"cpu": cpu_signature(), **_versions(), "weights_sha256": sha256_cached(str(path), *stat_key(path)),
            "threads": threads, "device": device, "precision": precision, "runtime": runtime, "engine": ENGINE_VERSION}
     if device.startswith("cuda"):
@@ -247,6 +274,8 @@ def _decide(path: Path, device: str, runtime: str, precision: str, key: Dict[str
 
 
 def _precision_rule(device: str, key: Dict[str, Any]) -> Tuple[str, Optional[str], str]:
+    import torch
+
     if device.startswith("cuda"):
         if torch.cuda.is_bf16_supported():
             return "bf16", "torch", f"GPU {key.get('gpu')} with bf16 tensor cores"
@@ -265,11 +294,16 @@ def _runtime_rule(path: Path, device: str, precision: str) -> Tuple[str, str]:
         return "torch", "torch: the only runtime for this precision / device here"
     if precision == "int8_dynamic":
         return "ncnn", "ncnn: its int8 products follow no chunking"
+    import torch
+
+    from s2sr.engine.ncnn_runtime import NcnnModel
+    from s2sr.engine.torch_runtime import min_time, texture
+
     stat = (str(path), *stat_key(path))
     timings = {}
     for candidate in ("torch", "ncnn"):
         try:
-            module, meta = load(*stat, device, "fp32", candidate, torch.get_num_threads())
+            module, meta = load(*stat, device, "fp32", candidate, current_threads())
         except ValueError as exc:
             if candidate == "torch":
                 raise
@@ -281,6 +315,8 @@ def _runtime_rule(path: Path, device: str, precision: str) -> Tuple[str, str]:
     choice = min(timings, key=timings.get)
     return choice, "fp32 timed at 128 px: " + ", ".join(f"{r} {s:.3f} s" for r, s in timings.items())
 
+
+
 def timing_window(module: Any, n: int) -> int:
     """The window ``auto`` times ``module`` on, for ``n`` px on a padded network: an unpadded one
     (ncnn) computes layers that shrink to ``shrink`` output pixels less per side, on average
@@ -291,19 +327,25 @@ def timing_window(module: Any, n: int) -> int:
 
 
 def load(path_str: str, size: int, mtime: float, device: str, precision: str, runtime: str, threads: int) -> Tuple[Any, Dict[str, Any]]:
-    """The cached model for a resolved (precision, runtime): a TorchScript module or an NcnnModel."""
+    """The cached model for a resolved (precision, runtime): a TorchScript module, an NcnnModel
+    or an OnnxModel."""
+    if runtime == "onnxruntime":
+        from s2sr.engine.onnx_runtime import load_onnx
+
+        return load_onnx(path_str, size, mtime, threads)
     if runtime == "ncnn":
+        from s2sr.engine.ncnn_runtime import load_ncnn
+
         return load_ncnn(path_str, size, mtime, threads, precision)
     return load_torch(path_str, size, mtime, device, precision)
 
 
-
 def load_model(context: Dict[str, Any]) -> Tuple[Any, Dict[str, Any], str]:
-    """The cached model (TorchScript, or an NcnnModel), its metadata and the device for this context."""
+    """The cached model (TorchScript, NcnnModel or OnnxModel), its metadata and the device for this context."""
     device = resolve_device(context.get("device", "cpu"))
     path, precision, runtime = choose_path(resolve_weights(context).resolve(), context.get("precision", "auto"),
                                            device, context.get("runtime", "auto"))
-    module, meta = load(str(path), *stat_key(path), device, precision, runtime, torch.get_num_threads())
+    module, meta = load(str(path), *stat_key(path), device, precision, runtime, current_threads())
     expected = context.get("factor")
     if expected is not None and int(expected) != meta["factor"]:
         raise ValueError(f"weights {path.name} upscale by {meta['factor']}, the context expects factor {expected}")
@@ -311,6 +353,14 @@ def load_model(context: Dict[str, Any]) -> Tuple[Any, Dict[str, Any], str]:
 
 
 def resolve_device(name: Any) -> str:
+    if name in ("cpu", None):
+        return "cpu"
+    if not torch_available():
+        if name == "auto":
+            return "cpu"
+        raise ValueError(f"device {name!r} needs torch on the worker, which has none")
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":

@@ -42,16 +42,36 @@ def available_cpus() -> int:
     return max(1, count)
 
 
+_CURRENT = {"threads": None}
+
+
 def set_threads(context: Dict[str, Any]) -> int:
-    """torch's thread count for this context: ``threads``, capped to the CPUs this worker may
-    use (more would only make OpenMP threads fight for them), default all of those."""
-    import torch
+    """The thread count for this context: ``threads``, capped to the CPUs this worker may use
+    (more would only make OpenMP threads fight for them), default all of those; set in torch
+    where the worker has it (ncnn and onnxruntime take it at load)."""
+    from s2sr.engine.runtimes import torch_available
 
     cpus = available_cpus()
     asked = context.get("threads")
     threads = cpus if asked is None else min(int(asked), cpus)
     if threads < 1:
         raise ValueError(f"context key 'threads' must be an integer >= 1, got {asked!r}")
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    if torch_available():
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    _CURRENT["threads"] = threads
     return threads
+
+
+def current_threads() -> int:
+    """The thread count models load for: torch's own where the worker has torch (what its
+    kernels really use), else the count ``set_threads`` set last, else the CPUs available."""
+    from s2sr.engine.runtimes import torch_available
+
+    if torch_available():
+        import torch
+
+        return torch.get_num_threads()
+    return _CURRENT["threads"] or available_cpus()

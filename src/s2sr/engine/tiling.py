@@ -4,11 +4,19 @@ import math
 from typing import Any, Dict, Tuple
 
 import numpy as np
-import torch
 
-from s2sr.engine.ncnn_runtime import NcnnModel
 from s2sr.engine.nodata import check_radiometry, valid_mask
-from s2sr.engine.torch_runtime import MIN_NET_SIZE, gpu_flags
+from s2sr.engine.runtimes import MIN_NET_SIZE
+
+
+def infer(module: Any, x: np.ndarray, device: str) -> np.ndarray:
+    """The network on ``[B, C, H, W]`` float32 (model units) -> ``[B, C, fH, fW]`` float32:
+    numpy in and out for onnxruntime, through torch for TorchScript and ncnn models."""
+    if getattr(module, "numpy_io", False):
+        return module(x)
+    from s2sr.engine.torch_runtime import run_torch
+
+    return run_torch(module, x, device)
 
 def pad_fill(x: np.ndarray, pad: int, fill: np.ndarray) -> np.ndarray:
     """[T, C, H, W] -> [T, C, H+2p, W+2p] with the per-band fill value around it."""
@@ -85,21 +93,16 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
         out = np.empty((t, c, f * h, f * w), dtype=np.float32)  # its pages come as the results do
     else:  # past the valid extent (a window over the scene's edge): no-data, never computed
         out = np.full((t, c, f * h, f * w), np.nan, dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, t, batch):
-            stop = min(t, start + batch)
-            if not valid[start:stop].any():  # (never where one pass covers all: valid.any() above)
-                out[start:stop] = np.nan
-                continue
-            xt = torch.from_numpy(np.ascontiguousarray(x[start:stop])).to(device)
-            if device == "cpu" and not isinstance(module, NcnnModel):  # ncnn reads NCHW
-                xt = xt.contiguous(memory_format=torch.channels_last)
-            with gpu_flags(device):
-                y = module(xt).float().cpu().contiguous().numpy()
-            if out is None:
-                out = y  # the whole output, uncropped (a 42 MB copy less per date at 512 px)
-            else:
-                out[start:stop, :, oy, ox] = y[:, :, iy, ix]
+    for start in range(0, t, batch):
+        stop = min(t, start + batch)
+        if not valid[start:stop].any():  # (never where one pass covers all: valid.any() above)
+            out[start:stop] = np.nan
+            continue
+        y = infer(module, x[start:stop], device)
+        if out is None:
+            out = y  # the whole output, uncropped (a 42 MB copy less per date at 512 px)
+        else:
+            out[start:stop, :, oy, ox] = y[:, :, iy, ix]
     # back to the input's units in place, (out + model_offset) / model_scale * scale - offset as
     # one affine map (one pass where the model's scale is the input's): a 512 px window's output
     # is 42 MB per date, each pass over it ~10 ms, and each temporary would stack on what ncnn's

@@ -12,9 +12,9 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from s2sr.engine.runtimes import MIN_NET_SIZE
 from s2sr.engine.weights import METADATA_FILE, metadata_cached, verify_checksum
 
-MIN_NET_SIZE = 8  # the smallest input the net runs on (reflection padding needs > 1 px)
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +133,15 @@ def gpu_flags(device: str) -> Any:
     if not device.startswith("cuda"):
         return contextlib.nullcontext()
     return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=False)
+
+
+def run_torch(module: Any, x: Any, device: str) -> Any:
+    """A TorchScript module (or an NcnnModel) on numpy ``[B, C, H, W]`` -> numpy float32:
+    channels-last on the CPU for oneDNN, NCHW for ncnn (``nchw``), cuDNN's flags on a GPU."""
+    import numpy as np
+
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    if device == "cpu" and not getattr(module, "nchw", False):
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), gpu_flags(device):
+        return module(xt).float().cpu().contiguous().numpy()

@@ -113,8 +113,10 @@ def verify_checksum(path_str: str, size: int, mtime: float) -> None:
         entries = manifest.get("models", {})
     except (json.JSONDecodeError, AttributeError) as exc:
         raise ValueError(f"weights manifest {manifest_path} is not valid JSON ({exc})") from None
-    for entry in entries.values():
-        if isinstance(entry, dict) and entry.get("file") == path.name:
+    listed = [e for e in entries.values() if isinstance(e, dict)]
+    listed += [e["onnx"] for e in listed if isinstance(e.get("onnx"), dict)]  # a model's ONNX companion
+    for entry in listed:
+        if entry.get("file") == path.name:
             actual = sha256_file(path)
             if actual != entry.get("sha256"):
                 raise ValueError(
