@@ -157,3 +157,13 @@ def test_the_udf_runs_without_torch_on_onnxruntime(built, tmp_path, udf_code):
     reference = superresolve_cube(cube, {"model": MODEL, "precision": "fp32", "runtime": "torch"}).values
     assert np.array_equal(np.isnan(mosaic), np.isnan(reference)) and np.isnan(mosaic).any()
     assert np.nanmax(np.abs(mosaic - reference)) <= 1e-5 * 10000  # 1e-5 reflectance, in DN
+
+
+def test_a_worker_without_weights_is_told_which_job_option_to_set(tmp_path, monkeypatch):
+    from s2sr.engine import weights
+
+    monkeypatch.setattr(weights, "package_weights_dir", lambda: None)
+    monkeypatch.delenv("S2SR_WEIGHTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"udf-dependency-archives.*#s2sr_deps.*s2sr-deploy archive"):
+        weights.resolve_weights({})

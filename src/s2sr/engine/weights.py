@@ -25,6 +25,12 @@ MODEL_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B
 ARCHIVE_DIR = "s2sr_weights"
 INT8_SUFFIX = "_int8"  # <model>_int8.pt: the int8 weights made from <model>.pt (s2sr-export --int8-from)
 
+#: what a worker without any weights is told: where they come from on a backend
+WEIGHTS_MISSING = (
+    ". On a backend the weights come with the s2sr dependency archive: set the job option "
+    "'udf-dependency-archives' to ['<url>#s2sr_deps'] (build the archive with `s2sr-deploy archive`, host it)"
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -186,6 +192,7 @@ def resolve_weights(context: Dict[str, Any]) -> Path:
     available = sorted({p.stem for folder in dirs if folder.is_dir() for p in folder.glob("*.pt")})
     raise ValueError(
         f"unknown model {name!r}: no {name}.pt in {[str(d) for d in dirs]}; available models: {available}"
+        + ("" if available else WEIGHTS_MISSING)
     )
 
 
