@@ -34,7 +34,9 @@ COMPARED_FIELDS = (
 )
 #: links a backend adds by itself (the public URL is a "canonical" link)
 BACKEND_LINK_RELS = frozenset({"canonical", "self"})
-WEIGHTS_LINK_TITLE = "s2sr weights archive (job option udf-dependency-archives)"
+#: the title of the links that carry the UDP's dependency archives (``<url>#<folder>``, as in the
+#: job option), for backends that drop ``default_job_options``
+WEIGHTS_LINK_TITLE = "dependency archive (job option udf-dependency-archives)"
 #: namespaces that mean "a process of this backend" (others are remote definitions or UDPs)
 BACKEND_NAMESPACES = (None, "backend")
 PUT_STATUS = [200, 201, 204]
@@ -81,8 +83,14 @@ def missing_processes(graph: Dict[str, Any], available: Iterable[str]) -> List[s
     return sorted(used_processes(graph) - set(available))
 
 
-def udf_runtimes_used(graph: Dict[str, Any]) -> Set[str]:
-    return {str(n["arguments"].get("runtime")) for n in process_nodes(graph).values() if n["process_id"] == "run_udf"}
+def udf_runtimes_used(graph: Dict[str, Any]) -> Dict[str, Set[str]]:
+    """UDF runtime -> the versions ``run_udf`` asks for (None where it names none)."""
+    used: Dict[str, Set[str]] = {}
+    for node in process_nodes(graph).values():
+        if node["process_id"] == "run_udf":
+            version = node["arguments"].get("version")
+            used.setdefault(str(node["arguments"].get("runtime")), set()).add(None if version is None else str(version))
+    return used
 
 
 # --------------------------------------------------------------------------- checks (no auth needed)
@@ -104,8 +112,8 @@ def collection_warnings(collection_ids: Optional[Iterable[str]], products: Seque
     return []
 
 
-def runtime_warnings(runtimes: Optional[Dict[str, Any]], used: Iterable[str]) -> List[str]:
-    """Warnings for UDF runtimes the graph uses that the backend does not list, or without torch."""
+def runtime_warnings(runtimes: Optional[Dict[str, Any]], used: Dict[str, Set[str]]) -> List[str]:
+    """Warnings for UDF runtimes (name -> versions the graph asks for) the backend does not list."""
     if runtimes is None:
         return []
     warnings = []
@@ -114,10 +122,10 @@ def runtime_warnings(runtimes: Optional[Dict[str, Any]], used: Iterable[str]) ->
             warnings.append(f"the backend lists no UDF runtime {runtime!r} (it has {sorted(runtimes)}): "
                             "apply_neighborhood cannot change resolution without it")
             continue
-        versions = (runtimes[runtime] or {}).get("versions") or {}
-        libraries = {lib.lower() for v in versions.values() for lib in ((v or {}).get("libraries") or {})}
-        if libraries and "torch" not in libraries:
-            warnings.append(f"UDF runtime {runtime!r} lists no torch library: the UDF needs torch on the workers")
+        versions = set((runtimes[runtime] or {}).get("versions") or {})
+        for version in sorted(v for v in used[runtime] if v and versions and v not in versions):
+            warnings.append(f"UDF runtime {runtime!r} lists no version {version} (it has {sorted(versions)}): "
+                            "the dependency archives are built for that Python")
     return warnings
 
 
@@ -150,10 +158,10 @@ def _is_weights_link(link: Any) -> bool:
 
 
 def weights_links(udp: Dict[str, Any]) -> List[Dict[str, str]]:
-    """One ``related`` link per ``udf-dependency-archives`` entry (the URL without ``#folder``)."""
+    """One ``related`` link per ``udf-dependency-archives`` entry, its ``#folder`` kept (a fragment:
+    the URL still fetches the zip), so a caller can rebuild the job option from the links."""
     archives = (udp.get("default_job_options") or {}).get("udf-dependency-archives") or []
-    return [{"rel": "related", "href": str(a).split("#", 1)[0], "type": "application/zip", "title": WEIGHTS_LINK_TITLE}
-            for a in archives]
+    return [{"rel": "related", "href": str(a), "type": "application/zip", "title": WEIGHTS_LINK_TITLE} for a in archives]
 
 
 def registration_body(udp: Dict[str, Any], udp_id: str, public: bool) -> Dict[str, Any]:

@@ -20,13 +20,18 @@ with ``s2sr-deploy build``).  The graph:
    dry run (``pixel_buffer``), so the windows at the extent's edges see real data instead of
    no-data (geopyspark-driver #982), and this final ``filter_bbox`` clips the buffer away.
 
-``default_job_options`` carry the weights archive (``udf-dependency-archives``, unpacked to
-``s2sr_weights/`` where the UDF looks first) and the worker memory.
+``default_job_options``: the dependency archives (``udf-dependency-archives``: the hosted
+onnxruntime archive ``#onnx_deps`` and, once an admin hosts it, s2sr's own archive
+``<url>#s2sr_deps`` from ``s2sr-deploy archive``, which the UDF puts on ``sys.path``) and the
+executor's memory, sized from the measured peak of one window (``job_options``).  The committed
+JSON carries no URL of ours: ``s2sr-deploy build --archive-url URL`` writes the deployable one.
 """
 
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+
+import math
 
 from openeo.api.process import Parameter
 from openeo.processes import lte
@@ -42,13 +47,48 @@ UDP_JSON = Path(__file__).with_name(f"{UDP_ID}.json")
 BANDS_10M = ["B02", "B03", "B04", "B08"]
 BANDS_20M = ["B05", "B06", "B07", "B8A", "B11", "B12"]
 PRODUCTS = {"SENTINEL2_L2A": "L2A surface reflectance", "SENTINEL2_L1C": "L1C top-of-atmosphere reflectance"}
-#: Where an admin hosts the weights archive (``s2sr-deploy weights``); replaced at registration.
-DEFAULT_WEIGHTS_URL = f"https://s2sr.example.org/weights/s2sr_weights-{s2sr.__version__}.zip"
+#: the folder s2sr's dependency archive unpacks to on a worker (``<url>#s2sr_deps``): the first
+#: of the UDF's ``DEPENDENCY_DIRS`` and ``s2sr.deploy.archive.TARGET_DIR`` (tests keep them equal)
+ARCHIVE_TARGET = "s2sr_deps"
+#: the onnxruntime archive CDSE hosts for UDFs (Python 3.11), as ESA APEx's ML services use it
+ONNX_DEPS_ARCHIVE = "https://s3.waw3-1.cloudferro.com/swift/v1/project_dependencies/onnx_deps_python311.zip#onnx_deps"
+#: the Python the hosted archives are built for: run_udf's ``version``
+UDF_PYTHON_VERSION = "3.11"
 # input window incl. overlap (output windows are 2x): 512 px keeps the overlap at (512/470)^2 = 1.19x
-# of the computed pixels (256 px: 1.43x) and ran 1.29x faster per output pixel than 256 px windows,
-# at 1.2 GiB peak (bf16; 1.8 GiB fp32) - docs/benchmarks.md
+# of the computed pixels (256 px: 1.43x) and ran 1.29x faster per output pixel than 256 px windows
+# - docs/benchmarks.md
 WINDOW_PX = 512
-PYTHON_MEMORY = "4g"
+
+# ---- job options, from the measured peak of one 512 px window (docs/benchmarks.md, 2 threads: peak
+# RSS of the whole process) on each runtime a worker may run: ncnn (int8_dynamic / fp32) 1.48 GiB,
+# onnxruntime 4.06 GiB.  A worker with only the hosted onnx_deps archive runs onnxruntime: size for it.
+WINDOW_PEAK_GIB = {"ncnn": 1.48, "onnxruntime": 4.06}
+MARGIN_GIB = 0.5  # the JVM's own native overhead (Jep, netty, 128m in job_options.py) and allocator slack
+# Per date in a window, besides the network's peak: the input tile (10 bands x 512^2 float32 =
+# 10.5 MB, a direct buffer: native memory), the UDF's float32 result (10 x 1024^2 x 4 = 42 MB) and
+# its reflectance copy of the input (10.5 MB) in Python, i.e. native memory; the JVM copies the
+# result into its heap (42 MB) and holds the input tile there (10.5 MB).  Computed, not measured.
+DATE_NATIVE_MIB = 64
+DATE_HEAP_MIB = 53
+HEAP_BASE_GIB = 1.0  # geotrellis' own working set per task (retile, remove_overlap): the backends' default is 2g
+# Dates per window.  geopyspark's apply_neighborhood (openeo-geopyspark-driver,
+# openeogeotrellis/geopysparkdatacube.py, apply_neighborhood) takes either the whole time
+# dimension per window (t size null: Udf.runUserCodeSpatioTemporalWithBands, a (t, bands, y, x)
+# cube) or exactly one date (t size "P1D" and no t overlap: Udf.runUserCodeWithBands, one
+# (bands, y, x) cube per date and spatial key, apply_metadata's resolution change honoured,
+# openeo-geotrellis-extensions Udf.scala); any other t size is refused.  "P1D" bounds a window's
+# memory whatever the temporal extent, but s2sr's local engine (s2sr.deploy.local, the
+# harness s2sr.deploy.geopyspark) runs only the whole-time-dimension form so far: until it runs
+# "P1D" too, the UDP takes whole time series per window and its job options cover
+# MAX_DATES_PER_WINDOW dates (those passing the cloud filter); longer series: split the temporal
+# extent into jobs, or raise executor-memoryOverhead by DATE_NATIVE_MIB per date.
+ONE_DATE_PER_WINDOW = False
+MAX_DATES_PER_WINDOW = 16
+# One window at a time per executor, on 2 CPUs (the configuration measured): Spark runs
+# executor-cores / task-cpus tasks at once in one executor JVM, each in its own Jep interpreter,
+# and the memory above is per task.  Spark sets OMP_NUM_THREADS to task-cpus, the engine's cap.
+EXECUTOR_CORES = 2
+TASK_CPUS = 2
 
 
 def shipped_models() -> Dict[str, Dict[str, Any]]:
@@ -79,7 +119,11 @@ def _px(n: int) -> List[Dict[str, Any]]:
 
 def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
     return [
-        Parameter.spatial_extent(name="spatial_extent", description="Area to super-resolve (the output's extent)."),
+        Parameter.bounding_box(
+            name="spatial_extent",
+            description="Area to super-resolve (the output's extent): a bounding box west, south, east, north "
+                        "with its crs (default EPSG:4326).",
+        ),
         Parameter.temporal_interval(name="temporal_extent", description="Dates to super-resolve (each date is processed on its own)."),
         Parameter.string(
             name="product", default="SENTINEL2_L2A", values=list(PRODUCTS),
@@ -88,23 +132,55 @@ def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
         ),
         Parameter.string(name="model", default=default_model, values=list(models),
                          description="Super-resolution model (weights shipped with s2sr)."),
-        Parameter.string(name="output_dtype", default="float32", values=["float32", "int16"],
-                         description="float32 in the input's units with NaN no-data, or int16 values with no-data -10000."),
         Parameter.string(name="precision", default="auto", values=list(engine.PRECISIONS),
-                         description="Network arithmetic: auto (fp32 or bf16, whichever the worker runs faster; "
-                                     "PSNR within 0.01 dB), fp32 (the reference), bf16, int8 (opt-in, needs "
-                                     "<model>_int8.pt weights; clips bright point targets), or int8_dynamic (opt-in, "
-                                     "quantized at load, cannot clip; PSNR drop 0.004 dB on VNNI CPUs, 0.025 dB elsewhere; "
-                                     "results depend slightly on the chunking)."),
+                         description="Network arithmetic: auto (one choice per CPU model, never mixed within a job), "
+                                     "fp32 (the reference), bf16, int8 (opt-in, needs <model>_int8.pt weights; clips "
+                                     "bright point targets), or int8_dynamic (quantized at load, cannot clip)."),
         Parameter.string(name="runtime", default="auto", values=list(engine.RUNTIMES),
-                         description="Inference runtime: auto (torch or ncnn, whichever the worker runs faster; "
-                                     "ncnn only where the worker has the ncnn package), torch, or ncnn (fp32 or bf16; the "
-                                     "backbone converted at load; Winograd convolutions, fp32 within 1e-5 of torch)."),
+                         description="Inference runtime: auto (whichever runtime the worker has: onnxruntime from the "
+                                     "hosted onnx_deps archive on CDSE), or one of them by name."),
         Parameter.number(name="max_cloud_cover", default=50, description="Skip scenes with more cloud cover than this (percent)."),
         Parameter.number(name="radiometric_offset", default=0,
                          description="Added to the DN before scaling (reflectance = (DN + offset) / 10000): -1000 for "
                                      "processing baseline >= 04.00 products that still carry the offset; 0 for harmonised collections."),
     ]
+
+
+def _gib(value: float) -> str:
+    """A memory job option: ``value`` GiB rounded up to a whole 256 MiB, in MiB (``"5376m"``)."""
+    return f"{math.ceil(value * 4) * 256}m"
+
+
+def job_options(archive_url: Optional[str] = None, one_date_per_window: bool = ONE_DATE_PER_WINDOW,
+                max_dates: int = MAX_DATES_PER_WINDOW) -> Dict[str, Any]:
+    """The batch job options the UDP needs on a geopyspark backend (CDSE, Terrascope).
+
+    - ``udf-dependency-archives``: s2sr's archive (``<archive_url>#s2sr_deps``; none without a
+      URL) and the hosted onnxruntime one;
+    - ``executor-memoryOverhead``: the memory outside the JVM heap.  Jep runs the UDF's Python
+      inside the executor's JVM process, so the network's peak and the window's arrays are
+      native memory of that process and count here, not in ``python-memory``;
+    - ``python-memory``: ``"disable"``.  It caps pyspark's separate Python worker processes
+      (``spark.executor.pyspark.memory``), which a Python-Jep UDF does not use; and set without
+      an explicit overhead it cuts ``executor-memoryOverhead`` to 128m
+      (openeo-geopyspark-driver ``openeogeotrellis/job_options.py``, ``JobOptions.from_dict``);
+    - ``executor-memory``: the JVM heap (tiles and the results' copies);
+    - ``executor-cores`` = ``task-cpus``: one window at a time per executor, on 2 CPUs.
+    """
+    dates = 1 if one_date_per_window else int(max_dates)
+    if dates < 1:
+        raise ValueError(f"max_dates must be >= 1, got {max_dates}")
+    native = max(WINDOW_PEAK_GIB.values()) + MARGIN_GIB + dates * DATE_NATIVE_MIB / 1024
+    heap = HEAP_BASE_GIB + dates * DATE_HEAP_MIB / 1024
+    archives = ([f"{archive_url}#{ARCHIVE_TARGET}"] if archive_url else []) + [ONNX_DEPS_ARCHIVE]
+    return {
+        "udf-dependency-archives": archives,
+        "executor-memory": _gib(heap),
+        "executor-memoryOverhead": _gib(native),
+        "python-memory": "disable",
+        "executor-cores": EXECUTOR_CORES,
+        "task-cpus": TASK_CPUS,
+    }
 
 
 def _load(bands: List[str]) -> DataCube:
@@ -116,7 +192,17 @@ def _load(bands: List[str]) -> DataCube:
     )
 
 
-def build_graph(models: Optional[Dict[str, Dict[str, Any]]] = None, window: int = WINDOW_PX) -> DataCube:
+def _sizes(geometry: Dict[str, int], one_date_per_window: bool) -> Dict[str, List[Dict[str, Any]]]:
+    """``apply_neighborhood``'s ``size`` and ``overlap``: x / y pixels, plus ``t: "P1D"`` (one
+    date per window, no t overlap) where asked (see ONE_DATE_PER_WINDOW)."""
+    size = _px(geometry["size"])
+    if one_date_per_window:
+        size.append({"dimension": "t", "value": "P1D"})
+    return {"size": size, "overlap": _px(geometry["overlap"])}
+
+
+def build_graph(models: Optional[Dict[str, Dict[str, Any]]] = None, window: int = WINDOW_PX,
+                one_date_per_window: bool = ONE_DATE_PER_WINDOW) -> DataCube:
     """The UDP's body as a client DataCube (parameters referenced with ``from_parameter``)."""
     import openeo
 
@@ -127,44 +213,57 @@ def build_graph(models: Optional[Dict[str, Dict[str, Any]]] = None, window: int 
     cube = cube10.merge_cubes(cube20)
     context = {
         "model": {"from_parameter": "model"},
-        "output_dtype": {"from_parameter": "output_dtype"},
         "offset": {"from_parameter": "radiometric_offset"},
         "precision": {"from_parameter": "precision"},
         "runtime": {"from_parameter": "runtime"},
         "overlap": geometry["overlap"],
     }
-    udf = openeo.UDF(udf_source(), runtime="Python-Jep", context=context)
-    cube = cube.apply_neighborhood(udf, size=_px(geometry["size"]), overlap=_px(geometry["overlap"]))
+    udf = openeo.UDF(udf_source(), runtime="Python-Jep", version=UDF_PYTHON_VERSION, context=context)
+    cube = cube.apply_neighborhood(udf, **_sizes(geometry, one_date_per_window))
     return cube.filter_bbox(Parameter("spatial_extent", description="spatial_extent"))
 
 
-def build_udp(models: Optional[Dict[str, Dict[str, Any]]] = None, weights_url: str = DEFAULT_WEIGHTS_URL,
-              window: int = WINDOW_PX) -> Dict[str, Any]:
-    """The complete UDP document (id, parameters, process graph, job options)."""
+def build_udp(models: Optional[Dict[str, Dict[str, Any]]] = None, archive_url: Optional[str] = None,
+              window: int = WINDOW_PX, one_date_per_window: bool = ONE_DATE_PER_WINDOW) -> Dict[str, Any]:
+    """The complete UDP document (id, parameters, process graph, job options).
+
+    ``archive_url``: where s2sr's dependency archive (``s2sr-deploy archive``) is hosted; without
+    it the job options name only the hosted onnxruntime archive, and the workers need s2sr some
+    other way (the committed JSON: a template for ``s2sr-deploy build --archive-url``).
+    """
     models = models or shipped_models()
     default = engine.DEFAULT_MODEL if engine.DEFAULT_MODEL in models else sorted(models)[0]
     geometry = neighborhood_geometry(models, window)
+    dates = ("one date per window" if one_date_per_window else
+             f"each window holds every date (job options sized for {MAX_DATES_PER_WINDOW} dates)")
     udp = build_process_dict(
-        process_graph=build_graph(models, window),
+        process_graph=build_graph(models, window, one_date_per_window),
         process_id=UDP_ID,
         summary="Sentinel-2 super-resolution: ten 10 m / 20 m bands to 5 m (s2sr, EVOLAND shallow SISR)",
         description=(
             "Super-resolves B02 B03 B04 B08 (10 m) and B05 B06 B07 B8A B11 B12 (20 m) to 5 m with a shallow CARN "
             "network (CESBIO/EVOLAND design) run as a UDF. The 20 m bands are brought to 10 m with cubic resampling, "
             f"then the network runs on {geometry['size']} px windows with {geometry['overlap']} px overlap (its "
-            "receptive field), seam-free. Output: the ten bands at 5 m, same units as the input. "
-            f"s2sr {s2sr.__version__}."
+            f"receptive field), seam-free; {dates}. Output: the ten bands at 5 m, float32 in the input's units, "
+            f"no-data NaN. s2sr {s2sr.__version__}."
         ),
         parameters=parameters(list(models), default),
-        returns={"description": "The ten bands at 5 m resolution.", "schema": {"type": "object", "subtype": "datacube"}},
+        returns={"description": "The ten bands at 5 m resolution (float32, no-data NaN).",
+                 "schema": {"type": "object", "subtype": "datacube"}},
         categories=["cubes", "machine learning"],
-        default_job_options={"udf-dependency-archives": [f"{weights_url}#{engine.ARCHIVE_DIR}"],
-                             "python-memory": PYTHON_MEMORY},
+        default_job_options=job_options(archive_url, one_date_per_window),
     )
     return json.loads(json.dumps(udp))  # plain JSON types only
 
 
+def archive_urls(udp: Dict[str, Any]) -> List[str]:
+    """The URLs of s2sr's own dependency archive (``<url>#s2sr_deps``) in a UDP's job options."""
+    archives = (udp.get("default_job_options") or {}).get("udf-dependency-archives") or []
+    return [a.rsplit("#", 1)[0] for a in archives if a.endswith(f"#{ARCHIVE_TARGET}")]
+
+
 def write_udp_json(path: Path = UDP_JSON, **kwargs: Any) -> Path:
+    path = Path(path)
     path.write_text(json.dumps(build_udp(**kwargs), indent=2) + "\n")
     return path
 
@@ -173,9 +272,8 @@ def load_udp_json(path: Path = UDP_JSON) -> Dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def superresolve(cube: DataCube, model: str = engine.DEFAULT_MODEL, output_dtype: str = "float32",
-                 offset: float = 0.0, size: Optional[int] = None, overlap: Optional[int] = None,
-                 precision: str = "auto", runtime: str = "auto") -> DataCube:
+def superresolve(cube: DataCube, model: str = engine.DEFAULT_MODEL, offset: float = 0.0, size: Optional[int] = None,
+                 overlap: Optional[int] = None, precision: str = "auto", runtime: str = "auto") -> DataCube:
     """Add s2sr to an existing openEO cube holding the ten bands on the 10 m grid.
 
     One line for a Jupyter user: ``sr = superresolve(cube)``.  Bring the 20 m bands to the
@@ -193,9 +291,8 @@ def superresolve(cube: DataCube, model: str = engine.DEFAULT_MODEL, output_dtype
         raise ValueError(f"unknown precision {precision!r}; available: {list(engine.PRECISIONS)}")
     if runtime not in engine.RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; available: {list(engine.RUNTIMES)}")
-    udf = openeo.UDF(udf_source(), runtime="Python-Jep", context={"model": model, "output_dtype": output_dtype,
-                                                                 "offset": offset, "overlap": overlap, "precision": precision,
-                                                                 "runtime": runtime})
+    udf = openeo.UDF(udf_source(), runtime="Python-Jep", version=UDF_PYTHON_VERSION,
+                     context={"model": model, "offset": offset, "overlap": overlap, "precision": precision, "runtime": runtime})
     return cube.apply_neighborhood(udf, size=_px(size), overlap=_px(overlap))
 
 
@@ -215,4 +312,5 @@ def _model_metadata(model: str) -> Dict[str, Any]:
     return models[model]
 
 
-__all__ = ["UDP_ID", "UDP_JSON", "build_udp", "build_graph", "load_s2", "load_udp_json", "superresolve", "write_udp_json"]
+__all__ = ["ARCHIVE_TARGET", "ONNX_DEPS_ARCHIVE", "UDP_ID", "UDP_JSON", "archive_urls", "build_udp", "build_graph", "job_options",
+           "load_s2", "load_udp_json", "superresolve", "write_udp_json"]

@@ -10,9 +10,12 @@ s2sr, and keep processing its output (here: an optional NDVI at 5 m)::
         --bbox 5.05 51.21 5.08 51.23 --dates 2023-06-01 2023-06-15 [--ndvi] [--run --out results/]
 
 Without ``--run`` it prints the process graph (no login, nothing executes).  With ``--run`` it
-logs in (OIDC), starts a batch job and downloads the results.  The job options carry the
-weights archive (``udf-dependency-archives``): taken from the UDP's ``default_job_options``,
-or from its weights link where the backend does not keep job options, or from ``--weights-url``.
+logs in (OIDC), starts a batch job and downloads the results.  The job options: the UDP's
+``default_job_options`` where its document carries them (a JSON hosted at a static URL, as the
+APEx catalogue does); where the backend dropped them (openeo-python-driver does), the dependency
+archives from the UDP's ``related`` zip links (``<url>#s2sr_deps``, ``...#onnx_deps``) and the
+memory options below, which ``s2sr.deploy.udp.job_options`` computes (a test keeps them equal).
+``--archive-url`` names s2sr's dependency archive where the UDP carries none.
 
 Needs only the ``openeo`` client.
 """
@@ -26,15 +29,19 @@ import requests
 from openeo.rest.datacube import DataCube
 
 UDP_ID = "sentinel2_superresolution"
-WEIGHTS_DIR = "s2sr_weights"  # the folder the UDF looks in; the archive URL's #fragment
+ARCHIVE_DIR = "s2sr_deps"  # the folder the UDF puts on sys.path; the archive URL's #fragment
+#: the UDP's memory job options (s2sr.deploy.udp.job_options: one 512 px window's measured peak per
+#: executor), for backends that drop a UDP's default_job_options
+MEMORY_OPTIONS = {"executor-memory": "2048m", "executor-memoryOverhead": "5888m", "python-memory": "disable",
+                  "executor-cores": 2, "task-cpus": 2}
 
 
 def superresolved(connection: openeo.Connection, udp_url: str, spatial_extent: Dict[str, Any],
                   temporal_extent: Sequence[str], product: str = "SENTINEL2_L2A", **arguments: Any) -> DataCube:
     """The UDP's output cube: the ten bands at 5 m over ``spatial_extent`` and ``temporal_extent``.
 
-    ``arguments``: further UDP parameters (``model``, ``output_dtype``, ``max_cloud_cover``,
-    ``radiometric_offset``).  The process is referenced by URL (``namespace=udp_url``); the
+    ``arguments``: further UDP parameters (``model``, ``precision``, ``runtime``,
+    ``max_cloud_cover``, ``radiometric_offset``).  The process is referenced by URL (``namespace=udp_url``); the
     backend fetches its definition from there.
     """
     return connection.datacube_from_process(
@@ -61,16 +68,17 @@ def describe(udp_url: str, timeout: float = 30) -> Dict[str, Any]:
     return response.json()
 
 
-def job_options(udp: Dict[str, Any], weights_url: Optional[str] = None) -> Dict[str, Any]:
-    """Batch job options for the UDP: its ``default_job_options``, the weights archive from its
-    ``related`` zip link when the backend dropped them, or ``weights_url`` when given."""
-    options = dict(udp.get("default_job_options") or {})
+def job_options(udp: Dict[str, Any], archive_url: Optional[str] = None) -> Dict[str, Any]:
+    """Batch job options for the UDP: its ``default_job_options``, else its ``related`` zip links
+    (``<url>#<folder>``) and ``MEMORY_OPTIONS``; ``archive_url`` adds s2sr's archive where the
+    UDP names none."""
+    options = dict(udp.get("default_job_options") or MEMORY_OPTIONS)
     archives: List[str] = list(options.get("udf-dependency-archives") or [])
-    if weights_url:
-        archives = [f"{weights_url}#{WEIGHTS_DIR}"]
-    elif not archives:
-        links = [link for link in udp.get("links") or [] if link.get("rel") == "related" and link.get("type") == "application/zip"]
-        archives = [f"{link['href']}#{WEIGHTS_DIR}" for link in links[:1]]
+    if not archives:
+        archives = [link["href"] for link in udp.get("links") or []
+                    if link.get("rel") == "related" and link.get("type") == "application/zip" and "#" in link.get("href", "")]
+    if archive_url and not any(a.endswith(f"#{ARCHIVE_DIR}") for a in archives):
+        archives.insert(0, f"{archive_url}#{ARCHIVE_DIR}")
     if archives:
         options["udf-dependency-archives"] = archives
     return options
@@ -84,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--dates", nargs=2, metavar=("START", "END"), required=True)
     parser.add_argument("--product", default="SENTINEL2_L2A", choices=["SENTINEL2_L2A", "SENTINEL2_L1C"])
     parser.add_argument("--ndvi", action="store_true", help="compute NDVI on the 5 m bands")
-    parser.add_argument("--weights-url", help="weights archive URL, if the UDP does not carry one")
+    parser.add_argument("--archive-url", help="s2sr's dependency archive URL, if the UDP names none")
     parser.add_argument("--run", action="store_true", help="log in (OIDC), run a batch job, download results")
     parser.add_argument("--out", default="s2sr_results", help="download folder for --run")
     args = parser.parse_args(argv)
@@ -94,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.run:
         print(cube.to_json())
         return 0
-    options = job_options(describe(args.udp_url), args.weights_url)
+    options = job_options(describe(args.udp_url), args.archive_url)
     connection.authenticate_oidc()
     job = cube.create_job(title="s2sr by URL", job_options=options)
     job.start_and_wait()

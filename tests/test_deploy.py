@@ -27,14 +27,14 @@ from s2sr.deploy import cli
 from s2sr.deploy.register import (
     collection_warnings, diff_udp, missing_processes, process_nodes, registration_body, runtime_warnings, used_processes,
 )
-from s2sr.deploy.udp import PRODUCTS, build_udp
+from s2sr.deploy.udp import ONNX_DEPS_ARCHIVE, PRODUCTS, build_udp
 from s2sr.deploy.weights_archive import ZIP_EPOCH, sha256_file, write_archive
 from s2sr import engine
 from s2sr.udf import default_weights_dir
 from s2sr_testing import make_cube, run_local
 
 REPO = Path(__file__).resolve().parents[1]
-W1, W2 = "https://weights.test/s2sr_weights-1.zip", "https://weights.test/s2sr_weights-2.zip"
+W1, W2 = "https://deps.test/s2sr_deps-1.zip", "https://deps.test/s2sr_deps-2.zip"
 
 
 @pytest.fixture(autouse=True)
@@ -46,12 +46,12 @@ def _isolated_client(tmp_path, monkeypatch):
 
 
 @functools.lru_cache(maxsize=4)
-def _udp(weights_url: str) -> str:
-    return json.dumps(build_udp(weights_url=weights_url))
+def _udp(archive_url: str) -> str:
+    return json.dumps(build_udp(archive_url=archive_url))
 
 
-def udp(weights_url: str = W1) -> dict:
-    return json.loads(_udp(weights_url))
+def udp(archive_url: str = W1) -> dict:
+    return json.loads(_udp(archive_url))
 
 
 def run_cli(capsys, *args: str):
@@ -102,7 +102,7 @@ def test_diff_names_fields_nodes_and_parameters():
     new = registration_body(udp(W2), "s2sr", public=True)
     diff = diff_udp(new, ours)
     assert diff.fields["public"] == "False -> True"
-    assert diff.fields["links"] == f"changed: -{W1}, +{W2}"
+    assert diff.fields["links"] == f"changed: -{W1}#s2sr_deps, +{W2}#s2sr_deps"
     assert diff.fields["default_job_options"] == "changed: udf-dependency-archives"
     assert not diff.nodes_changed and not diff.params_changed
 
@@ -113,16 +113,23 @@ def test_collection_and_runtime_warnings():
     assert collection_warnings(["SENTINEL2_L2A", "SENTINEL2_L1C", "X"], products) == []
     assert "product='SENTINEL2_L1C'" in collection_warnings(["SENTINEL2_L1C"], products)[0]
     assert "none of the collections" in collection_warnings(["SENTINEL2_L2A_SENTINELHUB"], products)[0]
-    runtimes = {"Python": {"versions": {"3": {"libraries": {"torch": {}}}}}}
-    assert runtime_warnings(runtimes, {"Python"}) == []
-    assert "no UDF runtime 'Python-Jep'" in runtime_warnings(runtimes, {"Python-Jep"})[0]
+    runtimes = {"Python": {"versions": {"3.11": {"libraries": {}}}}, "Python-Jep": {"versions": {"3.8": {}}}}
+    assert runtime_warnings(runtimes, {"Python": {"3.11"}}) == []
+    assert "no UDF runtime 'Python-Jep'" in runtime_warnings({"Python": {}}, {"Python-Jep": {"3.11"}})[0]
+    assert "lists no version 3.11 (it has ['3.8'])" in runtime_warnings(runtimes, {"Python-Jep": {"3.11"}})[0]
+    assert runtime_warnings(runtimes, {"Python-Jep": {None}}) == []
 
 
 def test_build_command_writes_the_udp(tmp_path, capsys):
     out = tmp_path / "udp.json"
-    rc, stdout, _ = run_cli(capsys, "build", "--out", str(out), "--weights-url", W2)
-    assert rc == 0 and str(out) in stdout
-    assert json.loads(out.read_text()) == udp(W2)
+    rc, stdout, err = run_cli(capsys, "build", "--out", str(out), "--archive-url", W2)
+    assert rc == 0 and str(out) in stdout and err == ""
+    written = json.loads(out.read_text())
+    assert written == udp(W2)
+    assert written["default_job_options"]["udf-dependency-archives"] == [f"{W2}#s2sr_deps", ONNX_DEPS_ARCHIVE]
+    rc, _, err = run_cli(capsys, "build", "--out", str(out))  # no archive: a template, and we say so
+    assert rc == 0 and "names no s2sr dependency archive" in err and "s2sr-deploy archive" in err
+    assert json.loads(out.read_text())["default_job_options"]["udf-dependency-archives"] == [ONNX_DEPS_ARCHIVE]
 
 
 # --------------------------------------------------------------------------- weights archive
@@ -193,35 +200,35 @@ def describe(server, udp_id: str) -> dict:
 def test_register_create_unchanged_update(openeo_server, capsys):
     udp_id = "s2sr_idempotence"
     puts = lambda: openeo_server.requests_made("PUT", f"/process_graphs/{udp_id}")  # noqa: E731
-    rc, out, err = run_cli(capsys, *register_args(openeo_server, udp_id, "--weights-url", W1))
+    rc, out, err = run_cli(capsys, *register_args(openeo_server, udp_id, "--archive-url", W1))
     assert rc == 0 and out.startswith(f"created: {udp_id}"), out + err
     stored = describe(openeo_server, udp_id)
     assert stored["id"] == udp_id and stored["process_graph"] == udp(W1)["process_graph"]
     assert stored["parameters"] == udp(W1)["parameters"]
     assert "default_job_options" not in stored  # the dummy backend drops them ...
-    assert "does not keep categories, default_job_options" in err and f"{W1}#s2sr_weights" in err  # ... and we say so
-    assert [link["href"] for link in stored["links"]] == [W1]  # the weights link it does keep
+    assert "does not keep categories, default_job_options" in err and f"{W1}#s2sr_deps" in err  # ... and we say so
+    assert [link["href"] for link in stored["links"]] == [f"{W1}#s2sr_deps", ONNX_DEPS_ARCHIVE]  # the links it keeps
     assert puts() == 1
 
-    rc, out, err = run_cli(capsys, *register_args(openeo_server, udp_id, "--weights-url", W1))
+    rc, out, err = run_cli(capsys, *register_args(openeo_server, udp_id, "--archive-url", W1))
     assert rc == 0 and out.startswith(f"unchanged: {udp_id}"), out + err
     assert puts() == 1  # no second PUT
     assert describe(openeo_server, udp_id) == stored
 
-    rc, out, err = run_cli(capsys, *register_args(openeo_server, udp_id, "--weights-url", W2))
+    rc, out, err = run_cli(capsys, *register_args(openeo_server, udp_id, "--archive-url", W2))
     assert rc == 0 and out.startswith(f"updated: {udp_id}"), out + err
-    assert f"links: changed: -{W1}, +{W2}" in out
+    assert f"links: changed: -{W1}#s2sr_deps, +{W2}#s2sr_deps" in out
     assert puts() == 2
-    assert [link["href"] for link in describe(openeo_server, udp_id)["links"]] == [W2]
+    assert [link["href"] for link in describe(openeo_server, udp_id)["links"]] == [f"{W2}#s2sr_deps", ONNX_DEPS_ARCHIVE]
 
-    rc, out, _ = run_cli(capsys, *register_args(openeo_server, udp_id, "--weights-url", W2, "--dry-run", "--public"))
+    rc, out, _ = run_cli(capsys, *register_args(openeo_server, udp_id, "--archive-url", W2, "--dry-run", "--public"))
     assert rc == 0 and out.startswith(f"would update: {udp_id}") and "public: False -> True" in out
     assert puts() == 2
 
 
 def test_register_reports_changed_graph_nodes(openeo_server, capsys, tmp_path):
     udp_id = "s2sr_node_diff"
-    assert run_cli(capsys, *register_args(openeo_server, udp_id, "--weights-url", W1))[0] == 0
+    assert run_cli(capsys, *register_args(openeo_server, udp_id, "--archive-url", W1))[0] == 0
     edited = udp(W1)
     edited["process_graph"]["applyneighborhood1"]["arguments"]["process"]["process_graph"]["runudf1"]["arguments"]["context"]["overlap"] += 1
     edited["parameters"] = [p for p in edited["parameters"] if p["name"] != "radiometric_offset"]
@@ -236,7 +243,7 @@ def test_register_reports_changed_graph_nodes(openeo_server, capsys, tmp_path):
 
 def test_public_url_resolves_and_serves_the_udp_by_url(openeo_server, capsys):
     udp_id = "sentinel2_superresolution"  # the remote-definition id must match the process id
-    rc, out, err = run_cli(capsys, *register_args(openeo_server, udp_id, "--weights-url", W1, "--public"))
+    rc, out, err = run_cli(capsys, *register_args(openeo_server, udp_id, "--archive-url", W1, "--public"))
     assert rc == 0, err
     url = out.split("public URL: ", 1)[1].split()[0]
     assert url == f"{openeo_server.api}processes/u:{BASIC_USER}/{udp_id}"
@@ -253,7 +260,10 @@ def test_public_url_resolves_and_serves_the_udp_by_url(openeo_server, capsys):
     assert node["arguments"]["spatial_extent"] == {"west": 5.05, "south": 51.21, "east": 5.08, "north": 51.23, "crs": "EPSG:4326"}
     assert node["arguments"]["temporal_extent"] == ["2023-06-01", "2023-06-15"]
     assert set(node["arguments"]) <= {p["name"] for p in response.json()["parameters"]}
-    assert example.job_options(response.json()) == {"udf-dependency-archives": [f"{W1}#s2sr_weights"]}
+    # the backend dropped default_job_options: the example rebuilds the archives from the links, memory from the UDP's defaults
+    options = example.job_options(response.json())
+    assert options["udf-dependency-archives"] == [f"{W1}#s2sr_deps", ONNX_DEPS_ARCHIVE]
+    assert options["executor-memoryOverhead"] == udp(W1)["default_job_options"]["executor-memoryOverhead"]
 
     # the backend's dry run follows the URL into our graph: the dummy lacks SENTINEL2_L2A ...
     connection.authenticate_basic(BASIC_USER, BASIC_PASSWORD)
@@ -297,11 +307,11 @@ def test_hosted_json_brings_its_job_options(openeo_server, hosted_udp_json):
     while "job_option_defaults" not in openeo_server.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     line = next(x for x in openeo_server.log().splitlines() if "job_option_defaults" in x)
-    assert f"{W2}#s2sr_weights" in line and "python-memory" in line
+    assert f"{W2}#s2sr_deps" in line and "onnx_deps_python311.zip#onnx_deps" in line and "executor-memoryOverhead" in line
 
 
 def test_wrong_password_is_a_clear_error(openeo_server, capsys):
-    rc, out, err = run_cli(capsys, "register", "--backend", openeo_server.url, "--weights-url", W1,
+    rc, out, err = run_cli(capsys, "register", "--backend", openeo_server.url, "--archive-url", W1,
                            "--auth", "basic", "--user", BASIC_USER, "--password", "wrong")
     assert rc == 1 and out == ""
     error = err.strip().splitlines()[-1]
@@ -309,17 +319,17 @@ def test_wrong_password_is_a_clear_error(openeo_server, capsys):
 
 
 def test_check_only_without_login(openeo_server, capsys):
-    rc, out, err = run_cli(capsys, "register", "--backend", openeo_server.url, "--weights-url", W1, "--auth", "none", "--dry-run")
+    rc, out, err = run_cli(capsys, "register", "--backend", openeo_server.url, "--archive-url", W1, "--auth", "none", "--dry-run")
     assert rc == 0 and "offers every process" in out
     assert "none of the collections" in err  # the dummy has no SENTINEL2_L2A / _L1C: a warning only
-    rc, _, err = run_cli(capsys, "register", "--backend", openeo_server.url, "--weights-url", W1, "--auth", "none")
+    rc, _, err = run_cli(capsys, "register", "--backend", openeo_server.url, "--archive-url", W1, "--auth", "none")
     assert rc == 1 and "needs authentication" in err
 
 
 def test_unreachable_backend_is_a_clear_error():
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "s2sr.deploy.cli", "register", "--backend", url, "--weights-url", W1,
+    done = subprocess.run([sys.executable, "-m", "s2sr.deploy.cli", "register", "--backend", url, "--archive-url", W1,
                            "--user", BASIC_USER, "--password", BASIC_PASSWORD], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().splitlines()[-1] == f"s2sr-deploy: error: cannot reach the openEO backend at {url}: Connection refused"
@@ -332,7 +342,7 @@ def test_backend_without_run_udf(openeo_driver_python, tmp_path, capsys):
     try:
         ids = [p["id"] for p in openeo.connect(server.url).list_processes()]
         assert "run_udf" not in ids and "apply_neighborhood" in ids
-        rc, out, err = run_cli(capsys, *register_args(server, "s2sr_no_udf", "--weights-url", W1))
+        rc, out, err = run_cli(capsys, *register_args(server, "s2sr_no_udf", "--archive-url", W1))
     finally:
         server.stop()
     assert rc == 1 and out == ""
@@ -341,7 +351,7 @@ def test_backend_without_run_udf(openeo_driver_python, tmp_path, capsys):
 
 
 def test_credentials_from_env_and_client_config(openeo_server, capsys, monkeypatch):
-    base = ("register", "--backend", openeo_server.url, "--udp-id", "s2sr_creds", "--weights-url", W1, "--dry-run")
+    base = ("register", "--backend", openeo_server.url, "--udp-id", "s2sr_creds", "--archive-url", W1, "--dry-run")
     monkeypatch.setenv(cli.USER_ENV, BASIC_USER)
     monkeypatch.setenv(cli.PASSWORD_ENV, BASIC_PASSWORD)
     rc, out, err = run_cli(capsys, *base)  # --auth auto: basic, since a user name is known

@@ -58,14 +58,20 @@ def _run_parser(prog: str = "s2sr run") -> argparse.ArgumentParser:
     sel.add_argument("--max-cloud-cover", type=float, help="skip dates with more cloud cover (percent; UDP default 50)")
     udp = p.add_argument_group("processing")
     udp.add_argument("--model", help="model name (the UDP's 'model' parameter; default: the UDP's default)")
-    udp.add_argument("--output-dtype", choices=["float32", "int16"], default="float32")
     udp.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8", "int8_dynamic"],
                      help="network arithmetic (the UDP's 'precision'; default auto: fp32 or bf16, whichever runs faster)")
-    udp.add_argument("--runtime", choices=["auto", "torch", "ncnn"],
-                     help="inference runtime (the UDP's 'runtime'; default auto: torch or ncnn, whichever runs faster; ncnn runs fp32 or bf16)")
+    udp.add_argument("--runtime", choices=["auto", "torch", "ncnn", "onnxruntime"],
+                     help="inference runtime (the UDP's 'runtime'; default auto)")
     udp.add_argument("--radiometric-offset", type=float, help="added to DN before scaling (-1000 for baseline >= 04.00 products)")
     udp.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
     udp.add_argument("--workers", type=int, help="local threads running windows (default: the CPUs available)")
+    sc = p.add_argument_group("benchmark scenario (APEx format; runs on the sample scene)")
+    sc.add_argument("--scenario", type=Path, metavar="FILE",
+                    help="run the scenario's call of the UDP (e.g. benchmark_scenarios/sentinel2_superresolution.json) "
+                         "and compare the SR product with its reference data; exit 1 where it differs")
+    sc.add_argument("--scenario-id", metavar="ID", help="which scenario of the file (default: the first)")
+    sc.add_argument("--write-reference", action="store_true",
+                    help="write the scenario's reference files from this run instead of comparing")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default ./%(default)s/)")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -106,7 +112,7 @@ def udp_arguments(args: argparse.Namespace, catalogue, product: str) -> Dict[str
     bbox = (local.collection_extent(catalogue, product) if args.bbox is None else
             dict(zip(("west", "south", "east", "north"), args.bbox), crs=_crs_arg(args.bbox_crs)))
     arguments: Dict[str, Any] = {
-        "product": product, "spatial_extent": bbox, "output_dtype": args.output_dtype,
+        "product": product, "spatial_extent": bbox,
         "temporal_extent": list(args.temporal) if args.temporal else local.collection_dates(catalogue, product),
     }
     for name, value in (("model", args.model), ("max_cloud_cover", args.max_cloud_cover),
@@ -181,7 +187,7 @@ def write_preview(cube10, bicubic, sr, path: Path, title: str = "") -> Path:
     return path
 
 
-def write_products(execution, arguments: Dict[str, Any], folder: Path, dtype: str) -> List[str]:
+def write_products(execution, arguments: Dict[str, Any], folder: Path, dtype: str = "float32") -> List[str]:
     """SR, bicubic and preview per date into ``folder``; returns the file names."""
     from s2sr.deploy import local
 
@@ -234,25 +240,81 @@ def run(args: argparse.Namespace) -> Path:
 
     out = args.out.resolve()
     _check_out(out)
-    catalogue, product = _catalogue(args)
-    arguments = udp_arguments(args, catalogue, product)
+    scenario = udp = None
+    if args.scenario:
+        scenario, udp, catalogue, product, arguments = _scenario_run(args)
+    else:
+        catalogue, product = _catalogue(args)
+        arguments = udp_arguments(args, catalogue, product)
     engine = local.LocalEngine(catalogue, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     _say(args, f"s2sr: running the UDP on {product} (local engine)...")
     try:
-        execution = engine.run_udp(arguments=arguments)
+        execution = engine.run_udp(udp, arguments=arguments)
     except (local.ProcessError, local.ParameterError, ValueError) as exc:
         raise CliError(str(exc)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output folder should not be
     try:
-        files = write_products(execution, arguments, tmp, args.output_dtype)
-        _write_run_file(tmp, args, arguments, execution, files)
+        files = write_products(execution, arguments, tmp)
+        record = {"scenario": _scenario_check(scenario, tmp / "sr_5m.tif", args)} if scenario else {}
+        _write_run_file(tmp, args, arguments, execution, files, record)
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _say(args, f"s2sr: wrote {', '.join(files)} to {out} in {execution.seconds:.1f} s")
+    if scenario and record["scenario"].get("problems"):
+        raise CliError(f"scenario {scenario['id']!r}: the SR product differs from the reference: "
+                       + "; ".join(record["scenario"]["problems"][:5]) + f" (outputs in {out})")
     return out
+
+
+# --------------------------------------------------------------------------- benchmark scenarios
+
+SCENARIO_EXCLUSIVE = ("input", "input_10m", "input_20m", "date", "product", "bbox", "temporal", "max_cloud_cover",
+                      "model", "precision", "runtime", "radiometric_offset")
+
+
+def _scenario_run(args: argparse.Namespace):
+    """(scenario, UDP document, catalogue, product, arguments) of ``--scenario``: its UDP call on
+    the sample scene."""
+    from s2sr.deploy import local, scenario as sc
+
+    given = [f"--{k.replace('_', '-')}" for k in SCENARIO_EXCLUSIVE if getattr(args, k) is not None]
+    if given:
+        raise CliError(f"--scenario takes its input and arguments from the scenario file; drop {' '.join(given)}")
+    try:
+        scenario = sc.select(sc.load_scenarios(args.scenario), args.scenario_id)
+        _, node = sc.udp_node(scenario)
+        udp = sc.resolve_udp(node, args.scenario.resolve().parent)
+    except sc.ScenarioError as exc:
+        raise CliError(str(exc)) from None
+    arguments = json.loads(json.dumps(node["arguments"]))
+    catalogue = local.sample_catalogue()
+    product = arguments.get("product", "SENTINEL2_L2A")
+    if product not in catalogue.collections:
+        raise CliError(f"the scenario loads {product}; locally only the sample scene's {local.SAMPLE_COLLECTION} exists")
+    return scenario, udp, catalogue, product, arguments
+
+
+def _scenario_check(scenario: Dict[str, Any], sr_tif: Path, args: argparse.Namespace) -> Dict[str, Any]:
+    """Compare (or, with ``--write-reference``, write) the scenario's reference data."""
+    from s2sr.deploy import scenario as sc
+
+    try:
+        references = sc.reference_paths(scenario, args.scenario.resolve().parent)
+    except sc.ScenarioError as exc:
+        raise CliError(str(exc)) from None
+    if args.write_reference:
+        folders = {p.parent for p in references.values()}
+        if len(folders) != 1 or set(references) != {sc.STATS_FILE, sc.CROP_FILE}:
+            raise CliError(f"--write-reference needs reference_data naming {sc.STATS_FILE} and {sc.CROP_FILE} in one folder")
+        written = sc.write_reference(sr_tif, folders.pop())
+        return {"id": scenario["id"], "reference_written": sorted(str(p) for p in written.values())}
+    if not references:
+        return {"id": scenario["id"], "reference": "none"}
+    problems = sc.compare(sr_tif, references, scenario.get("reference_options"))
+    return {"id": scenario["id"], "reference": sorted(references), "matches": not problems, "problems": problems}
 
 
 def _umask() -> int:
@@ -272,18 +334,21 @@ def model_name(arguments: Dict[str, Any]) -> str:
     return next(p.get("default", "?") for p in load_udp_json()["parameters"] if p["name"] == "model")
 
 
-def _write_run_file(folder: Path, args, arguments: Dict[str, Any], execution, files: List[str]) -> None:
+def _write_run_file(folder: Path, args, arguments: Dict[str, Any], execution, files: List[str],
+                    extra: Optional[Dict[str, Any]] = None) -> None:
     import s2sr
     from s2sr.deploy.geopyspark import UDF_SCALA
 
     inputs = [str(p) for p in (args.input, args.input_10m, args.input_20m) if p] or ["s2sr sample scene"]
+    if args.scenario:
+        inputs = [f"s2sr sample scene (scenario {args.scenario})"]
     record = {"s2sr": s2sr.__version__, "udp": "sentinel2_superresolution", "arguments": arguments,
               "model": model_name(arguments), "inputs": inputs,
               "executor": f"Python-Jep as the geopyspark executor runs it ({UDF_SCALA}): "
                           "a fresh namespace per window, float32 coordinates, apply_metadata first",
               "auto": auto_decisions(),
               "seconds": round(execution.seconds, 2), "stats": execution.stats, "files": files,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
     (folder / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
