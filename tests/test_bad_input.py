@@ -122,6 +122,13 @@ CUBE_ERRORS = [
     ("scale_nan", _cube, {"scale": float("nan")}, "context key 'scale' must be a positive number"),
     ("zero_resolution", _cube, {"resolution": 0}, "context key 'resolution' must be a positive number"),
     ("context_not_a_dict", _cube, None, None),
+    ("int16_from_reflectance", lambda: _cube() / 10000.0, {"scale": 1, "output_dtype": "int16"}, "would be rounded to nothing"),
+    ("one_band_in_reflectance", lambda: _values(_cube(), lambda v: v.__setitem__((0, 5), v[0, 5] / 10000.0)), {},
+     r"band B06 look like reflectance in \[0, 1\] while the rest"),
+    ("one_date_in_reflectance", lambda: _values(_cube(nt=3), lambda v: v.__setitem__(1, v[1] / 10000.0)), {},
+     r"on date 2020-06-11.*look like reflectance"),
+    ("one_date_in_dn_among_reflectance", lambda: _values(_cube(nt=3) / 10000.0, lambda v: v.__setitem__(2, v[2] * 10000.0)),
+     {"scale": 1}, r"band B02 on date 2020-06-12: 256 of 256 values are outside reflectance"),
 ]
 
 
@@ -183,3 +190,77 @@ def test_negative_reflectance_within_physics_is_kept(udf_module, slim_weights):
     cube.values[0, 0, :2, :2] = -150.0  # slightly negative surface reflectance (L2A over dark water)
     out = udf_module["apply_datacube"](cube, {"weights": str(slim_weights), "precision": "fp32"})
     assert np.isfinite(out.values).all()
+
+
+def test_band_labels_as_bytes_are_decoded(udf_module, slim_weights):
+    """netCDF char labels arrive as bytes: read as names, shuffled order included."""
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
+    cube = _cube(seed=12)
+    shuffled = cube.isel(bands=[3, 0, 9, 1, 2, 8, 4, 7, 5, 6])
+    as_bytes = shuffled.assign_coords(bands=np.array([b.encode() for b in shuffled.bands.values], dtype="S3"))
+    np.testing.assert_array_equal(udf_module["apply_datacube"](as_bytes, ctx).values,
+                                  udf_module["apply_datacube"](shuffled, ctx).values)
+
+
+def test_a_rioxarray_cube_keeps_its_crs(udf_module, slim_weights):
+    cube = _cube(seed=1).assign_coords(spatial_ref=xarray.DataArray(0, attrs={"crs_wkt": "EPSG:32618", "spatial_ref": "EPSG:32618"}))
+    out = udf_module["apply_datacube"](cube, {"weights": str(slim_weights), "precision": "fp32"})
+    assert "spatial_ref" in out.coords and out.spatial_ref.attrs["crs_wkt"] == "EPSG:32618"
+
+
+def _two_weights(tmp_path, slim_weights):
+    """Two different weights of the same size (same architecture, other seeds)."""
+    from s2sr_testing import export_slim
+
+    a, b = export_slim(tmp_path / "a.pt", seed=1), export_slim(tmp_path / "b.pt", seed=2)
+    assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
+    return a, b
+
+
+def test_the_cache_never_serves_a_file_that_changed(udf_module, slim_weights, tmp_path):
+    """Weights rewritten in place with the same size and the old mtime: the new ones run, and a
+    manifest that no longer matches is checked again."""
+    import os
+    import shutil
+
+    a, b = _two_weights(tmp_path, slim_weights)
+    target = tmp_path / "w" / "m.pt"
+    target.parent.mkdir()
+    shutil.copy(a, target)
+    ctx = {"weights": str(target), "precision": "fp32", "runtime": "torch"}
+    cube = _cube(seed=6)
+    first = udf_module["apply_datacube"](cube, ctx).values
+    stat = target.stat()
+    shutil.copy(b, target)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    expected = udf_module["apply_datacube"](cube, {**ctx, "weights": str(b)}).values
+    assert np.array_equal(udf_module["apply_datacube"](cube, ctx).values, expected) and not np.array_equal(expected, first)
+    (target.parent / "manifest.json").write_text(json.dumps(
+        {"default": "m", "models": {"m": {"file": "m.pt", "sha256": engine.sha256_file(a)}}}))
+    with pytest.raises(ValueError, match="fails its checksum"):
+        udf_module["apply_datacube"](cube, ctx)
+
+
+@pytest.mark.parametrize("manifest", [[], {"models": []}, {"models": {"m": "m.pt"}}, {"models": {"m": {"file": "m.pt"}}}])
+def test_a_manifest_of_the_wrong_shape_is_a_clear_error(udf_module, slim_weights, tmp_path, manifest):
+    import shutil
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    shutil.copy(slim_weights, folder / "m.pt")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="manifest .* has the wrong shape"):
+        udf_module["apply_datacube"](_cube(), {"weights": str(folder / "m.pt")})
+
+
+def test_a_weights_zip_whose_crc_fails_is_refused(udf_module, slim_weights, tmp_path):
+    """A flipped byte inside a stored tensor: the zip's CRC says so before torch reads it."""
+    data = bytearray(slim_weights.read_bytes())
+    with zipfile.ZipFile(slim_weights) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)  # the largest tensor, stored
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.file_size // 2] ^= 0xFF
+    path = tmp_path / "flipped.pt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="fails its CRC check"):
+        udf_module["apply_datacube"](_cube(), {"weights": str(path)})

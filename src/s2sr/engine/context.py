@@ -13,6 +13,8 @@ PRECISIONS = ("fp32", "bf16", "int8", "int8_dynamic", "auto")
 from s2sr.engine.runtimes import RUNTIMES  # noqa: E402  (the runtimes the engine knows)
 OUTPUT_DTYPES = ("float32", "int16")
 DEFAULT_FACTOR = 2
+#: int16 output keeps the input's units: below this scale its rounding steps exceed 0.01 reflectance
+MIN_INT16_SCALE = 100.0
 DEFAULT_RESOLUTION = 10.0  # metres: the grid the UDP hands the UDF (the 10 m bands' own)
 
 
@@ -71,6 +73,11 @@ def check_context(context: Any) -> Dict[str, Any]:
             if key in ENUMS:
                 raise ValueError(f"context key {key!r}: unknown {key} {value!r}; available: {list(ENUMS[key])}")
             raise ValueError(f"context key {key!r} must be {takes}, got {value!r} ({type(value).__name__})")
+    scale = float(context.get("scale", 10000.0))
+    if context.get("output_dtype") == "int16" and scale < MIN_INT16_SCALE:
+        raise ValueError(f"output_dtype 'int16' with scale {scale:g} would round reflectance to steps of "
+                         f"{1 / scale:g}: the image would be rounded to nothing; use output_dtype 'float32' "
+                         f"or input in digital numbers (scale >= {MIN_INT16_SCALE:g})")
     return context
 
 

@@ -33,6 +33,8 @@ def band_indices(array: xarray.DataArray, band_dim: str, bands: Sequence[str]) -
     """Index along the cube's band axis of each model band, in model order."""
     size = array.sizes[band_dim]
     labels = array.coords[band_dim].values.tolist() if band_dim in array.coords else None
+    if labels is not None:  # netCDF char labels arrive as bytes
+        labels = [v.decode("utf-8", "replace").strip("\x00 ") if isinstance(v, bytes) else v for v in labels]
     named = labels is not None and all(isinstance(v, str) for v in labels)
     if not named:
         if size != len(bands):
@@ -73,19 +75,30 @@ def superresolve_cube(array: xarray.DataArray, context: Dict[str, Any]) -> xarra
         data = data[None]
     if data.shape[-1] < 1 or data.shape[-2] < 1:
         raise ValueError(f"the cube has an empty spatial extent {data.shape[-2:]}")
-    out = superresolve(data[:, order], module, meta, context, device)
+    coords = output_coords(array, lead + [band_dim], f, resolution_of(context, meta))  # bad coordinates: before the work
+    dates = array.coords[time_dim].values if time_dim and time_dim in array.coords else None
+    out = superresolve(data[:, order], module, meta, context, device, dates)
     if order != sorted(order):  # back to the cube's own band order (a copy only where it differs)
         out[:, order] = out.copy()
     if time_dim is None:
         out = out[0]
     if context.get("output_dtype", "float32") == "int16":
         out = to_int16(out)
+    result = xarray.DataArray(out, dims=lead + [band_dim, "y", "x"], coords=coords, name=array.name, attrs=dict(array.attrs))
+    return result.transpose(*array.dims)
+
+
+def output_coords(array: xarray.DataArray, kept: Sequence[str], factor: int, resolution: float) -> Dict[str, Any]:
+    """The output's coordinates: the finer y / x grid, the ``kept`` dimensions' labels as they
+    are, and the scalar coordinates (rioxarray's ``spatial_ref``, which carries the CRS)."""
     coords: Dict[str, Any] = {}
     for dim in ("y", "x"):
         if dim in array.coords:
-            coords[dim] = fine_axis(array.coords[dim].values, f, dim, resolution_of(context, meta))
-    for dim in lead + [band_dim]:
+            coords[dim] = fine_axis(array.coords[dim].values, factor, dim, resolution)
+    for dim in kept:
         if dim in array.coords:
             coords[dim] = array.coords[dim].values
-    result = xarray.DataArray(out, dims=lead + [band_dim, "y", "x"], coords=coords, name=array.name, attrs=dict(array.attrs))
-    return result.transpose(*array.dims)
+    for name, coord in array.coords.items():
+        if coord.ndim == 0:
+            coords[name] = coord
+    return coords

@@ -16,7 +16,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from s2sr.engine.runtimes import MIN_NET_SIZE
-from s2sr.engine.weights import metadata_cached, verify_checksum
+from s2sr.engine.weights import metadata_cached, stat_key, verify_checksum
 
 ONNX_METADATA_KEY = "s2sr_metadata"
 
@@ -67,8 +67,7 @@ def load_onnx(pt_path: str, size: int, mtime: float, threads: int) -> Tuple[Onnx
     if not onnx_path.is_file():
         raise ValueError(f"runtime 'onnxruntime' needs {onnx_path.name} beside {path.name} "
                          f"(write it with s2sr-export --onnx {path.name}); it is in the archive `s2sr-deploy archive` builds")
-    stat = onnx_path.stat()
-    verify_checksum(str(onnx_path), stat.st_size, stat.st_mtime)
+    verify_checksum(str(onnx_path), *stat_key(onnx_path))
     try:
         model = OnnxModel(onnx_path, meta, threads)
     except Exception as exc:  # onnxruntime raises its own types for broken files

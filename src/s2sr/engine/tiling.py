@@ -1,7 +1,7 @@
 """s2sr.engine.tiling: one window through the network: fill, pad, the valid extent, infer, crop."""
 
 import math
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,7 +54,8 @@ def _placed(span: slice, pad: int, n: int, f: int) -> Tuple[slice, slice]:
     return slice(f * (lo - pad), f * (hi - pad)), slice(f * (lo - span.start), f * (hi - span.start))
 
 
-def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str = "cpu") -> np.ndarray:
+def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str = "cpu",
+                 dates: Optional[Sequence[Any]] = None) -> np.ndarray:
     """Super-resolve ``[T, C, H, W]`` (model band order, input units) to ``[T, C, fH, fW]``.
 
     Output in the input's units, float32, NaN where the input was no-data.
@@ -68,7 +69,7 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
     values = values.astype(np.float32, copy=False)
     valid = valid_mask(values, context)
     refl = (values + offset) / scale
-    valid = check_radiometry(refl, valid, meta["bands"], context)
+    valid = check_radiometry(refl, valid, meta["bands"], context, dates)
     if not valid.any():
         return np.full((t, c, f * h, f * w), np.nan, dtype=np.float32)  # all no-data: nothing to run
     fill = (np.asarray(meta["normalization"]["mean"], dtype=np.float32) * model_scale - model_offset)

@@ -107,29 +107,61 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=16)
-def verify_checksum(path_str: str, size: int, mtime: float) -> None:
-    """If a manifest lies beside the weights and lists them, their sha256 must match it."""
+def verify_checksum(path_str: str, size: int, version: Any) -> None:
+    """The weights file is whole (zip CRCs, for TorchScript archives) and, where a manifest lies
+    beside it and lists it, its sha256 matches: once per version of the file and of the manifest."""
+    manifest = Path(path_str).parent / MANIFEST_FILE
+    _verify(path_str, size, version, stat_key(manifest) if manifest.is_file() else None)
+
+
+@functools.lru_cache(maxsize=32)
+def _verify(path_str: str, size: int, version: Any, manifest_version: Any) -> None:
     path = Path(path_str)
-    manifest_path = path.parent / MANIFEST_FILE
-    if not manifest_path.is_file():
+    if zipfile.is_zipfile(path):
+        _check_crc(path)
+    if manifest_version is None:
         return
+    entry = _manifest_entry(path.parent / MANIFEST_FILE, path.name)
+    if entry is not None:
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise ValueError(
+                f"weights file {path} fails its checksum: sha256 {actual} but {path.parent / MANIFEST_FILE} "
+                f"lists {entry['sha256']} (corrupt or altered weights)"
+            )
+
+
+def _check_crc(path: Path) -> None:
+    """ValueError where an entry of the archive fails its CRC (a flipped byte torch may not see)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+        raise ValueError(f"weights file {path} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
+    if bad is not None:
+        raise ValueError(f"weights file {path} is corrupt: its entry {bad!r} fails its CRC check")
+
+
+def _manifest_entry(manifest_path: Path, name: str) -> Optional[Dict[str, Any]]:
+    """The manifest's entry for file ``name`` (a model's or its ONNX's), or None; ValueError where
+    the manifest is not JSON or not of the shape ``{"models": {name: {"file", "sha256", ...}}}``."""
     try:
         manifest = json.loads(manifest_path.read_text())
-        entries = manifest.get("models", {})
-    except (json.JSONDecodeError, AttributeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"weights manifest {manifest_path} is not valid JSON ({exc})") from None
-    listed = [e for e in entries.values() if isinstance(e, dict)]
-    listed += [e["onnx"] for e in listed if isinstance(e.get("onnx"), dict)]  # a model's ONNX companion
-    for entry in listed:
-        if entry.get("file") == path.name:
-            actual = sha256_file(path)
-            if actual != entry.get("sha256"):
-                raise ValueError(
-                    f"weights file {path} fails its checksum: sha256 {actual} but {manifest_path} "
-                    f"lists {entry.get('sha256')} (corrupt or altered weights)"
-                )
-            return
+    models = manifest.get("models") if isinstance(manifest, dict) else None
+    if not isinstance(models, dict):
+        raise ValueError(f"weights manifest {manifest_path} has the wrong shape: expected an object with a "
+                         f"'models' object, got {type(manifest).__name__}" + ("" if not isinstance(manifest, dict) else f" with keys {sorted(manifest)}"))
+    listed = []
+    for model, entry in models.items():
+        entries = [entry] + ([entry["onnx"]] if isinstance(entry, dict) and "onnx" in entry else [])
+        for item in entries:
+            if not (isinstance(item, dict) and isinstance(item.get("file"), str) and isinstance(item.get("sha256"), str)):
+                raise ValueError(f"weights manifest {manifest_path} has the wrong shape: model {model!r} needs "
+                                 f"'file' and 'sha256' strings, got {item!r:.120}")
+            listed.append(item)
+    return next((item for item in listed if item["file"] == name), None)
 
 
 def package_weights_dir() -> Optional[Path]:
@@ -218,9 +250,12 @@ def int8_companion(path: Path) -> Optional[Path]:
     return candidate
 
 
-def stat_key(path: Path) -> Tuple[int, float]:
+def stat_key(path: Path) -> Tuple[int, Tuple[int, int, int]]:
+    """(size, version) of a file, the key of every cache of the engine: the version (mtime,
+    ctime, inode) changes with any write, so a file rewritten with its old size and mtime is
+    never served stale (ctime cannot be set back), while a worker hashes each version once."""
     stat = path.stat()
-    return stat.st_size, stat.st_mtime
+    return stat.st_size, (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
 @functools.lru_cache(maxsize=16)
