@@ -132,6 +132,27 @@ def test_build_command_writes_the_udp(tmp_path, capsys):
     assert json.loads(out.read_text())["default_job_options"]["udf-dependency-archives"] == [ONNX_DEPS_ARCHIVE]
 
 
+# --------------------------------------------------------------------------- dependency archive
+
+def test_archive_command_prints_sha256_and_size(tmp_path, capsys):
+    archive = pytest.importorskip("s2sr.deploy.archive", reason="s2sr.deploy.archive (the archive builder) not here yet")
+    digests = []
+    for name in ("a", "b"):
+        out = tmp_path / name / "s2sr_deps.zip"
+        rc, stdout, err = run_cli(capsys, "archive", "--out", str(out))
+        assert rc == 0, err
+        data = out.read_bytes()
+        assert f"sha256 {hashlib.sha256(data).hexdigest()}" in stdout.splitlines()
+        assert f"size {len(data)}" in stdout.splitlines()
+        assert f"#{archive.TARGET_DIR}" in stdout and "s2sr-deploy build --archive-url" in stdout
+        digests.append(hashlib.sha256(data).hexdigest())
+    assert digests[0] == digests[1]  # deterministic
+    with zipfile.ZipFile(out) as z:
+        assert "s2sr/engine/weights.py" in z.namelist()  # the engine the UDF imports from s2sr_deps/
+    rc, _, err = run_cli(capsys, "archive", "--out", str(tmp_path / "t.zip"), "--with-torch")
+    assert rc == 1 and "wheels" in err and err.strip().count("\n") == 0
+
+
 # --------------------------------------------------------------------------- weights archive
 
 def test_weights_archive_is_deterministic(tmp_path):
