@@ -132,3 +132,23 @@ def test_overshoot_bound():
     pred.requires_grad_(True)
     overshoot_loss(pred, x).backward()
     assert float(pred.grad[0, 0, 8, 8]) > 0 and float(pred.grad[0, 0, 0, 0]) == 0.0
+
+
+def test_margin_hides_the_crop_border():
+    """A pair simulated on a crop equals, inside, the pair of a larger area: no padded border leaks in."""
+    from s2sr.training.data.wald import MTF_10M, MTF_20M, wald_pair
+
+    big10, big20 = _scene(320, seed=4)
+    m = torch.tensor([list(MTF_10M) + list(MTF_20M)], dtype=torch.float64) * 0.5  # the widest blurs: MTF ~0.1-0.17
+    off = 48  # 10 m pixels, a multiple of 8
+    sub10, sub20 = big10[:, off:off + 224, off:off + 224], big20[:, off // 2:off // 2 + 112, off // 2:off // 2 + 112]
+    x, y = simulate_pair(sub10[None], sub20[None], m, torch.zeros(1, 10), 12, torch.Generator())
+    from s2sr.training.degradation import cubic_upsample
+
+    ref10 = mtf_downsample(big10[None], 4, m[:, :4])
+    ref20 = cubic_upsample(mtf_downsample(big20[None], 4, m[:, 4:]), 2)
+    o = off // 4 + 12  # 40 m pixels
+    torch.testing.assert_close(x[:, :4], ref10[..., o:o + 32, o:o + 32], atol=0.05, rtol=0)
+    torch.testing.assert_close(x[:, 4:], ref20[..., o:o + 32, o:o + 32], atol=0.05, rtol=0)
+    tgt = wald_pair(big10, big20)[1]
+    torch.testing.assert_close(y[0], tgt[:, 2 * o:2 * o + 64, 2 * o:2 * o + 64], atol=0.05, rtol=0)
