@@ -373,8 +373,9 @@ class Trainer:
                         + ("; simulated on the fly with random MTF, gains, offsets, noise and the 8 dihedral transforms"
                            " (training/augment.py)" if self.cfg.augment else ""),
                 "overshoot_weight": self.cfg.overshoot_weight,
-                "loss": "L1 (normalised) on Wald pairs" + (" + relativistic GAN" if self.cfg.gan.enabled else ""),
-                "best": self.best, "batch_size": self.cfg.batch_size, "patch": self.cfg.patch, "bf16": self.cfg.bf16,
+                "loss": "L1 (normalised) on Wald pairs" + (" + relativistic GAN" if self.cfg.gan.enabled else "")
+                        + (f" + {self.cfg.overshoot_weight} x overshoot bound" if self.cfg.overshoot_weight > 0 else ""),
+                "best": self.best, "batch_size": self.cfg.batch_size, "patch": self.cfg.patch, "bf16": getattr(self, "bf16", self.cfg.bf16),
                 "global_skip": self.cfg.global_skip, "torch_threads": torch.get_num_threads()}
 
     # -- one step
