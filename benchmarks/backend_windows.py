@@ -43,11 +43,12 @@ def measure(windows: int, window: int, warm: int, context: Dict[str, Any]) -> Di
     from inference import _sample_window, cpu_model
 
     from s2sr.deploy import geopyspark
+    from s2sr.engine.nodata import required_overlap
     from s2sr.engine.weights import read_metadata, resolve_weights
     from s2sr.training.bands import BANDS
     from s2sr.udf import udf_source
 
-    margin = read_metadata(resolve_weights(context))["margin"]
+    margin = required_overlap(read_metadata(resolve_weights(context)))  # the UDP's overlap
     size = window - 2 * margin
     tile = _sample_window(window)
     res, x0, y0 = 10.0, 435730.0, 4179460.0

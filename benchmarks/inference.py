@@ -327,7 +327,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     weights = str(engine.resolve_weights({}))
     meta = engine.read_metadata(weights)
-    margin = meta["margin"]
+    from s2sr.engine.nodata import required_overlap
+
+    margin = required_overlap(meta)  # the UDP's overlap: the receptive field's margin + the no-data fill's reach
     windows = [QUICK_WINDOW] if args.quick else sorted({128, 256, 512, default_window()})
     threads = [2] if args.quick else [1, 2]
     reps = 1 if args.quick else 2

@@ -14,7 +14,8 @@ with ``s2sr-deploy build``).  The graph:
 4. ``apply_neighborhood`` with ``run_udf`` (the UDF source as text, runtime ``Python-Jep``,
    which lets the geopyspark backends change resolution with ``apply_metadata``): windows of
    ``size`` pixels plus ``overlap`` = the largest margin of the offered models (from their
-   receptive fields, read from the weights' metadata; never a hand-typed constant);
+   receptive fields, read from the weights' metadata; never a hand-typed constant) plus the
+   reach of the engine's no-data fill;
 5. ``filter_bbox`` back to ``spatial_extent``.  The over-fetch: openEO's python driver (CDSE,
    Terrascope) buffers ``load_collection``'s extent by the ``apply_neighborhood`` overlap in its
    dry run (``pixel_buffer``), so the windows at the extent's edges see real data instead of
@@ -104,8 +105,11 @@ def shipped_models() -> Dict[str, Dict[str, Any]]:
 
 
 def neighborhood_geometry(models: Dict[str, Dict[str, Any]], window: int = WINDOW_PX) -> Dict[str, int]:
-    """``size`` and ``overlap`` (input pixels) for ``apply_neighborhood``: overlap = largest margin."""
-    overlap = max(int(m["margin"]) for m in models.values())
+    """``size`` and ``overlap`` (input pixels) for ``apply_neighborhood``: the overlap with which
+    windows equal the whole-scene run (the largest margin plus the no-data fill's reach)."""
+    from s2sr.engine.nodata import required_overlap
+
+    overlap = max(required_overlap(m) for m in models.values())
     size = window - 2 * overlap
     if size <= overlap:  # geopyspark misbehaves with overlap >= size (#1191)
         size = 2 * overlap + 8
@@ -286,7 +290,8 @@ def superresolve(cube: DataCube, model: str = engine.DEFAULT_MODEL, offset: floa
     size = size or geometry["size"]
     overlap = overlap if overlap is not None else geometry["overlap"]
     if overlap < geometry["overlap"]:
-        raise ValueError(f"overlap {overlap} is smaller than the model's margin {geometry['overlap']}: tiles would show seams")
+        raise ValueError(f"overlap {overlap} is smaller than the {geometry['overlap']} px the model needs (its margin plus the "
+                         "no-data fill's reach): tiles would show seams")
     if precision not in engine.PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; available: {list(engine.PRECISIONS)}")
     if runtime not in engine.RUNTIMES:

@@ -32,8 +32,9 @@ def slim_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def slim_margin(slim_weights) -> int:
-    return engine.read_metadata(slim_weights)["margin"]
+def slim_overlap(slim_weights) -> int:
+    """The overlap with which windows equal the whole-scene run: margin + the no-data fill's reach."""
+    return engine.nodata.required_overlap(engine.read_metadata(slim_weights))
 
 
 @pytest.fixture

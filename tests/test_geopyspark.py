@@ -118,12 +118,12 @@ def _whole(cube, ctx):
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
-def test_the_shipped_udf_on_a_multi_window_scene_equals_the_whole_scene_run(interpreter, udf_code, slim_weights, slim_margin):
+def test_the_shipped_udf_on_a_multi_window_scene_equals_the_whole_scene_run(interpreter, udf_code, slim_weights, slim_overlap):
     """Every key succeeds (the float32, uneven, double-overlap coordinates are accepted), the
     fp32 mosaic equals the whole-scene run exactly, and no-data stays no-data, exactly."""
     cube = _scene()
     ctx = {"weights": str(slim_weights), "precision": "fp32", "runtime": "torch"}
-    mosaic, step = geopyspark.run_job(udf_code, cube, (32, 32), (slim_margin, slim_margin), {**ctx, "overlap": slim_margin},
+    mosaic, step = geopyspark.run_job(udf_code, cube, (32, 32), (slim_overlap, slim_overlap), {**ctx, "overlap": slim_overlap},
                                       interpreter=interpreter)
     assert step == (5.0, 5.0)
     whole = _whole(cube, ctx)
@@ -131,7 +131,7 @@ def test_the_shipped_udf_on_a_multi_window_scene_equals_the_whole_scene_run(inte
     assert np.array_equal(mosaic, whole, equal_nan=True)
 
 
-def test_ncnn_and_the_default_path_within_their_contract(udf_code, slim_weights, slim_margin):
+def test_ncnn_and_the_default_path_within_their_contract(udf_code, slim_weights, slim_overlap):
     """ncnn's Winograd tiles follow the window: fp32 within 1e-5 of the range of the whole-scene
     run (rounding: 1e-3 DN measured), no-data identical.  The default (auto) path, whatever this
     CPU's choice: its seams within its own error against fp32 (int8 rounding amplifies the fp32
@@ -139,28 +139,28 @@ def test_ncnn_and_the_default_path_within_their_contract(udf_code, slim_weights,
     if not engine.ncnn_available():
         pytest.skip("needs the ncnn package")
     cube = _scene(seed=6)
-    geometry = dict(size=(32, 32), overlap=(slim_margin, slim_margin))
+    geometry = dict(size=(32, 32), overlap=(slim_overlap, slim_overlap))
     fp32 = {"weights": str(slim_weights), "precision": "fp32", "runtime": "ncnn"}
-    mosaic, _ = geopyspark.run_job(udf_code, cube, context={**fp32, "overlap": slim_margin}, **geometry)
+    mosaic, _ = geopyspark.run_job(udf_code, cube, context={**fp32, "overlap": slim_overlap}, **geometry)
     whole = _whole(cube, fp32)
     assert np.array_equal(np.isnan(mosaic), np.isnan(whole))
     assert np.nanmax(np.abs(mosaic - whole)) <= 1e-5 * np.nanmax(np.abs(whole))
     default = {"weights": str(slim_weights)}
-    mosaic, _ = geopyspark.run_job(udf_code, cube, context={**default, "overlap": slim_margin}, **geometry)
+    mosaic, _ = geopyspark.run_job(udf_code, cube, context={**default, "overlap": slim_overlap}, **geometry)
     whole_default = _whole(cube, default)
     assert np.array_equal(np.isnan(mosaic), np.isnan(whole))
     assert np.nanmax(np.abs(mosaic - whole_default)) <= np.nanmax(np.abs(whole_default - whole)) + 1e-5 * np.nanmax(whole)
 
 
-def test_one_model_load_and_one_decision_across_fresh_interpreters(udf_code, slim_weights, slim_margin, fresh_decisions):
+def test_one_model_load_and_one_decision_across_fresh_interpreters(udf_code, slim_weights, slim_overlap, fresh_decisions):
     """The caches live in the engine's modules: nine windows in fresh globals load the model
     once and decide ``auto`` once."""
     from s2sr.engine import precision
 
     precision.load_torch.cache_clear()
     cube = make_cube(60, 60)
-    ctx = {"weights": str(slim_weights), "runtime": "torch", "overlap": slim_margin}
-    geopyspark.run_job(udf_code, cube, (20, 20), (slim_margin, slim_margin), ctx)
+    ctx = {"weights": str(slim_weights), "runtime": "torch", "overlap": slim_overlap}
+    geopyspark.run_job(udf_code, cube, (20, 20), (slim_overlap, slim_overlap), ctx)
     info = precision.load_torch.cache_info()
     assert info.misses == 1 and info.hits >= 9
     assert len(fresh_decisions.decisions()) == 1
@@ -205,10 +205,10 @@ def test_every_bad_weights_case_on_the_backend_path(udf_code, slim_weights, tmp_
 @pytest.mark.parametrize("name", [c[0] for c in _bad_input_cases()[1]])
 def test_every_bad_context_case_on_the_backend_path(udf_code, slim_weights, name):
     _, cases = _bad_input_cases()
-    _, _, context, message = next(c for c in cases if c[0] == name)
+    _, make, context, message = next(c for c in cases if c[0] == name)
     ctx = {"weights": str(slim_weights), **context} if "model" not in context and "weights" not in context else context
     with pytest.raises(ValueError, match=message):
-        geopyspark.run_job(udf_code, make_cube(16, 16), (16, 16), (0, 0), ctx)
+        geopyspark.run_job(udf_code, make(), (16, 16), (0, 0), ctx)
 
 
 def test_output_grid_from_the_backend_s_float32_coordinates():

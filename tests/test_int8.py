@@ -33,13 +33,13 @@ def cube():
     return cube_with_gap(44, 40, 31, 3, slice(5, 9), slice(20, 26))
 
 
-def test_zero_padding_is_exact_inside_the_margin(slim_weights, slim_margin):
+def test_zero_padding_is_exact_inside_the_margin(slim_weights, slim_overlap):
     model, _ = model_from_weights(slim_weights)
     zero = quantize.float_backbone_for_int8(model.backbone)
     z = torch.randn(1, 10, 48, 52)
     with torch.no_grad():
         a, b = model.backbone(z), zero(z)
-    core = (Ellipsis, slice(2 * slim_margin, -2 * slim_margin), slice(2 * slim_margin, -2 * slim_margin))
+    core = (Ellipsis, slice(2 * slim_overlap, -2 * slim_overlap), slice(2 * slim_overlap, -2 * slim_overlap))
     assert torch.equal(a[core], b[core])
     assert not torch.equal(a, b)  # the padding really changed: only the margin absorbs it
 
@@ -84,9 +84,9 @@ def test_int8_close_to_fp32_nodata_identical(udf_code, weights_dir, cube):
     assert 0 < err < 0.05  # a different path, bounded (reflectance)
 
 
-def test_int8_chunking_within_its_own_error(udf_code, weights_dir, slim_margin, cube):
+def test_int8_chunking_within_its_own_error(udf_code, weights_dir, slim_overlap, cube):
     ctx = {"weights_dir": str(weights_dir), "model": "slim", "precision": "int8"}
-    seams, own_error = chunking_vs_own_error(udf_code, cube, ctx, slim_margin)
+    seams, own_error = chunking_vs_own_error(udf_code, cube, ctx, slim_overlap)
     assert seams <= own_error
 
 

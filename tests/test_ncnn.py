@@ -102,11 +102,11 @@ def test_dates_batched_equal_dates_one_by_one(udf_code, slim_weights):
 
 
 @pytest.mark.parametrize("size", [14, 23])
-def test_ncnn_chunking_is_seam_free(udf_code, slim_weights, slim_margin, cube, size):
+def test_ncnn_chunking_is_seam_free(udf_code, slim_weights, slim_overlap, cube, size):
     ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "fp32"}
     whole = run_local(udf_code, cube, ctx).values
-    chunked = apply_neighborhood(cube, lambda w: run_local(udf_code, w, {**ctx, "overlap": slim_margin}),
-                                 size=size, overlap=slim_margin).values
+    chunked = apply_neighborhood(cube, lambda w: run_local(udf_code, w, {**ctx, "overlap": slim_overlap}),
+                                 size=size, overlap=slim_overlap).values
     assert np.array_equal(np.isnan(chunked), np.isnan(whole))
     assert np.nanmax(np.abs(chunked - whole)) / 10000.0 <= TOL_REFLECTANCE
 
@@ -306,9 +306,9 @@ def test_bf16_on_ncnn_close_to_fp32_with_identical_nodata(udf_code, udf_module, 
     assert 0 < err < 0.01  # really bfloat16 (not the fp32 network), and a bounded error (reflectance)
 
 
-def test_bf16_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim_margin, cube):
+def test_bf16_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim_overlap, cube):
     ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "bf16"}
-    seams, own_error = chunking_vs_own_error(udf_code, cube, ctx, slim_margin)
+    seams, own_error = chunking_vs_own_error(udf_code, cube, ctx, slim_overlap)
     assert seams <= own_error + 1e-3
 
 
@@ -416,11 +416,11 @@ def test_int8_on_ncnn_close_to_fp32_with_identical_nodata(udf_code, udf_module, 
     assert 0 < err < 0.01  # really int8 (not the fp32 network), and a bounded error (reflectance)
 
 
-def test_int8_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim_margin, cube):
+def test_int8_on_ncnn_chunking_within_its_own_error(udf_code, slim_weights, slim_overlap, cube):
     """The reduced-precision contract (``auto`` may pick this path): per-pixel scales do not
     follow the window, so chunkings differ by no more than the path's own error."""
     ctx = {"weights": str(slim_weights), "runtime": "ncnn", "precision": "int8_dynamic"}
-    seams, own_error = chunking_vs_own_error(udf_code, cube, ctx, slim_margin)
+    seams, own_error = chunking_vs_own_error(udf_code, cube, ctx, slim_overlap)
     assert seams <= own_error
 
 

@@ -16,8 +16,8 @@ def test_bf16_close_to_fp32_and_nodata_identical(udf_code, slim_weights, cube):
     assert 0 < err < 0.01  # really a different path, and a bounded error (reflectance)
 
 
-def test_bf16_chunking_within_its_own_error(udf_code, slim_weights, slim_margin, cube):
-    seams, own_error = chunking_vs_own_error(udf_code, cube, {"weights": str(slim_weights), "precision": "bf16"}, slim_margin)
+def test_bf16_chunking_within_its_own_error(udf_code, slim_weights, slim_overlap, cube):
+    seams, own_error = chunking_vs_own_error(udf_code, cube, {"weights": str(slim_weights), "precision": "bf16"}, slim_overlap)
     assert seams <= own_error + 1e-3
 
 

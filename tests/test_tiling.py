@@ -33,13 +33,13 @@ def _assert_same(chunked, whole):
     holes=st.lists(st.tuples(st.integers(0, 69), st.integers(0, 69), st.integers(1, 12), st.integers(0, 9)), max_size=3),
     seed=st.integers(0, 2**16),
 )
-def test_chunks_reassemble_to_whole_scene(udf_code, slim_weights, slim_margin, ny, nx, size, extra_overlap, holes, seed):
+def test_chunks_reassemble_to_whole_scene(udf_code, slim_weights, slim_overlap, ny, nx, size, extra_overlap, holes, seed):
     cube = make_cube(ny, nx, seed=seed)
     for y, x, n, band in holes:  # no-data patches, some crossing window borders
         cube.values[0, band, y:y + n, x:x + n] = np.nan
     ctx = {"weights": str(slim_weights), "precision": "fp32"}
     whole = run_local(udf_code, cube, ctx)  # one window, the UDF pads the margin itself
-    chunked = _chunked(udf_code, cube, ctx, size, slim_margin + extra_overlap)
+    chunked = _chunked(udf_code, cube, ctx, size, slim_overlap + extra_overlap)
     _assert_same(chunked, whole)
 
 
@@ -60,15 +60,15 @@ def test_default_weights_two_by_two_windows(udf_code):
     assert seams <= own_error
 
 
-def test_float32_coordinates_like_backends(udf_code, slim_weights, slim_margin):
+def test_float32_coordinates_like_backends(udf_code, slim_weights, slim_overlap):
     cube = make_cube(30, 30, seed=1)
     ctx = {"weights": str(slim_weights), "precision": "fp32"}
-    chunked = _chunked(udf_code, cube, ctx, 16, slim_margin, coord_dtype=np.float32)
+    chunked = _chunked(udf_code, cube, ctx, 16, slim_overlap, coord_dtype=np.float32)
     assert np.array_equal(chunked.x.values, fine_coords(cube.x.values, 2))
     _assert_same(chunked, run_local(udf_code, cube, ctx))
 
 
-def test_too_small_overlap_shows_seams(udf_code, slim_weights, slim_margin):
+def test_too_small_overlap_shows_seams(udf_code, slim_weights, slim_overlap):
     """The comparison is not vacuous: with an overlap of 2 px, tiles disagree at seams.
 
     (Whether the margin is large enough is the receptive-field tests' job: autograd shows
@@ -80,12 +80,12 @@ def test_too_small_overlap_shows_seams(udf_code, slim_weights, slim_margin):
     assert np.nanmax(np.abs(chunked.values - whole.values)) / 10000.0 > 100 * TOL_REFLECTANCE
 
 
-def test_harness_rejects_inconsistent_coordinates(udf_code, slim_weights, slim_margin):
+def test_harness_rejects_inconsistent_coordinates(udf_code, slim_weights, slim_overlap):
     cube = make_cube(24, 24)
 
     def shifted(window):
-        out = run_local(udf_code, window, {"weights": str(slim_weights), "overlap": slim_margin})
+        out = run_local(udf_code, window, {"weights": str(slim_weights), "overlap": slim_overlap})
         return out.assign_coords(x=out.x + 2.5)  # a half-pixel shift
 
     with pytest.raises(ValueError, match="x coordinates off the expected fine grid"):
-        apply_neighborhood(cube, shifted, size=12, overlap=slim_margin)
+        apply_neighborhood(cube, shifted, size=12, overlap=slim_overlap)

@@ -180,11 +180,11 @@ def test_int16_conversion_rounds_clips_and_marks_nodata(udf_module):
     assert engine.to_int16(out).tolist() == [1, 2, -2, 32767, -9999, -10000, -10000, -10000]
 
 
-def test_one_pass_output_equals_the_cropped_paths_with_nodata(udf_module, slim_weights, slim_margin):
+def test_one_pass_output_equals_the_cropped_paths_with_nodata(udf_module, slim_weights, slim_overlap):
     """With the margin's overlap in the window and all dates in one pass, the network's output is
     the UDF's output as it is (no crop, no copy); it must equal date-by-date passes, and the UDF
     padding the window itself on the pixels the padding cannot reach, no-data included."""
-    m = slim_margin
+    m = slim_overlap
     cube = make_cube(20 + 2 * m, 22 + 2 * m, nt=2, seed=11)
     cube.values[1] = np.nan  # a whole date of no-data in the same pass
     cube.values[0, 4, m + 3:m + 6, m + 2] = np.nan
@@ -220,11 +220,11 @@ def test_valid_extent_holds_every_valid_pixels_receptive_field(udf_module, t, h,
         assert span.stop - span.start <= max(idx[-1] + 1 - idx[0] + 2 * margin, n_min)
 
 
-def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_weights, slim_margin, monkeypatch):
+def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_weights, slim_overlap, monkeypatch):
     """Backends fill a window past the scene's edge with no-data: the network then runs on the
     valid part and its margin only, with the same output as on the whole window (FP32 contract)
     and no-data where the input was."""
-    m = slim_margin
+    m = slim_overlap
     cube = make_cube(40 + 2 * m, 36 + 2 * m, nt=2, seed=13)
     cube.values[:, :, 30 + m:] = np.nan  # the scene ends below row 30 + m ...
     cube.values[:, :, :, :m + 12] = np.nan  # ... and starts at column m + 12
@@ -239,7 +239,8 @@ def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_w
     values = cube.values.astype(np.float32)
     ctx = {"overlap": m, "batch": 2}
     cropped = engine.superresolve(values.copy(), recording, meta, ctx)
-    assert shapes == [(2, 10, 30 + 2 * m, 36 + 2 * m - 12)]  # the rows and columns the valid pixels need
+    mm = meta["margin"]  # the receptive field's: what the network needs around the valid pixels
+    assert shapes == [(2, 10, 30 + m + mm, 24 + m + mm)]  # the rows and columns the valid pixels need
     whole_extent = lambda valid, pad, margin: (slice(0, valid.shape[2] + 2 * pad), slice(0, valid.shape[3] + 2 * pad))  # noqa: E731
     patch_engine(monkeypatch, "valid_extent", whole_extent)
     whole = engine.superresolve(values.copy(), module, meta, ctx)

@@ -33,7 +33,7 @@ def test_graph_shape_and_processes():
     assert run_udf["process_id"] == "run_udf" and run_udf["arguments"]["runtime"] == "Python-Jep"
     assert run_udf["arguments"]["version"] == "3.11"  # the Python the hosted dependency archives are built for
     assert run_udf["arguments"]["udf"] == udf_source()
-    margin = engine.read_metadata(engine.resolve_weights({}))["margin"]
+    margin = engine.required_overlap(engine.read_metadata(engine.resolve_weights({})))  # margin + fill reach
     assert {o["value"] for o in neigh["arguments"]["overlap"]} == {margin}
     assert run_udf["arguments"]["context"]["overlap"] == margin
     size = {o["value"] for o in neigh["arguments"]["size"]}.pop()
@@ -133,9 +133,10 @@ def test_udp_module_imports_no_torch():
 
 
 def test_geometry_keeps_overlap_below_size():
-    assert neighborhood_geometry({"a": {"margin": 21}}) == {"size": 470, "overlap": 21}
-    assert neighborhood_geometry({"a": {"margin": 21}}, window=256) == {"size": 214, "overlap": 21}
-    assert neighborhood_geometry({"a": {"margin": 21}, "b": {"margin": 49}}, window=256) == {"size": 158, "overlap": 49}
+    # overlap = margin + the no-data fill's reach (2 px)
+    assert neighborhood_geometry({"a": {"margin": 21}}) == {"size": 466, "overlap": 23}
+    assert neighborhood_geometry({"a": {"margin": 21}}, window=256) == {"size": 210, "overlap": 23}
+    assert neighborhood_geometry({"a": {"margin": 21}, "b": {"margin": 49}}, window=256) == {"size": 154, "overlap": 51}
     big = neighborhood_geometry({"a": {"margin": 100}}, window=256)
     assert big["size"] > big["overlap"]
 
@@ -146,7 +147,7 @@ def test_superresolve_adds_one_node_to_a_cube():
     cube = DataCube.load_collection("SENTINEL2_L2A", connection=None, fetch_metadata=False)
     sr = superresolve(cube).flat_graph()
     assert [n["process_id"] for n in sr.values()] == ["load_collection", "apply_neighborhood"]
-    with pytest.raises(ValueError, match="smaller than the model's margin"):
+    with pytest.raises(ValueError, match="smaller than the 23 px the model needs"):
         superresolve(cube, overlap=3)
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         superresolve(cube, model="nope")

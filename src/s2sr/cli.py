@@ -248,6 +248,9 @@ def run(args: argparse.Namespace) -> Path:
         arguments = udp_arguments(args, catalogue, product)
     engine = local.LocalEngine(catalogue, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     _say(args, f"s2sr: running the UDP on {product} (local engine)...")
+    from s2sr.engine.precision import decision_uses
+
+    uses = decision_uses()
     try:
         execution = engine.run_udp(udp, arguments=arguments)
     except (local.ProcessError, local.ParameterError, ValueError) as exc:
@@ -258,6 +261,7 @@ def run(args: argparse.Namespace) -> Path:
     try:
         files = write_products(execution, arguments, tmp)
         record = {"scenario": _scenario_check(scenario, tmp / "sr_5m.tif", args)} if scenario else {}
+        record["auto"] = auto_decisions(uses)
         _write_run_file(tmp, args, arguments, execution, files, record)
         _publish(tmp, out)
     finally:
@@ -346,20 +350,20 @@ def _write_run_file(folder: Path, args, arguments: Dict[str, Any], execution, fi
               "model": model_name(arguments), "inputs": inputs,
               "executor": f"Python-Jep as the geopyspark executor runs it ({UDF_SCALA}): "
                           "a fresh namespace per window, float32 coordinates, apply_metadata first",
-              "auto": auto_decisions(),
               "seconds": round(execution.seconds, 2), "stats": execution.stats, "files": files,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
     (folder / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
-def auto_decisions() -> List[Dict[str, Any]]:
-    """The engine's ``auto`` decisions in this process: precision, runtime, why, on which CPU."""
+def auto_decisions(since: Optional[Dict[str, int]] = None) -> List[Dict[str, Any]]:
+    """The engine's ``auto`` decisions a run used (those used after ``since``, a
+    ``decision_uses()``): precision, runtime, why, on which CPU."""
     from s2sr import engine
 
     return [{"precision": d["precision"], "runtime": d["runtime"], "reason": d["reason"],
              "cpu": d["key"]["cpu"], "torch": d["key"]["torch"], "ncnn": d["key"]["ncnn"],
              "threads": d["key"]["threads"], "weights_sha256": d["key"]["weights_sha256"], "file": d["file"]}
-            for d in engine.decisions()]
+            for d in engine.decisions(since)]
 
 
 def _say(args: argparse.Namespace, text: str) -> None:

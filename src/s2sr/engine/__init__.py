@@ -8,7 +8,7 @@ live here, one job per module:
 - ``weights``: weights files, metadata, checksums, search folders (no torch);
 - ``context``: the context keys and their checks (no torch);
 - ``coords``: the output grid (no torch);
-- ``nodata``: valid pixels, radiometric checks, int16 output;
+- ``nodata``: valid pixels, radiometric checks, the no-data fill, int16 output;
 - ``torch_runtime``, ``onednn``, ``ncnn_runtime``: the runtimes;
 - ``precision``: which runtime and precision run, the cached models, the ``auto`` decision;
 - ``threads``: the CPUs a worker may use;
@@ -37,12 +37,12 @@ _EXPORTS = {
                 "read_metadata", "resolve_weights", "sha256_file", "stat_key", "validate_metadata"),
     "context": ("CONTEXT_KEYS", "PRECISIONS", "RUNTIMES", "check_context"),
     "coords": ("fine_axis",),
-    "nodata": ("INT16_NODATA", "to_int16"),
+    "nodata": ("FILL_REACH", "INT16_NODATA", "required_overlap", "to_int16"),
     "torch_runtime": ("gpu_flags", "min_time", "texture"),
     "onednn": ("QUANTIZED_ENGINE", "dynamic_int8", "fuse_onednn", "int8_products_exact"),
     "ncnn_runtime": ("NcnnModel", "ncnn_network"),
     "runtimes": ("ncnn_available", "onnxruntime_available", "torch_available"),
-    "precision": ("choose_path", "decisions", "load_model"),
+    "precision": ("choose_path", "decision_uses", "decisions", "load_model"),
     "tiling": ("superresolve", "valid_extent"),
     "cube": ("superresolve_cube",),
 }

@@ -23,6 +23,46 @@ def valid_mask(values: np.ndarray, context: Dict[str, Any]) -> np.ndarray:
     return valid
 
 
+#: how far (pixels, 8-neighbour steps) no-data is filled by extrapolating its valid neighbours
+#: before the band mean takes over: a scene's edge (backends hand no-data past it) and holes.
+#: Measured on the Wald x2 test area cropped to a scene (docs/udf.md): the band-mean frame put
+#: the outer 8 output px at 1.82x the interior error with negatives; 2 px of extrapolation
+#: 1.14x (cubic: 1.13x), none negative; more reach changed nothing.  Each output then depends
+#: on input up to margin + FILL_REACH away: the overlap that keeps seams exact (required_overlap).
+FILL_REACH = 2
+
+
+def required_overlap(meta: Dict[str, Any]) -> int:
+    """The ``apply_neighborhood`` overlap (input px) with which windows equal the whole-scene run:
+    the receptive field's margin plus the no-data fill's reach."""
+    return int(meta["margin"]) + FILL_REACH
+
+
+def fill_nodata(x: np.ndarray, valid: np.ndarray, fallback: np.ndarray, reach: int = FILL_REACH) -> np.ndarray:
+    """``x`` ``[T, C, H, W]`` (model units) with its no-data pixels filled, in place: up to
+    ``reach`` steps out from the valid pixels, each pixel the mean of its valid 8-neighbours of
+    the step before (an extrapolation that uses only data within ``reach``, so windows with
+    ``required_overlap`` fill exactly as the whole scene does); beyond, the band's ``fallback``."""
+    done = valid.copy()
+    x[~done] = 0.0
+    for _ in range(reach):
+        if done.all():
+            break
+        total, count = _sum3x3(x), _sum3x3(done.astype(np.float32))
+        grow = ~done & (count > 0)
+        x[grow] = total[grow] / count[grow]
+        done |= grow
+    np.copyto(x, np.broadcast_to(fallback.reshape(1, -1, 1, 1), x.shape), where=~done)
+    return x
+
+
+def _sum3x3(a: np.ndarray) -> np.ndarray:
+    """The sum over each pixel's 3 x 3 neighbourhood (zero outside), ``[..., H, W]``."""
+    p = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(1, 1), (1, 1)])
+    h, w = a.shape[-2:]
+    return sum(p[..., i:i + h, j:j + w] for i in range(3) for j in range(3))
+
+
 def check_radiometry(refl: np.ndarray, valid: np.ndarray, bands: Sequence[str], context: Dict[str, Any],
                      dates: Optional[Sequence[Any]] = None) -> np.ndarray:
     """Mask unphysical reflectances of ``refl`` ``[T, C, H, W]``; ValueError where they dominate a

@@ -146,6 +146,7 @@ def _check_ncnn(path: Path, precision: str, device: str, weights: str) -> None:
 AUTO_TABLE = Path(__file__).with_name("auto_choices.json")
 DECISION_DIR_ENV = "S2SR_CACHE_DIR"
 _DECISIONS: Dict[str, Dict[str, Any]] = {}
+_USES: Dict[str, int] = {}  # decision -> how many loads used it (a run's record names its own)
 
 
 def cpu_signature() -> Dict[str, Any]:
@@ -241,13 +242,20 @@ def decide(path: Path, device: str, runtime: str, precision: str = "auto") -> Tu
             _write_decision(file, found)
         _DECISIONS[name] = found
         log.info("s2sr: auto -> %s on %s (%s)", found["precision"], found["runtime"], found["reason"])
+    _USES[name] = _USES.get(name, 0) + 1
     found = _DECISIONS[name]
     return found["precision"], found["runtime"]
 
 
-def decisions() -> List[Dict[str, Any]]:
-    """The auto decisions this process made or read (for a run's record)."""
-    return [dict(d) for d in _DECISIONS.values()]
+def decisions(since: Optional[Dict[str, int]] = None) -> List[Dict[str, Any]]:
+    """The auto decisions this process made or read (for a run's record); with ``since`` (a
+    ``decision_uses()`` taken before a run), only those used since."""
+    return [dict(d) for name, d in _DECISIONS.items() if since is None or _USES.get(name, 0) > since.get(name, 0)]
+
+
+def decision_uses() -> Dict[str, int]:
+    """How often each decision was used so far: pass it to ``decisions`` after a run."""
+    return dict(_USES)
 
 
 def _decide(path: Path, device: str, runtime: str, precision: str, key: Dict[str, Any]) -> Dict[str, Any]:

@@ -5,7 +5,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from s2sr.engine.nodata import check_radiometry, valid_mask
+from s2sr.engine.nodata import check_radiometry, fill_nodata, required_overlap, valid_mask
 from s2sr.engine.runtimes import MIN_NET_SIZE
 
 
@@ -18,15 +18,16 @@ def infer(module: Any, x: np.ndarray, device: str) -> np.ndarray:
 
     return run_torch(module, x, device)
 
-def pad_fill(x: np.ndarray, pad: int, fill: np.ndarray) -> np.ndarray:
-    """[T, C, H, W] -> [T, C, H+2p, W+2p] with the per-band fill value around it."""
+def pad_nodata(x: np.ndarray, valid: np.ndarray, pad: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``[T, C, H, W]`` -> ``[T, C, H+2p, W+2p]`` and its validity, ``pad`` px of no-data around."""
     if pad == 0:
-        return x
+        return x, valid.copy()
     t, c, h, w = x.shape
-    out = np.empty((t, c, h + 2 * pad, w + 2 * pad), dtype=np.float32)
-    out[...] = fill.reshape(1, c, 1, 1)
+    out = np.zeros((t, c, h + 2 * pad, w + 2 * pad), dtype=np.float32)
     out[:, :, pad:pad + h, pad:pad + w] = x
-    return out
+    padded = np.zeros(out.shape, dtype=bool)
+    padded[:, :, pad:pad + h, pad:pad + w] = valid
+    return out, padded
 
 
 def valid_extent(valid: np.ndarray, pad: int, margin: int) -> Tuple[slice, slice]:
@@ -77,11 +78,14 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
     x = refl.astype(np.float32, copy=False)
     x *= model_scale
     x -= model_offset
-    np.copyto(x, np.broadcast_to(fill.reshape(1, c, 1, 1), x.shape), where=~valid)
     del refl
-    pad = max(margin - int(context.get("overlap", 0)), 0)
+    # what the window lacks of margin + fill reach around it (the whole scene: all of it) is no-data
+    pad = max(required_overlap(meta) - int(context.get("overlap", 0)), 0)
     pad = max(pad, math.ceil(max(0, MIN_NET_SIZE - min(h, w)) / 2))
-    x = pad_fill(x, pad, fill)
+    x, padded_valid = pad_nodata(x, valid, pad)
+    if not padded_valid.all():
+        fill_nodata(x, padded_valid, fill)
+    del padded_valid
     rows, cols = valid_extent(valid, pad, margin)
     x = x[:, :, rows, cols]
     batch = int(context.get("batch", 1))
