@@ -209,9 +209,15 @@ def window_variables(window: Window) -> Dict[str, Any]:
 
 
 def check_result(shape: Sequence[int], dtype: str, window: Window, layout_changed: bool) -> None:
-    """Udf.scala's checks on a new result array (``checkOutputDtype`` and friends)."""
+    """Udf.scala's checks on a new result array (``checkOutputDtype`` and friends): 4-D for a
+    key with dates (``runUserCodeSpatioTemporal``), at least 2-D for one date's
+    ``(bands, y, x)`` tile (``runUserCode``, what ``apply_tiles`` / ``runUserCodeWithBands``
+    run where ``apply_neighborhood``'s t size is ``P1D``)."""
     shape = list(shape)
-    if len(shape) != 4:
+    if window.tile.ndim == 3 and len(shape) < 2:
+        raise BackendError("UDF returned a datacube that has less than 2 dimensions. "
+                           f"Actual dimensions: ({', '.join(map(str, shape))}).")
+    if window.tile.ndim == 4 and len(shape) != 4:
         raise BackendError("UDF returned a datacube that does not have dimensions (#dates, #bands, #rows, #cols). "
                            f"Actual dimensions: ({', '.join(map(str, shape))}).")
     if dtype != "float32":
@@ -271,8 +277,10 @@ def call_apply_metadata(code: str, context: Dict[str, Any], step: Tuple[float, f
 
 
 def run_window(code: str, window: Window, context: Dict[str, Any], layout_changed: bool) -> Tuple[np.ndarray, List[int]]:
-    """``runUserCodeSpatioTemporal`` for one key: the result ``[t, bands, rows, cols]`` float32
-    and its dates (ms), after the backend's checks."""
+    """``runUserCodeSpatioTemporal`` for one key (a ``[t, bands, y, x]`` tile): the result
+    ``[t, bands, rows, cols]`` float32 and its dates (ms), after the backend's checks; for one
+    date's ``[bands, y, x]`` tile (``P1D``), ``runUserCode``: the result and no dates (the key
+    keeps its own)."""
     provide_openeo_driver_errors()
     interp = PythonInterpreter()
     try:
@@ -290,6 +298,8 @@ def run_window(code: str, window: Window, context: Dict[str, Any], layout_change
         values = interp.getValue("result_cube.get_array().values")
         if values is not window.tile:  # a new array (not the tile modified in place): checked
             check_result(shape, interp.getValue(RESULT_DTYPE), window, layout_changed)
+        if window.tile.ndim == 3:
+            return np.asarray(values), []
         dates = interp.getValue(RESULT_DATES)
         dates = dates if isinstance(dates, list) else [dates]
         return np.asarray(values), [int(d) // 10**6 for d in dates]
@@ -314,15 +324,16 @@ def apply_metadata_once(code: str, context: Dict[str, Any], step: Tuple[float, f
 
 
 def key_window(tile: np.ndarray, x: np.ndarray, y: np.ndarray, size: Tuple[int, int], overlap: Tuple[int, int],
-               band_names: Sequence[str], dates: Sequence[Any]) -> Window:
+               band_names: Sequence[str], dates: Optional[Sequence[Any]]) -> Window:
     """The ``Window`` a key of ``size`` (y, x) buffered by ``overlap`` has, from its buffered
-    tile and the tile's exact pixel-centre coordinates (a regular grid, y descending)."""
+    tile (``[t, bands, y, x]``, or one date's ``[bands, y, x]`` with ``dates`` None) and the
+    tile's exact pixel-centre coordinates (a regular grid, y descending)."""
     res_x, res_y = float(x[1] - x[0]), float(y[0] - y[1])
     (oy, ox), (sy, sx) = overlap, size
     extent = SpatialExtent(x_min=float(x[0]) - res_x / 2 + ox * res_x, x_max=float(x[-1]) + res_x / 2 - ox * res_x,
                            y_min=float(y[-1]) - res_y / 2 + oy * res_y, y_max=float(y[0]) + res_y / 2 - oy * res_y,
                            tile_cols=int(sx), tile_rows=int(sy))
-    times = [int(np.datetime64(d, "ms").astype("int64")) for d in dates]
+    times = [int(np.datetime64(d, "ms").astype("int64")) for d in dates] if dates is not None else []
     return Window(np.ascontiguousarray(tile, dtype=np.float32), extent, int(ox), int(oy), [str(b) for b in band_names], times)
 
 

@@ -478,20 +478,31 @@ def used_processes(graph: Mapping[str, Any]) -> Dict[str, str]:
 
 
 def _px_value(spec: Any, name: str) -> Tuple[int, int]:
-    """openEO ``[{dimension, value, unit}]`` -> (y, x) pixels; time may be null (whole)."""
+    """openEO ``[{dimension, value, unit}]`` -> (y, x) pixels; time may be null (whole) or, in
+    ``size``, ``"P1D"`` (one date per window: ``_per_date``)."""
     values: Dict[str, int] = {}
     for entry in spec or []:
         dim, value, unit = entry.get("dimension"), entry.get("value"), entry.get("unit", "px")
-        if dim in ("t", "time", "bands") and value is None:
+        if dim in ("t", "time", "bands") and (value is None or (name == "size" and dim != "bands" and value == ONE_DATE)):
             continue
         if dim not in ("x", "y"):
-            raise ValueError(f"{name}: only x / y (and null t) are supported, got dimension {dim!r}")
+            raise ValueError(f"{name}: only x / y (and a null or 'P1D' t) are supported, got dimension {dim!r} = {value!r}")
         if unit != "px" or not isinstance(value, (int, float)) or int(value) != value:
             raise ValueError(f"{name}: only whole pixels ('px') are supported, got {value!r} {unit!r}")
         values[dim] = int(value)
     if set(values) != {"x", "y"}:
         raise ValueError(f"{name} must give both x and y, got {spec!r}")
     return values["y"], values["x"]
+
+
+#: ``apply_neighborhood``'s t size for one date per window: what the geopyspark driver accepts
+#: besides null (all dates); it then runs the UDF on each date's ``(bands, y, x)`` tile
+#: (Udf.scala ``runUserCodeWithBands``, via the driver's ``apply_tiles``)
+ONE_DATE = "P1D"
+
+
+def _per_date(spec: Any) -> bool:
+    return any(e.get("dimension") in ("t", "time") and e.get("value") == ONE_DATE for e in spec or [])
 
 
 # --------------------------------------------------------------------------- processes
@@ -682,18 +693,21 @@ def run_jep_window(code: str, cube: xarray.DataArray, context: Dict[str, Any]) -
     x, y = cube.x.values.astype(np.float64), cube.y.values.astype(np.float64)
     res = abs(float(x[1] - x[0])) if x.size > 1 else float(cube_grid_res(cube))
     step = geopyspark.apply_metadata_once(code, context, (res, res), _epsg(cube.attrs.get("crs")))
+    dated = TIME_DIM in cube.dims
     window = geopyspark.key_window(cube.values, x, y, geometry["size"], geometry["overlap"],
-                                   cube[BAND_DIM].values.tolist(), cube[TIME_DIM].values)
+                                   cube[BAND_DIM].values.tolist(), cube[TIME_DIM].values if dated else None)
     values, dates = geopyspark.run_window(code, window, context, step is not None)
     factor = round(res / step[0]) if step else 1
     if values.shape[-2:] != (factor * cube.sizes["y"], factor * cube.sizes["x"]):
         raise ValueError(f"the UDF returned {values.shape[-2:]} rows and columns for a {cube.sizes['y']} x "
                          f"{cube.sizes['x']} window with a {factor}x finer layout")
-    bands = cube[BAND_DIM].values if values.shape[1] == cube.sizes[BAND_DIM] else np.arange(values.shape[1])
-    coords = {TIME_DIM: geopyspark.utc_dates(dates), BAND_DIM: bands,
-              "y": neighborhood.fine_coords(y, factor) if factor > 1 else y,
+    n_bands = values.shape[-3]
+    bands = cube[BAND_DIM].values if n_bands == cube.sizes[BAND_DIM] else np.arange(n_bands)
+    coords = {BAND_DIM: bands, "y": neighborhood.fine_coords(y, factor) if factor > 1 else y,
               "x": neighborhood.fine_coords(x, factor) if factor > 1 else x}
-    return xarray.DataArray(values, dims=(TIME_DIM, BAND_DIM, "y", "x"), coords=coords)
+    if not dated:
+        return xarray.DataArray(values, dims=(BAND_DIM, "y", "x"), coords=coords)
+    return xarray.DataArray(values, dims=(TIME_DIM, BAND_DIM, "y", "x"), coords={TIME_DIM: geopyspark.utc_dates(dates), **coords})
 
 
 def cube_grid_res(cube: xarray.DataArray) -> float:
@@ -714,10 +728,10 @@ def _epsg(crs: Any) -> int:
 
 
 def _jep_cube(data: xarray.DataArray) -> xarray.DataArray:
-    """What Jep hands the UDF: float32, 4-D (t, bands, y, x), with a t coordinate."""
-    if TIME_DIM not in data.dims:
-        data = data.expand_dims({TIME_DIM: [np.datetime64("1970-01-01", "ns")]})
-    return data.transpose(TIME_DIM, BAND_DIM, "y", "x").astype(np.float32, keep_attrs=True)
+    """What Jep hands the UDF: float32, (t, bands, y, x) with a t coordinate, or one date's
+    (bands, y, x) where the windows are per date."""
+    lead = [TIME_DIM] if TIME_DIM in data.dims else []
+    return data.transpose(*lead, BAND_DIM, "y", "x").astype(np.float32, keep_attrs=True)
 
 
 def _restore_dims(result: xarray.DataArray, data: xarray.DataArray) -> xarray.DataArray:
@@ -733,9 +747,20 @@ def apply_neighborhood(args: Dict[str, Any], call: Call) -> xarray.DataArray:
     if not callable(process):
         raise ValueError("process must be a child process graph")
     wins = list(neighborhood.windows((data.sizes["y"], data.sizes["x"]), size))
-    mapper = call.engine.window_mapper(data, process, context, size, overlap)
-    result = neighborhood.apply_neighborhood(data, _WindowProcess(process, context), size=size, overlap=overlap,
-                                             map_windows=mapper)
+    if _per_date(args["size"]) and TIME_DIM in data.dims:  # each date's (bands, y, x) on its own
+        results, threads = [], set()
+        for i in range(data.sizes[TIME_DIM]):
+            date = data.isel({TIME_DIM: i}, drop=True)
+            mapper = call.engine.window_mapper(date, process, context, size, overlap)
+            results.append(neighborhood.apply_neighborhood(date, _WindowProcess(process, context), size=size,
+                                                           overlap=overlap, map_windows=mapper))
+            threads |= mapper.threads
+        result = xarray.concat(results, dim=TIME_DIM).assign_coords({TIME_DIM: data[TIME_DIM].values}).transpose(*data.dims)
+        mapper.threads = threads
+    else:
+        mapper = call.engine.window_mapper(data, process, context, size, overlap)
+        result = neighborhood.apply_neighborhood(data, _WindowProcess(process, context), size=size, overlap=overlap,
+                                                 map_windows=mapper)
     factor = result.sizes["x"] / data.sizes["x"]
     result.attrs["res"] = tuple(r / factor for r in cube_grid(data).res)
     call.engine.stats.setdefault("apply_neighborhood", []).append(

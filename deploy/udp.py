@@ -78,12 +78,10 @@ HEAP_BASE_GIB = 1.0  # geotrellis' own working set per task (retile, remove_over
 # cube) or exactly one date (t size "P1D" and no t overlap: Udf.runUserCodeWithBands, one
 # (bands, y, x) cube per date and spatial key, apply_metadata's resolution change honoured,
 # openeo-geotrellis-extensions Udf.scala); any other t size is refused.  "P1D" bounds a window's
-# memory whatever the temporal extent, but s2sr's local engine (s2sr.deploy.local, the
-# harness s2sr.deploy.geopyspark) runs only the whole-time-dimension form so far: until it runs
-# "P1D" too, the UDP takes whole time series per window and its job options cover
-# MAX_DATES_PER_WINDOW dates (those passing the cloud filter); longer series: split the temporal
-# extent into jobs, or raise executor-memoryOverhead by DATE_NATIVE_MIB per date.
-ONE_DATE_PER_WINDOW = False
+# memory whatever the temporal extent (one date), and the UDF works date by date anyway; the
+# local engine and the harness (s2sr.deploy.local, s2sr.deploy.geopyspark) run it the same way.
+# With ONE_DATE_PER_WINDOW False the job options would cover MAX_DATES_PER_WINDOW dates.
+ONE_DATE_PER_WINDOW = True
 MAX_DATES_PER_WINDOW = 16
 # One window at a time per executor, on 2 CPUs (the configuration measured): Spark runs
 # executor-cores / task-cpus tasks at once in one executor JVM, each in its own Jep interpreter,

@@ -32,7 +32,7 @@ UDP_ID = "sentinel2_superresolution"
 ARCHIVE_DIR = "s2sr_deps"  # the folder the UDF puts on sys.path; the archive URL's #fragment
 #: the UDP's memory job options (s2sr.deploy.udp.job_options: one 512 px window's measured peak per
 #: executor), for backends that drop a UDP's default_job_options
-MEMORY_OPTIONS = {"executor-memory": "2048m", "executor-memoryOverhead": "5888m", "python-memory": "disable",
+MEMORY_OPTIONS = {"executor-memory": "1280m", "executor-memoryOverhead": "4864m", "python-memory": "disable",
                   "executor-cores": 2, "task-cpus": 2}
 
 

@@ -36,9 +36,10 @@ def test_graph_shape_and_processes():
     margin = engine.required_overlap(engine.read_metadata(engine.resolve_weights({})))  # margin + fill reach
     assert {o["value"] for o in neigh["arguments"]["overlap"]} == {margin}
     assert run_udf["arguments"]["context"]["overlap"] == margin
-    size = {o["value"] for o in neigh["arguments"]["size"]}.pop()
+    size = {o["value"] for o in neigh["arguments"]["size"] if o["dimension"] in ("x", "y")}.pop()
     assert size + 2 * margin == 512 and size > margin
-    assert {o["dimension"] for o in neigh["arguments"]["size"]} == {"x", "y"}  # every date in a window (see below)
+    assert {o["dimension"] for o in neigh["arguments"]["size"]} == {"x", "y", "t"}  # one date a window (P1D, see below)
+    assert {"dimension": "t", "value": "P1D"} in neigh["arguments"]["size"]
     last = next(n for n in graph.values() if n.get("result"))
     assert last["process_id"] == "filter_bbox" and last["arguments"]["extent"] == {"from_parameter": "spatial_extent"}
 
@@ -102,17 +103,17 @@ def test_job_options_cover_the_measured_peak():
     overhead, heap = _mib(opts["executor-memoryOverhead"]), _mib(opts["executor-memory"])
     peak = max(udp_module.WINDOW_PEAK_GIB.values())
     assert peak == 4.06  # onnxruntime at 512 px (docs/benchmarks.md): what a worker with only onnx_deps runs
-    dates = udp_module.MAX_DATES_PER_WINDOW
+    dates = 1 if udp_module.ONE_DATE_PER_WINDOW else udp_module.MAX_DATES_PER_WINDOW
     assert overhead >= (peak + udp_module.MARGIN_GIB) * 1024 + dates * udp_module.DATE_NATIVE_MIB
     assert overhead < (peak + udp_module.MARGIN_GIB + 0.25) * 1024 + dates * udp_module.DATE_NATIVE_MIB + 1  # not padded further
     assert heap >= dates * udp_module.DATE_HEAP_MIB + 1024
     assert opts["executor-cores"] == opts["task-cpus"]  # one window per executor at a time: the peak is per window
     assert overhead + heap <= 64 * 1024  # geopyspark's max_executor_or_driver_memory
-    assert _mib(job_options(max_dates=40)["executor-memoryOverhead"]) > overhead  # more dates, more memory
-    one = job_options(one_date_per_window=True)
-    assert _mib(one["executor-memoryOverhead"]) < overhead
+    several = job_options(one_date_per_window=False)
+    assert _mib(job_options(one_date_per_window=False, max_dates=40)["executor-memoryOverhead"]) > _mib(several["executor-memoryOverhead"])
+    assert _mib(several["executor-memoryOverhead"]) > overhead  # whole series per window: more memory
     with pytest.raises(ValueError):
-        job_options(max_dates=0)
+        job_options(one_date_per_window=False, max_dates=0)
 
 
 def test_one_date_per_window_is_geopysparks_p1d():
@@ -173,4 +174,4 @@ def test_readme_states_the_job_options():
     opts = job_options()
     for key in ("executor-memoryOverhead", "executor-memory"):
         assert f"`{key}` {opts[key]}" in readme, key
-    assert ONNX_DEPS_ARCHIVE in readme and f"cover {udp_module.MAX_DATES_PER_WINDOW} dates" in readme
+    assert ONNX_DEPS_ARCHIVE in readme and "Each window holds one date" in readme
