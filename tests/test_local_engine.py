@@ -337,3 +337,42 @@ def test_to_geotiff_int16(tmp_path, toy_catalogue):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+PER_DATE_UDF = textwrap.dedent('''
+    import numpy as np
+    import xarray
+    from openeo.udf import XarrayDataCube
+
+    def apply_metadata(metadata, context: dict):
+        return metadata.resample_spatial(resolution=tuple(d.step / 2 for d in metadata.spatial_dimensions))
+
+    def apply_datacube(cube: XarrayDataCube, context: dict) -> XarrayDataCube:
+        array = cube.get_array()
+        assert array.dims == ("bands", "y", "x") and "t" not in array.coords, array.dims  # one date's tile
+        values = array.values.repeat(2, axis=-2).repeat(2, axis=-1)
+        return XarrayDataCube(xarray.DataArray(values, dims=array.dims))
+''')
+
+
+def test_one_date_per_window_p1d(tmp_path):
+    """apply_neighborhood with t size P1D: each date's windows alone, as a (bands, y, x) cube
+    (the geopyspark driver's apply_tiles, Udf.scala runUserCodeWithBands); dates stitched back."""
+    rng = np.random.default_rng(3)
+    data = [rng.integers(1, 5000, (2, 30, 34)).astype(np.uint16) for _ in range(2)]
+    paths = [_write_tif(tmp_path / f"d{i}.tif", d, ["B02", "B04"], tags={"DATETIME": f"2020-05-0{i + 1}"})
+             for i, d in enumerate(data)]
+    catalogue = local.Catalogue()
+    catalogue.register_files("TWO", paths)
+    graph = _toy_graph()
+    graph["load"]["arguments"]["id"] = "TWO"
+    neigh = graph["neigh"]["arguments"]
+    neigh["size"] = neigh["size"] + [{"dimension": "t", "value": "P1D"}]
+    neigh["process"]["process_graph"]["udf"]["arguments"].update(udf=PER_DATE_UDF, context={})
+    result = local.LocalEngine(catalogue, workers=2).run_graph(graph, {"spatial_extent": None}).result
+    assert result.dims == ("t", "bands", "y", "x") and result.sizes["t"] == 2
+    for i in range(2):
+        np.testing.assert_array_equal(result.values[i], data[i].astype(np.float32).repeat(2, -2).repeat(2, -1))
+    with pytest.raises(local.ProcessError, match="a null or 'P1D' t"):
+        neigh["size"][-1]["value"] = "P2D"
+        local.LocalEngine(catalogue).run_graph(graph, {"spatial_extent": None})
