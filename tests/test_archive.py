@@ -20,6 +20,7 @@ from s2sr_testing import make_cube
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "carn_3x3x64g4sw"
+OVERLAP = 23  # the default model's margin (21) + the no-data fill's reach (2): seams exact
 #: what a CDSE worker has (numpy, xarray, openeo) plus onnxruntime from the hosted onnx_deps archive
 NO_TORCH_REQUIREMENTS = ["numpy", "xarray", "openeo", "onnxruntime"]
 
@@ -28,6 +29,12 @@ NO_TORCH_REQUIREMENTS = ["numpy", "xarray", "openeo", "onnxruntime"]
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("archive")
     return archive.build(folder / "s2sr_deps.zip", models=[MODEL]), folder
+
+
+def test_the_overlap_is_the_model_s():
+    from s2sr import engine
+
+    assert engine.required_overlap(engine.read_metadata(engine.resolve_weights({"model": MODEL}))) == OVERLAP
 
 
 def test_the_archive_is_deterministic_and_complete(built, tmp_path):
@@ -92,7 +99,8 @@ cube = xarray.DataArray(data["values"], dims=("t", "bands", "y", "x"),
                         coords={"t": data["t"], "bands": list(data["bands"]), "y": data["y"], "x": data["x"]})
 sys.modules["s2sr.deploy"] = types.SimpleNamespace(neighborhood=neighborhood)  # what job_windows imports
 code = open(args["udf"]).read()
-mosaic, step = geopyspark.run_job(code, cube, (40, 40), (21, 21), args["context"])
+overlap = args["context"]["overlap"]
+mosaic, step = geopyspark.run_job(code, cube, (40, 40), (overlap, overlap), args["context"])
 import s2sr
 from s2sr.engine.cube import superresolve_cube
 whole = superresolve_cube(cube, {k: v for k, v in args["context"].items() if k != "overlap"}).values
@@ -112,7 +120,7 @@ def _job(python: str, built, tmp_path: Path, udf_code: str, context: dict):
              y=cube.y.values, x=cube.x.values)
     (tmp_path / "udf.py").write_text(udf_code)
     args = {"repo": str(REPO), "cube": str(tmp_path / "cube.npz"), "udf": str(tmp_path / "udf.py"),
-            "out": str(tmp_path / "out.npy"), "context": {**context, "overlap": 21}}
+            "out": str(tmp_path / "out.npy"), "context": {**context, "overlap": OVERLAP}}
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "S2SR_WEIGHTS_DIR")}
     out = subprocess.run([python, "-c", WORKER, json.dumps(args)], capture_output=True, text=True, cwd=work, env=env,
                          timeout=900)
