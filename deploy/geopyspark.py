@@ -452,7 +452,7 @@ def run_in_jep(code: str, windows: Sequence[Window], context: Dict[str, Any], st
             (spec / f"window_{k}.json").write_text(json.dumps({**window_variables(w), "extent": w.extent.__dict__}))
         classes = spec / "classes"
         classes.mkdir()
-        subprocess.run(["javac", "-cp", str(jar), "-d", str(classes), str(Path(__file__).with_name("jep") / f"{JEP_RUNNER}.java")],
+        subprocess.run(["javac", "-cp", str(jar), "-d", str(classes), str(Path(__file__).with_name(f"{JEP_RUNNER}.java"))],
                        check=True, capture_output=True, timeout=120)
         site_dir = next(p for p in site.getsitepackages() + [site.getusersitepackages()] if (Path(p) / "jep").is_dir())
         env = {**os.environ, "LD_PRELOAD": _libpython(), "PYTHONPATH": site_dir}
