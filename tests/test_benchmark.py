@@ -106,6 +106,6 @@ def test_backend_windows_benchmark_reports_per_window_figures(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     r = json.loads(out.read_text())
     assert len(r["window_s"]) == 3 and len(r["rss_mib"]) == 4 and len(r["warm_s"]) == 2
-    assert r["first_window_s"] > r["later_windows_median_s"] > 0  # the one-time costs land on window 1
+    assert r["one_time_cost_s"] > 0 and r["later_windows_median_s"] > 0  # the one-time costs, timed alone
     assert r["later_over_warm"] > 0 and r["one_time_cost_s"] > 0
     assert "window / the warm call after it" in run.stdout
