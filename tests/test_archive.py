@@ -175,3 +175,16 @@ def test_a_worker_without_weights_is_told_which_job_option_to_set(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"udf-dependency-archives.*#s2sr_deps.*s2sr-deploy archive"):
         weights.resolve_weights({})
+
+
+def test_a_worker_without_the_engine_is_told_which_job_option_to_set(tmp_path, udf_code):
+    """No archive unpacked and no s2sr installed (the no-torch venv has none): the UDF's error
+    names the job option, the archive's folder and the command that builds it."""
+    (tmp_path / "udf.py").write_text(udf_code)
+    script = ("import numpy as np, xarray\n"
+              "scope = {}\n"
+              f"exec(open({str(tmp_path / 'udf.py')!r}).read(), scope)\n"
+              "scope['apply_datacube'](xarray.DataArray(np.ones((10, 4, 4), 'float32'), dims=('bands', 'y', 'x')), {})\n")
+    out = subprocess.run([_no_torch_python(), "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode != 0
+    assert "udf-dependency-archives" in out.stderr and "#s2sr_deps" in out.stderr and "s2sr-deploy archive" in out.stderr
