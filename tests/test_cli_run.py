@@ -113,6 +113,8 @@ def _tif(path, count, names=None):
     (["--input", "{tmp}/four.tif"], "the input lacks bands"),
     (["--input", "{tmp}/missing.tif"], "does not exist"),
     (["--input-10m", "{tmp}/four.tif", "--input-20m", "{tmp}/six.tif", "--date", "yesterday"], "cannot read the date"),
+    (["--bbox", "435730", "4176900", "438290", "4179460"], "is not in degrees (EPSG:4326, the default); for metres give their CRS, e.g. --bbox-crs"),
+    (["--bbox", "-75.7", "37.7", "-75.8", "37.8"], "W < E and S < N"),
 ])
 def test_bad_input_exits_nonzero_and_leaves_nothing(workdir, capsys, extra, message):
     _tif(workdir / "four.tif", 4, ["B02", "B03", "B04", "B08"])

@@ -109,6 +109,8 @@ def udp_arguments(args: argparse.Namespace, catalogue, product: str) -> Dict[str
     """The UDP's arguments from the command line; extents default to the whole input."""
     from s2sr.deploy import local
 
+    if args.bbox is not None:
+        _check_bbox(args.bbox, args.bbox_crs)
     bbox = (local.collection_extent(catalogue, product) if args.bbox is None else
             dict(zip(("west", "south", "east", "north"), args.bbox), crs=_crs_arg(args.bbox_crs)))
     arguments: Dict[str, Any] = {
@@ -121,6 +123,18 @@ def udp_arguments(args: argparse.Namespace, catalogue, product: str) -> Dict[str
         if value is not None:
             arguments[name] = value
     return arguments
+
+
+def _check_bbox(bbox: Sequence[float], crs: str) -> None:
+    """One line for the likeliest mistake: metres (the sample scene's and the examples' UTM)
+    given with the default --bbox-crs, degrees."""
+    west, south, east, north = bbox
+    if str(crs).upper() in ("EPSG:4326", "4326", "WGS84", "OGC:CRS84") and \
+            (max(abs(west), abs(east)) > 180 or max(abs(south), abs(north)) > 90):
+        raise CliError(f"--bbox {west:g} {south:g} {east:g} {north:g} is not in degrees ({crs}, the default); "
+                       "for metres give their CRS, e.g. --bbox-crs EPSG:32618")
+    if west >= east or south >= north:
+        raise CliError(f"--bbox must be W S E N with W < E and S < N, got {west:g} {south:g} {east:g} {north:g}")
 
 
 def _crs_arg(text: str) -> Any:
