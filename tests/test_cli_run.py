@@ -171,3 +171,11 @@ def test_example_script_runs(workdir, capsys):
         assert (src.count, src.res, src.crs.to_epsg()) == (10, (5.0, 5.0), 32618)
         assert np.isfinite(src.read()).all()
     assert "windows: 1" in capsys.readouterr().out
+
+
+def test_an_unusable_out_fails_in_one_line_before_computing(workdir, capsys):
+    (workdir / "afile").write_text("x")
+    for out, message in ((workdir / "afile" / "sub", "which is a file, not a folder"),):
+        assert cli.main(["run", "--quiet", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("s2sr run: error: ") and message in err and "Traceback" not in err

@@ -233,9 +233,19 @@ def neighborhood_input(execution):
 # --------------------------------------------------------------------------- output folder
 
 def _check_out(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier s2sr output."""
+    """Before any work: refuse to replace a folder that is not an earlier s2sr output, an --out
+    under a regular file, or one whose parent cannot be written."""
+    import os
+
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / RUN_FILE).is_file())):
         raise CliError(f"{out} exists and is not an s2sr output folder: choose another --out")
+    parent = out.parent
+    while not parent.exists():  # the first existing folder above: where the output folder gets made
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CliError(f"--out {out} lies under {parent}, which is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CliError(f"--out {out}: {parent} is not writable")
 
 
 def _publish(tmp: Path, out: Path) -> None:
