@@ -52,7 +52,6 @@ def _slim(name):
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_receptive_field_matches_autograd(name):
     model = _slim(name)
-    assert measure_receptive_field(model) == measure_receptive_field(model)  # deterministic
     measured, walked = measure_receptive_field(model), receptive_field(model)
     assert (measured.radius_out_px, measured.margin_in_px) == (walked.radius_out_px, walked.margin_in_px)
 
