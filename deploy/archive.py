@@ -65,25 +65,18 @@ def onnx_of(weights: Path) -> Path:
 
 
 def weights_entries(models: Optional[Sequence[str]] = None) -> Iterable[Tuple[zipfile.ZipInfo, bytes]]:
-    """The shipped weights (or ``models`` among them), their ONNX and the manifest listing both."""
-    from s2sr.engine.weights import DEFAULT_MODEL, MANIFEST_FILE, read_metadata
-    from s2sr.udf import default_weights_dir
+    """The shipped weights (or ``models`` among them), their ONNX and the manifest listing both:
+    ``s2sr-deploy weights``' manifest (``build_manifest``) with each model's ``onnx`` entry."""
+    from s2sr.deploy.weights_archive import build_manifest, select_weights
+    from s2sr.engine.weights import MANIFEST_FILE
 
-    folder = default_weights_dir()
-    chosen = sorted(p for p in folder.glob("*.pt") if models is None or p.stem in models)
-    missing = sorted(set(models or []) - {p.stem for p in chosen})
-    if missing:
-        raise ValueError(f"no shipped weights {missing}; shipped: {sorted(p.stem for p in folder.glob('*.pt'))}")
-    manifest: Dict[str, Any] = {"format": "s2sr-weights-manifest", "format_version": 1, "models": {}}
-    for weights in chosen:
-        data, onnx = weights.read_bytes(), onnx_of(weights).read_bytes()
-        manifest["models"][weights.stem] = {
-            "file": weights.name, "sha256": hashlib.sha256(data).hexdigest(), "metadata": read_metadata(weights),
-            "onnx": {"file": f"{weights.stem}.onnx", "sha256": hashlib.sha256(onnx).hexdigest()}}
-        yield _entry(f"s2sr/weights/{weights.name}", data)
-        yield _entry(f"s2sr/weights/{weights.stem}.onnx", onnx)
-    names = sorted(manifest["models"])
-    manifest["default"] = DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+    weights = select_weights(models=models)
+    manifest = build_manifest(weights)
+    for name, path in weights.items():
+        onnx = onnx_of(path).read_bytes()
+        manifest["models"][name]["onnx"] = {"file": f"{name}.onnx", "sha256": hashlib.sha256(onnx).hexdigest()}
+        yield _entry(f"s2sr/weights/{path.name}", path.read_bytes())
+        yield _entry(f"s2sr/weights/{name}.onnx", onnx)
     yield _entry(f"s2sr/weights/{MANIFEST_FILE}", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
 
 

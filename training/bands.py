@@ -6,8 +6,11 @@ six 20 m bands.  Everything in s2sr that lays bands along a channel axis uses it
 
 from typing import Dict, Tuple
 
-#: Band order along the channel axis of every s2sr model.
-BANDS: Tuple[str, ...] = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
+from s2sr.engine.nodata import INT16_NODATA as _INT16_NODATA
+from s2sr.engine.weights import MODEL_BANDS
+
+#: Band order along the channel axis of every s2sr model (the engine's list: one source).
+BANDS: Tuple[str, ...] = MODEL_BANDS
 #: Native ground sampling distance of each band, metres.
 NATIVE_RESOLUTION_M: Dict[str, int] = {
     "B02": 10, "B03": 10, "B04": 10, "B08": 10,
@@ -24,5 +27,5 @@ MTF_NYQUIST: Dict[str, float] = {
 }
 #: L2A digital numbers: reflectance x 10000, no offset (openEO's SENTINEL2_L2A units).
 REFLECTANCE_SCALE: float = 10000.0
-#: int16 nodata value of the reference tool's products (and of s2sr's int16 output).
-INT16_NODATA: int = -10000
+#: int16 nodata value of the reference tool's products (and of s2sr's int16 output): the engine's.
+INT16_NODATA: int = _INT16_NODATA

@@ -10,7 +10,6 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 
-from s2sr.engine.runtimes import ncnn_available  # noqa: F401  (where the engine looked it up before)
 from s2sr.engine.torch_runtime import cause, load_torchscript, texture
 from s2sr.engine.weights import weights_precision
 

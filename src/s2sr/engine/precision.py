@@ -353,8 +353,9 @@ def load_model(context: Dict[str, Any]) -> Tuple[Any, Dict[str, Any], str]:
     device = resolve_device(context.get("device", "cpu"))
     path, precision, runtime = choose_path(resolve_weights(context).resolve(), context.get("precision", "auto"),
                                            device, context.get("runtime", "auto"))
-    verify_checksum(str(path), *stat_key(path))  # every call: its own cache follows the manifest's version
-    module, meta = load(str(path), *stat_key(path), device, precision, runtime, current_threads())
+    version = stat_key(path)
+    verify_checksum(str(path), *version)  # every call: its own cache follows the manifest's version
+    module, meta = load(str(path), *version, device, precision, runtime, current_threads())
     expected = context.get("factor")
     if expected is not None and int(expected) != meta["factor"]:
         raise ValueError(f"weights {path.name} upscale by {meta['factor']}, the context expects factor {expected}")

@@ -21,7 +21,7 @@ def infer(module: Any, x: np.ndarray, device: str) -> np.ndarray:
 def pad_nodata(x: np.ndarray, valid: np.ndarray, pad: int) -> Tuple[np.ndarray, np.ndarray]:
     """``[T, C, H, W]`` -> ``[T, C, H+2p, W+2p]`` and its validity, ``pad`` px of no-data around."""
     if pad == 0:
-        return x, valid.copy()
+        return x, valid  # fill_nodata works on its own copy
     t, c, h, w = x.shape
     out = np.zeros((t, c, h + 2 * pad, w + 2 * pad), dtype=np.float32)
     out[:, :, pad:pad + h, pad:pad + w] = x
