@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # keeps normalisation, skip, constraint and denormalisation in TorchScript.  Optional: where the
 # worker has no ncnn, ``runtime: "auto"`` runs torch.  In bf16 ncnn stores activations and
 # weights in bfloat16 and multiplies them with AVX512-BF16 where the CPU has it (Winograd too);
-# ``auto`` times it only where the CPU multiplies bf16 natively (``bf16_conv_speedup``).  Zen 3
+# ``auto`` runs it only where the CPU table says so (``precision.table_choice``).  Zen 3
 # (emulated): 0.007 reflectance at most from FP32 on the sample scene, no PSNR loss.
 # The 1 x 1 convs (27 % of the MACs, but about half of the time once the 3 x 3 ones run as
 # Winograd) are ncnn Gemm layers on views of the tensors (``_pointwise_gemm``); in int8_dynamic

@@ -4,7 +4,6 @@ The checks every runtime shares live here too: the load-time probe (shape and fi
 tiny input), the seeded texture the converted networks are compared on, the timing helper."""
 
 import contextlib
-import functools
 import logging
 import math
 from pathlib import Path
@@ -93,32 +92,6 @@ def min_time(module: Any, x: torch.Tensor, runs: int = 2) -> float:
             sync()
             best = min(best, time.perf_counter() - start)
     return best
-
-
-
-@functools.lru_cache(maxsize=None)
-def bf16_conv_speedup(threads: int) -> float:
-    """FP32 time / bf16 time of one grouped 3x3 conv like the trunk's (256 channels, 4 groups,
-    32 x 32 px, channels-last): a 0.1 s screen before ``auto`` loads and times a whole bf16 model.
-
-    Where the CPU has no bf16 arithmetic torch emulates it some 7x slower than FP32 (AVX2-only
-    Zen 3); the full bf16 candidate cost 20 s of load and timing per worker there for nothing.
-    """
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(1, 256, 32, 32, generator=gen).contiguous(memory_format=torch.channels_last)
-    w = torch.rand(256, 64, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last)
-    times = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        conv = functools.partial(torch.nn.functional.conv2d, weight=w.to(dtype), padding=1, groups=4)
-        try:
-            times[dtype] = min_time(conv, x.to(dtype), runs=3)
-        except RuntimeError as exc:  # a build or CPU with no bf16 convolution at all
-            log.info("s2sr: bf16 conv screen failed (%s): fp32 only", exc)
-            return 0.0
-    speedup = times[torch.float32] / times[torch.bfloat16]
-    log.info("s2sr: bf16 conv screen: %.2fx FP32 speed", speedup)
-    return speedup
-
 
 
 
