@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--user", default=os.environ.get(USER_ENV), help=f"basic auth user (env {USER_ENV})")
     reg.add_argument("--password", default=os.environ.get(PASSWORD_ENV), help=f"basic auth password (env {PASSWORD_ENV})")
     reg.add_argument("--dry-run", action="store_true", help="check and compare, store nothing")
-    reg.add_argument("--timeout", type=float, default=60, help="HTTP timeout in seconds (default %(default)s)")
+    reg.add_argument("--timeout", type=float, default=30, help="HTTP timeout in seconds (default %(default)s)")
     reg.add_argument("--retries", type=int, default=3, help="retries on HTTP 429/5xx (default %(default)s)")
     reg.set_defaults(func=cmd_register)
     return parser

@@ -325,7 +325,7 @@ def one_line(exc: BaseException) -> str:
     return first if len(first) <= 300 else first[:297] + "..."
 
 
-def connect_backend(url: str, timeout: float = 60, retries: int = 3) -> Any:
+def connect_backend(url: str, timeout: float = 30, retries: int = 3) -> Any:
     """An ``openeo`` connection whose capabilities were read; DeployError if unreachable.
 
     Connection errors are retried once (a refused port fails at once); HTTP 429/502/503/504
@@ -333,14 +333,20 @@ def connect_backend(url: str, timeout: float = 60, retries: int = 3) -> Any:
     """
     import openeo
 
-    retry = {"total": retries, "connect": min(1, retries)} if retries > 0 else False
+    # a read timeout is not retried: a server that accepts and never answers costs one timeout
+    # per request (version discovery, capabilities), not one per retry
+    retry = {"total": retries, "connect": min(1, retries), "read": 0} if retries > 0 else False
     try:
         try:
             connection = openeo.connect(url, default_timeout=timeout, retry=retry)
         except TypeError:  # an older openeo client without the retry argument
             connection = openeo.connect(url, default_timeout=timeout)
         connection.capabilities().api_version()
+    except requests.Timeout:
+        raise DeployError(f"the openEO backend at {url} did not answer within {timeout:g} s (--timeout)") from None
     except requests.RequestException as exc:
+        if "timed out" in str(exc).lower():  # a read timeout wrapped by the retry adapter
+            raise DeployError(f"the openEO backend at {url} did not answer within {timeout:g} s (--timeout)") from None
         raise DeployError(f"cannot reach the openEO backend at {url}: {one_line(exc)}") from None
     except (OpenEoApiError, OpenEoClientException, ValueError, KeyError) as exc:
         raise DeployError(f"{url} does not answer as an openEO API: {one_line(exc)}") from None

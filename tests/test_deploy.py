@@ -357,6 +357,41 @@ def test_unreachable_backend_is_a_clear_error():
     assert time.monotonic() - start < 30  # no long retry loop on a refused connection
 
 
+def test_silent_backend_times_out():
+    """A server that accepts the connection and never answers: one timeout per request, no retry loop."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # keep it open, never reply
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "s2sr.deploy.cli", "register", "--backend", url, "--archive-url", W1,
+                               "--timeout", "2", "--user", BASIC_USER, "--password", BASIC_PASSWORD],
+                              capture_output=True, text=True, timeout=90)
+    finally:
+        stop.set()
+    took = time.monotonic() - start
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == f"s2sr-deploy: error: the openEO backend at {url} did not answer within 2 s (--timeout)"
+    assert held, "the server never saw a connection"
+    assert took < 20, took  # two requests (version discovery, capabilities) at 2 s each, plus start-up
+    assert cli.build_parser().parse_args(["register", "--backend", url]).timeout == 30  # the default is bounded too
+
+
 def test_backend_without_run_udf(openeo_driver_python, tmp_path, capsys):
     config = config_without(tmp_path / "no_run_udf.py", ["run_udf"])
     server = start_server(openeo_driver_python, tmp_path / "server.log", config=config)
