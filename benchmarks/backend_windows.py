@@ -43,6 +43,7 @@ def measure(windows: int, window: int, warm: int, context: Dict[str, Any]) -> Di
     from inference import _sample_window, cpu_model
 
     from s2sr.deploy import geopyspark
+    from s2sr.engine.coords import pixel_centres
     from s2sr.engine.nodata import required_overlap
     from s2sr.engine.weights import read_metadata, resolve_weights
     from s2sr.training.bands import BANDS
@@ -52,8 +53,7 @@ def measure(windows: int, window: int, warm: int, context: Dict[str, Any]) -> Di
     size = window - 2 * margin
     tile = _sample_window(window)
     res, x0, y0 = 10.0, 435730.0, 4179460.0
-    x = x0 + (np.arange(window) + 0.5) * res
-    y = y0 - (np.arange(window) + 0.5) * res
+    x, y = pixel_centres(x0, res, window), pixel_centres(y0, -res, window)
     key = geopyspark.key_window(tile, x, y, (size, size), (margin, margin), BANDS, [np.datetime64("2020-06-10")])
     code, ctx = udf_source(), {**context, "overlap": margin}
     rss = [rss_mib()]

@@ -71,6 +71,9 @@ from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window
 
 from s2sr.deploy import geopyspark, neighborhood
+from s2sr.engine.coords import outer_edge, pixel_centres, regular_step
+from s2sr.engine.nodata import INT16_NODATA, to_int16
+from s2sr.engine.weights import BANDS_10M, BANDS_20M, MODEL_BANDS
 
 BAND_DIM = "bands"
 TIME_DIM = "t"
@@ -78,9 +81,7 @@ DEFAULT_BBOX_CRS = "EPSG:4326"
 #: Items without a date of their own (an undated user file) carry this one.
 PLACEHOLDER_DATE = "2000-01-01"
 #: Band order of unnamed input files: 10 m bands, 20 m bands, or all ten (the models' order).
-BANDS_10M = ("B02", "B03", "B04", "B08")
-BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
-UNNAMED_ORDER = {4: BANDS_10M, 6: BANDS_20M, 10: BANDS_10M + BANDS_20M}
+UNNAMED_ORDER = {4: BANDS_10M, 6: BANDS_20M, 10: MODEL_BANDS}
 SAMPLE_COLLECTION = "SENTINEL2_L1C"
 RESAMPLING = {
     "near": Resampling.nearest, "bilinear": Resampling.bilinear, "cubic": Resampling.cubic,
@@ -136,18 +137,18 @@ class Grid:
     def coords(self) -> Dict[str, np.ndarray]:
         """Pixel-centre coordinates, float64, y descending."""
         t = self.transform
-        return {"y": t.f + (np.arange(self.height) + 0.5) * t.e, "x": t.c + (np.arange(self.width) + 0.5) * t.a}
+        return {"y": pixel_centres(t.f, t.e, self.height), "x": pixel_centres(t.c, t.a, self.width)}
 
 
 def cube_grid(cube: xarray.DataArray) -> Grid:
     """The grid of a cube from its pixel-centre coordinates and ``attrs['crs']``."""
     x, y = np.asarray(cube.x.values, np.float64), np.asarray(cube.y.values, np.float64)
     rx, ry = cube.attrs.get("res", (None, None))
-    rx = (x[-1] - x[0]) / (x.size - 1) if x.size > 1 else rx
-    ry = (y[0] - y[-1]) / (y.size - 1) if y.size > 1 else ry
+    rx = regular_step(x, "x") if x.size > 1 else rx
+    ry = -regular_step(y, "y") if y.size > 1 else ry
     if rx is None or ry is None:
         raise ValueError("a cube one pixel wide needs attrs['res']")
-    transform = Affine(rx, 0.0, x[0] - rx / 2, 0.0, -ry, y[0] + ry / 2)
+    transform = Affine(rx, 0.0, outer_edge(x, rx), 0.0, -ry, outer_edge(y, -ry))
     return Grid(str(cube.attrs["crs"]), transform, x.size, y.size)
 
 
@@ -1046,7 +1047,8 @@ def run_udp(arguments: Optional[Mapping[str, Any]] = None, catalogue: Optional[C
 def to_geotiff(cube: xarray.DataArray, path: Union[str, Path], dtype: str = "float32") -> Path:
     """Write a ``[bands, y, x]`` cube (one date) as a GeoTIFF with CRS, transform and band names.
 
-    ``dtype`` ``"int16"`` writes rounded values with no-data -10000, ``"float32"`` NaN no-data.
+    ``dtype`` ``"int16"`` writes rounded values with no-data -10000 (the engine's ``to_int16``: a
+    valid value never becomes no-data), ``"float32"`` NaN no-data.
     """
     import rioxarray  # noqa: F401
 
@@ -1056,8 +1058,8 @@ def to_geotiff(cube: xarray.DataArray, path: Union[str, Path], dtype: str = "flo
         cube = cube.isel({TIME_DIM: 0})
     out = cube.transpose(BAND_DIM, "y", "x").drop_vars([c for c in cube.coords if c not in (BAND_DIM, "y", "x")])
     if dtype == "int16":
-        values = np.where(np.isfinite(out.values), np.rint(out.values), -10000)
-        out, nodata = out.copy(data=np.clip(values, -10000, 32767).astype(np.int16)), -10000
+        values = np.array(out.values, dtype=np.result_type(out.dtype, np.float32))  # to_int16 rounds in place
+        out, nodata = out.copy(data=to_int16(values)), INT16_NODATA
     else:
         out, nodata = out.astype(np.float32), np.nan
     out.attrs = {"long_name": tuple(str(b) for b in out[BAND_DIM].values)}

@@ -10,6 +10,12 @@ pixels on each side and stitch the ``factor * size`` tiles.  This module does ex
 that tests run the UDF as a backend runs it, and the local engine can run the UDP's graph.
 
 Windows are independent: ``map_windows`` may run them in parallel (a dask scheduler or threads).
+
+This is the backend's side, so its grid (``_regular_coords``, ``fine_coords``: the windows' and
+the stitched result's pixel centres, as the backend lays them out) is its own, apart from s2sr's
+one implementation in ``s2sr.engine.coords`` on purpose: the checks here hold the UDF's output
+grid against an independent one (tests/test_one_source.py shows the two agree), and a worker
+loads this module without s2sr on its path (tests/test_archive.py).
 """
 
 from dataclasses import dataclass

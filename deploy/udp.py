@@ -45,8 +45,8 @@ from s2sr.udf import udf_source
 
 UDP_ID = "sentinel2_superresolution"
 UDP_JSON = Path(__file__).with_name(f"{UDP_ID}.json")
-BANDS_10M = ["B02", "B03", "B04", "B08"]
-BANDS_20M = ["B05", "B06", "B07", "B8A", "B11", "B12"]
+BANDS_10M = list(engine.BANDS_10M)  # load_collection's band lists (JSON arrays)
+BANDS_20M = list(engine.BANDS_20M)
 PRODUCTS = {"SENTINEL2_L2A": "L2A surface reflectance", "SENTINEL2_L1C": "L1C top-of-atmosphere reflectance"}
 #: the folder s2sr's dependency archive unpacks to on a worker (``<url>#s2sr_deps``): the first
 #: of the UDF's ``DEPENDENCY_DIRS`` and ``s2sr.deploy.archive.TARGET_DIR`` (tests keep them equal)

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s2sr.deploy.neighborhood import apply_neighborhood, fine_coords
+from s2sr.deploy.neighborhood import apply_neighborhood
+from s2sr.engine.coords import fine_axis
 from s2sr_testing import chunking_vs_own_error, make_cube, run_local
 
 TOL_REFLECTANCE = 1e-5  # |chunked - whole| everywhere, in reflectance (DN / 10000)
@@ -45,8 +46,8 @@ def test_chunks_reassemble_to_whole_scene(udf_code, slim_weights, slim_overlap, 
 
 def test_default_weights_two_by_two_windows(udf_code):
     """The shipped model, a scene cut into 2 x 2 windows with the model's own margin: the FP32
-    contract, and on the default path (``auto``, which may pick a reduced precision: int8 on
-    ncnn, bf16) chunkings within that path's own error against FP32, no-data identical."""
+    contract, and on the default path (``auto``, which may pick a reduced precision: int8_dynamic
+    on ncnn, bf16) chunkings within that path's own error against FP32, no-data identical."""
     from s2sr import engine
     from s2sr.udf import default_weights_path
 
@@ -64,7 +65,7 @@ def test_float32_coordinates_like_backends(udf_code, slim_weights, slim_overlap)
     cube = make_cube(30, 30, seed=1)
     ctx = {"weights": str(slim_weights), "precision": "fp32"}
     chunked = _chunked(udf_code, cube, ctx, 16, slim_overlap, coord_dtype=np.float32)
-    assert np.array_equal(chunked.x.values, fine_coords(cube.x.values, 2))
+    assert np.array_equal(chunked.x.values, fine_axis(cube.x.values, 2, "x", None))
     _assert_same(chunked, run_local(udf_code, cube, ctx))
 
 

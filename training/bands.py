@@ -7,15 +7,16 @@ six 20 m bands.  Everything in s2sr that lays bands along a channel axis uses it
 from typing import Dict, Tuple
 
 from s2sr.engine.nodata import INT16_NODATA as _INT16_NODATA
-from s2sr.engine.weights import MODEL_BANDS
+from s2sr.engine.weights import BANDS_10M, BANDS_20M, MODEL_BANDS
 
-#: Band order along the channel axis of every s2sr model (the engine's list: one source).
+__all__ = ["BANDS", "BANDS_10M", "BANDS_20M", "INT16_NODATA", "MEAN", "MTF_NYQUIST", "NATIVE_RESOLUTION_M",
+           "REFLECTANCE_SCALE", "STD"]
+
+#: Band order along the channel axis of every s2sr model (the engine's list: one source; the
+#: 10 m / 20 m split: ``BANDS_10M`` / ``BANDS_20M``, the engine's too).
 BANDS: Tuple[str, ...] = MODEL_BANDS
 #: Native ground sampling distance of each band, metres.
-NATIVE_RESOLUTION_M: Dict[str, int] = {
-    "B02": 10, "B03": 10, "B04": 10, "B08": 10,
-    "B05": 20, "B06": 20, "B07": 20, "B8A": 20, "B11": 20, "B12": 20,
-}
+NATIVE_RESOLUTION_M: Dict[str, int] = {**{b: 10 for b in BANDS_10M}, **{b: 20 for b in BANDS_20M}}
 #: Per-band reflectance mean and standard deviation used to normalise network inputs
 #: (CESBIO's published statistics; reflectance = DN / 10000).
 MEAN: Tuple[float, ...] = (0.0478, 0.0765, 0.0893, 0.2622, 0.1253, 0.2182, 0.2524, 0.2815, 0.2472, 0.1665)

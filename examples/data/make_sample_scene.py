@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from s2sr.engine.weights import BANDS_10M, BANDS_20M
 from s2sr.training.data.scene import SPLITS, PixelWindow, load_scene
 
 OUT = Path(__file__).resolve().parents[2] / "src" / "s2sr" / "sample_data"
 ROW, COL, SIZE = 128, 128, 256  # 10 m pixels inside the test block; even offsets keep the 20 m grid nested
-BANDS_10M = ("B02", "B03", "B04", "B08")
-BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
 DATE = "2017-01-01"
 
 

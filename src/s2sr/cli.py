@@ -28,11 +28,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from s2sr.engine.weights import MODEL_BANDS
+
 DEFAULT_OUT = Path("s2sr_output")
 RUN_FILE = "s2sr_run.json"
 TRUE_COLOUR = ("B04", "B03", "B02")
 RED_EDGE = ("B07", "B06", "B05")
-REQUIRED_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
+REQUIRED_BANDS = MODEL_BANDS
 
 
 class CliError(Exception):

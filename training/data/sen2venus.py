@@ -86,20 +86,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..bands import BANDS, MEAN, REFLECTANCE_SCALE
+from ..bands import BANDS, BANDS_10M, BANDS_20M, MEAN, REFLECTANCE_SCALE
 
 PathLike = Union[str, Path]
 Item = Dict[str, Union[torch.Tensor, str]]
 Upsample = Callable[[torch.Tensor, int], torch.Tensor]
 
-#: Sentinel-2 bands of each item tensor, in channel order.
-S2_10M_BANDS: Tuple[str, ...] = ("B02", "B03", "B04", "B08")
-S2_20M_BANDS: Tuple[str, ...] = ("B05", "B06", "B07", "B8A")
-S2_SWIR_BANDS: Tuple[str, ...] = ("B11", "B12")
+#: Sentinel-2 bands of each item tensor, in channel order (the models' order: these three
+#: concatenated are ``BANDS``, which the sample relies on): the 10 m bands, the 20 m bands with a
+#: VENµS counterpart (B05 B06 B07 B8A), the SWIR ones (B11 B12, none).
+S2_10M_BANDS: Tuple[str, ...] = BANDS_10M
+S2_20M_BANDS: Tuple[str, ...] = BANDS_20M[:4]
+S2_SWIR_BANDS: Tuple[str, ...] = BANDS_20M[4:]
 #: Bands with a 5 m VENµS reference, in the order of ``training_sample``'s target.
 TARGET_BANDS: Tuple[str, ...] = S2_10M_BANDS + S2_20M_BANDS
-if S2_10M_BANDS + S2_20M_BANDS + S2_SWIR_BANDS != BANDS:  # the sample relies on this order
-    raise ImportError("s2sr.training.bands.BANDS is not B02 B03 B04 B08 B05 B06 B07 B8A B11 B12")
 
 INDEX_FILE = "index.csv"
 #: Float arrays whose largest |value| exceeds this are digital numbers (reflectance x 10000):

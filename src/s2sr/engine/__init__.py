@@ -32,11 +32,11 @@ ENGINE_VERSION = "0.2.0"
 
 #: the engine's public names -> the module that defines them (imported on first use: PEP 562)
 _EXPORTS = {
-    "weights": ("ARCHIVE_DIR", "DEFAULT_MODEL", "INT8_SUFFIX", "MANIFEST_FILE", "METADATA_FILE", "MODEL_BANDS",
+    "weights": ("ARCHIVE_DIR", "BANDS_10M", "BANDS_20M", "DEFAULT_MODEL", "INT8_SUFFIX", "MANIFEST_FILE", "METADATA_FILE", "MODEL_BANDS",
                 "WEIGHTS_FORMAT", "WEIGHTS_FORMAT_VERSION", "canonical_band", "metadata_cached", "package_weights_dir",
                 "read_metadata", "resolve_weights", "sha256_file", "stat_key", "validate_metadata"),
     "context": ("CONTEXT_KEYS", "PRECISIONS", "RUNTIMES", "check_context"),
-    "coords": ("fine_axis",),
+    "coords": ("fine_axis", "outer_edge", "pixel_centres", "regular_step"),
     "nodata": ("FILL_REACH", "INT16_NODATA", "required_overlap", "to_int16"),
     "torch_runtime": ("gpu_flags", "min_time", "texture"),
     "onednn": ("QUANTIZED_ENGINE", "dynamic_int8", "fuse_onednn", "int8_products_exact"),

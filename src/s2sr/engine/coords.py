@@ -1,4 +1,9 @@
-"""s2sr.engine.coords: the output window's pixel-centre coordinates.
+"""s2sr.engine.coords: pixel-centre coordinates and the output window's grid.
+
+s2sr's one implementation of this grid maths: ``regular_step`` (a regular axis's signed step),
+``pixel_centres`` (the centres of pixels counted from an outer edge) and ``fine_axis`` (the
+``factor`` times finer grid over a window); the local engine, ``apply_neighborhood`` and the
+UDF call these (tests/test_one_source.py fails on a copy elsewhere).
 
 What a backend hands a UDF need not be a regular grid: the geopyspark executor
 (openeo-geotrellis-extensions ``Udf.scala``, ``setXarraydatacubeInPython``) builds x and y with
@@ -16,6 +21,26 @@ import numpy as np
 
 #: how close an input step must be to the resolution to count as the exact grid (relative)
 EXACT_GRID_TOLERANCE = 1e-9
+
+
+def regular_step(values: np.ndarray, axis: str = "axis") -> float:
+    """The signed step of a regular axis of pixel centres, from its ends (float64); ValueError
+    for fewer than two pixels."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        raise ValueError(f"a {axis} axis one pixel wide has no step: give its resolution")
+    return float(values[-1] - values[0]) / (values.size - 1)
+
+
+def pixel_centres(edge: float, step: float, n: int, start: int = 0) -> np.ndarray:
+    """Centres of pixels ``start .. start + n - 1`` of the grid whose pixel 0 begins at ``edge``
+    (``step`` signed: negative for a y axis running down), float64."""
+    return edge + (np.arange(start, start + n, dtype=np.float64) + 0.5) * step
+
+
+def outer_edge(values: np.ndarray, step: float) -> float:
+    """Where pixel 0 of a regular axis of pixel centres begins (``step`` signed)."""
+    return float(np.asarray(values, dtype=np.float64)[0]) - step / 2.0
 
 
 def fine_axis(values: np.ndarray, factor: int, axis: str, resolution: Optional[float]) -> np.ndarray:
@@ -36,13 +61,13 @@ def fine_axis(values: np.ndarray, factor: int, axis: str, resolution: Optional[f
     if resolution is None:
         if n < 2:
             raise ValueError(f"a window one pixel wide along {axis} needs the context key 'resolution'")
-        resolution = abs(coarse[-1] - coarse[0]) / (n - 1)
+        resolution = abs(regular_step(coarse, axis))
     step = sign * float(resolution)
     if n >= 2 and np.all(np.abs(np.diff(coarse) - step) <= EXACT_GRID_TOLERANCE * abs(step)):
-        edge = coarse[0] - step / 2.0  # an exact grid: refine it from its own outer edge
+        edge = outer_edge(coarse, step)  # an exact grid: refine it from its own outer edge
     else:
         edge = (coarse[0] + coarse[-1]) / 2.0 - n * step / 2.0  # the window's centre is what holds
-    return edge + (np.arange(n * factor, dtype=np.float64) + 0.5) * (step / factor)
+    return pixel_centres(edge, step / factor, n * factor)
 
 
 def _direction(coarse: np.ndarray, axis: str) -> float:

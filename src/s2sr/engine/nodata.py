@@ -118,7 +118,11 @@ def _check_units(refl: np.ndarray, valid: np.ndarray, scale: float, where) -> No
 
 def to_int16(out: np.ndarray) -> np.ndarray:
     """float32 -> int16, rounded, clipped, INT16_NODATA where not finite; rounds in ``out``'s own
-    buffer (the UDF's output, 42 MB per date at 512 px: 69 -> ~25 ms without the temporaries)."""
+    buffer (the UDF's output, 42 MB per date at 512 px: 69 -> ~25 ms without the temporaries).
+
+    s2sr's one int16 conversion (the UDF's ``output_dtype`` and ``s2sr run``'s GeoTIFFs): valid
+    values clip to ``[INT16_NODATA + 1, 32767]``, so none becomes the no-data value, nor falls
+    below it where readers take ``<= INT16_NODATA`` as no-data."""
     nodata = ~np.isfinite(out)
     np.rint(out, out=out)
     np.clip(out, INT16_NODATA + 1, np.iinfo(np.int16).max, out=out)  # NaN stays NaN, inf is clipped

@@ -20,8 +20,12 @@ WEIGHTS_FORMAT_VERSION = 1
 METADATA_FILE = "s2sr_metadata.json"
 MANIFEST_FILE = "manifest.json"
 DEFAULT_MODEL = "carn_3x3x64g4sw"
+#: the Sentinel-2 bands at 10 m and at 20 m: s2sr's one list of band names (everything else
+#: imports these; tests/test_one_source.py fails on a literal copy elsewhere)
+BANDS_10M = ("B02", "B03", "B04", "B08")
+BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
 #: the bands of the shipped models, in their order (a weights file lists its own)
-MODEL_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
+MODEL_BANDS = BANDS_10M + BANDS_20M
 ARCHIVE_DIR = "s2sr_weights"
 INT8_SUFFIX = "_int8"  # <model>_int8.pt: the int8 weights made from <model>.pt (s2sr-export --int8-from)
 
