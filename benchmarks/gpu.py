@@ -44,7 +44,7 @@ def prepare(folder: Path) -> None:
     import numpy as np
 
     from s2sr.training.data.wald import build_wald_split
-    from s2sr.training.evaluate import sample_scene_input
+    from s2sr.training.data.sample_scene import sample_scene_input
 
     folder.mkdir(parents=True, exist_ok=True)
     x, ref = build_wald_split("test")
@@ -58,7 +58,7 @@ def load_inputs(folder: Any) -> Dict[str, Any]:
 
     if folder is None:
         from s2sr.training.data.wald import build_wald_split
-        from s2sr.training.evaluate import sample_scene_input
+        from s2sr.training.data.sample_scene import sample_scene_input
 
         x, ref = build_wald_split("test")
         return {"sample": sample_scene_input(), "wald_x": x.numpy(), "wald_ref": ref.numpy()}

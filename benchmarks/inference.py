@@ -94,7 +94,7 @@ def bf16_is_native() -> bool:
 
 def _sample_window(window: int):
     """A [1, 10, window, window] float32 DN cube from the shipped sample scene (reflected if larger)."""
-    from s2sr.training.evaluate import sample_scene_input
+    from s2sr.training.data.sample_scene import sample_scene_input
 
     return tile_scene(sample_scene_input(), window)
 

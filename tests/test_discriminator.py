@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from s2sr.training.losses import gaussian_blur, relativistic_d_loss
+from s2sr.training.filters import gaussian_blur
+from s2sr.training.losses import relativistic_d_loss
 from s2sr.training.models.discriminator import (
     UNetDiscriminatorConfig,
     UNetDiscriminatorSN,

@@ -1,20 +1,25 @@
 """One source of truth: the band lists, the grid maths and the int16 conversion each have one
-implementation that the rest imports.
+implementation that the rest imports, and the modules import each other without a circle.
 
 The static checks read the source tree (the packages, the benchmarks, the examples): a new copy
-of a band list, of the pixel-centre maths or of the int16 cast fails here; each checker is
-first shown to catch what it looks for."""
+of a band list, of the pixel-centre maths or of the int16 cast, or a new import circle, fails
+here; each checker is first shown to catch what it looks for."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Set, Tuple
 
 import numpy as np
+import pytest
 import xarray
 
 from s2sr.engine import coords, nodata, weights
 
 ROOT = Path(__file__).resolve().parents[1]
+#: s2sr's packages and the folders they live in (pyproject's package-dir)
+PACKAGES = {"s2sr": "src/s2sr", "s2sr.udf": "udf", "s2sr.training": "training", "s2sr.deploy": "deploy"}
 SOURCE_DIRS = ("src", "udf", "deploy", "training", "benchmarks", "examples")
 BANDS_MODULE = Path("src/s2sr/engine/weights.py")
 GRID_MODULE = Path("src/s2sr/engine/coords.py")
@@ -208,3 +213,93 @@ def test_the_geotiff_writer_converts_as_the_udf(tmp_path):
     with rasterio.open(path) as src:
         assert src.nodata == nodata.INT16_NODATA
         assert src.read(2)[1].tolist() == INT16_EXPECTED
+
+
+# --------------------------------------------------------------------------- import circles
+
+def _modules() -> Dict[str, Path]:
+    mods = {}
+    for package, folder in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            name = ".".join([package] + parts)
+            if not any(name == other or name.startswith(other + ".") for other in PACKAGES if other.startswith(package + ".")):
+                mods[name] = path
+    return mods
+
+
+def imported(name: str, tree: ast.AST, is_package: bool, known) -> Set[str]:
+    """The modules of ``known`` that module ``name`` imports, at its top or inside functions."""
+    base = name if is_package else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module
+            if node.level:
+                parent = base
+                for _ in range(node.level - 1):
+                    parent = parent.rpartition(".")[0]
+                module = parent + (f".{node.module}" if node.module else "")
+            targets = [module] + [f"{module}.{a.name}" for a in node.names]
+        else:
+            continue
+        out |= {t for t in targets if t in known and t != name}
+    return out
+
+
+def circles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    found: List[List[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_circle_checker_catches_a_circle():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    code = ast.parse("def f():\n    from .export import model_from_weights\n")
+    assert imported("s2sr.training.evaluate", code, False, {"s2sr.training.export"}) == {"s2sr.training.export"}
+
+
+def test_no_import_circle():
+    """Not even through imports inside functions (evaluate -> export -> quantize -> evaluate was one)."""
+    mods = _modules()
+    assert "s2sr.training.quantize" in mods and "s2sr.engine.coords" in mods and "s2sr.udf" in mods
+    graph = {name: imported(name, ast.parse(path.read_text(encoding="utf-8")), path.name == "__init__.py", mods)
+             for name, path in mods.items()}
+    assert not circles(graph)
+
+
+@pytest.mark.parametrize("module", ["s2sr.training.quantize", "s2sr.training.export", "s2sr.training.evaluate",
+                                    "s2sr.training.protocol"])
+def test_imports_first_in_a_fresh_interpreter(module):
+    out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr

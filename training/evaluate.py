@@ -25,45 +25,7 @@ import numpy as np
 import torch
 
 from .bands import BANDS, MTF_NYQUIST
-
-
-
-def bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Torch bicubic (a = -0.75) of ``[C, H, W]``: the baseline, and the models' global skip."""
-    return torch.nn.functional.interpolate(x[None], scale_factor=float(factor), mode="bicubic", align_corners=False)[0]
-
-
-def sample_scene_input() -> np.ndarray:
-    """The shipped sample scene as the UDF gets it: ``[10, H, W]`` float32 DN on the 10 m grid,
-    the 20 m bands GDAL-cubic upsampled (the process graph's resample_cube_spatial)."""
-    import rasterio
-
-    from .degradation import cubic_upsample
-
-    data = Path(__import__("s2sr").__file__).with_name("sample_data")
-    with rasterio.open(data / "s2_10m.tif") as a, rasterio.open(data / "s2_20m.tif") as b:
-        b10, b20 = a.read().astype("float32"), b.read().astype("float32")
-    b20 = cubic_upsample(torch.from_numpy(b20)[None], 2, border="gdal")[0].numpy()
-    return np.ascontiguousarray(np.concatenate([b10, b20]))
-
-
-@torch.no_grad()
-def predict_module(module: Any, x: torch.Tensor, factor: int, margin: int, tile: int = 128) -> torch.Tensor:
-    """SR of a whole ``[C, H, W]`` DN image, in tiles read with ``margin`` pixels of context (bounded memory).
-
-    ``module``: a loaded TorchScript model or an eager ``SuperResolver``.
-    """
-    c, h, w = x.shape
-    out = torch.empty(c, factor * h, factor * w)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            ys, xs = max(0, y0 - margin), max(0, x0 - margin)
-            ye, xe = min(h, y0 + tile + margin), min(w, x0 + tile + margin)
-            y = module(x[None, :, ys:ye, xs:xe].contiguous())[0]
-            ty, tx = min(tile, h - y0), min(tile, w - x0)
-            oy, ox = factor * (y0 - ys), factor * (x0 - xs)
-            out[:, factor * y0:factor * (y0 + ty), factor * x0:factor * (x0 + tx)] = y[:, oy:oy + factor * ty, ox:ox + factor * tx]
-    return out
+from .predict import bicubic, predict_module
 
 
 def _degrade(factor: int):

@@ -3,10 +3,10 @@
 All functions are pure torch functions that follow the device and dtype of their inputs.
 
 GAN set-up of the seed (CESBIO, SUREDOS24): a UNet discriminator that sees high-pass-filtered
-images (:func:`high_pass`), the relativistic average formulation of ESRGAN (Wang et al. 2018)
-on the discriminator's raw logits (:func:`relativistic_d_loss`, :func:`relativistic_g_loss`),
-and an adversarial weight of 0.005-0.01 switched on after about 2000 steps
-(:func:`gan_weight`).
+images (the filter: :func:`s2sr.training.filters.high_pass`), the relativistic average
+formulation of ESRGAN (Wang et al. 2018) on the discriminator's raw logits
+(:func:`relativistic_d_loss`, :func:`relativistic_g_loss`), and an adversarial weight of
+0.005-0.01 switched on after about 2000 steps (:func:`gan_weight`).
 
 Relativistic average discriminator, with ``C`` the raw discriminator output (logits)::
 
@@ -19,7 +19,6 @@ halved, as in ESRGAN's reference set-up, so that an undecided discriminator (all
 gives ``log 2`` for either loss.
 """
 
-import math
 from typing import Optional
 
 import torch
@@ -101,54 +100,6 @@ def relativistic_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) ->
     real_rel = real_logits - fake_logits.mean()
     fake_rel = fake_logits - real_logits.mean()
     return 0.5 * (_bce_logits(real_rel, 0.0) + _bce_logits(fake_rel, 1.0))
-
-
-def gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Normalised sampled Gaussian, radius ``ceil(3 sigma)`` pixels; shape ``[2r + 1]``."""
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
-    radius = max(1, math.ceil(3.0 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable per-channel Gaussian blur with reflect padding; ``[B, C, H, W]`` -> same.
-
-    ``sigma`` in pixels; the image must be larger than the kernel radius ``ceil(3 sigma)``
-    along both axes (reflect padding needs it).
-    """
-    if x.ndim != 4:
-        raise ValueError(f"expected [B, C, H, W], got shape {tuple(x.shape)}")
-    k = gaussian_kernel1d(sigma, x.dtype, x.device)
-    r = (k.numel() - 1) // 2
-    if min(x.shape[-2:]) <= r:
-        raise ValueError(f"image {tuple(x.shape[-2:])} too small for sigma={sigma} (radius {r} px)")
-    c = x.shape[1]
-    # Depthwise (groups=C) so that bands never mix.
-    kh = k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    kw = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
-    y = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), kh, groups=c)
-    return F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), kw, groups=c)
-
-
-def high_pass(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """High-pass filter ``x - gaussian_blur(x, sigma)``, per channel, reflect padding.
-
-    The discriminator sees these images (seed: "UNet discriminator with High Pass Filtering of
-    inputs") so it judges texture and detail, not the low frequencies (radiometry) that the L1
-    loss already ties to the target.
-
-    Args:
-        x: ``[B, C, H, W]``, any units (the result has the same units, zero mean locally).
-        sigma: Gaussian standard deviation in pixels; the image must be larger than
-            ``ceil(3 sigma)`` along both axes.
-
-    Returns:
-        ``[B, C, H, W]``; a constant image maps to 0.
-    """
-    return x - gaussian_blur(x, sigma)
 
 
 def gan_weight(step: int, start_step: int, ramp_steps: int, weight: float) -> float:

@@ -40,8 +40,6 @@ from .metrics import psnr_per_band, sam
 SWEEP_MTF: Sequence[float] = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 #: Fine (10 m) pixels skipped on each side when scoring.
 BORDER: int = 8
-BANDS_10M = BANDS[:4]
-BANDS_20M = BANDS[4:]
 Predict = Callable[[torch.Tensor], torch.Tensor]  # [10, h, w] DN on the 20 m grid -> [10, 2h, 2w] DN
 
 
@@ -202,7 +200,7 @@ def shift_control(out: np.ndarray, case: X2Case, border: int = BORDER) -> Dict[s
 
 def predictor(module: Any, margin: int, tile: int = 192) -> Predict:
     """``predict(x)`` of a model (eager or TorchScript) in tiles with ``margin`` input pixels of context."""
-    from .evaluate import predict_module
+    from .predict import predict_module
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         return predict_module(module, x.float(), 2, margin, tile=tile)

@@ -155,7 +155,7 @@ def compare_with_fp32(fp32_weights: Path, other_weights: Path, precision: str = 
     from s2sr import engine
 
     from .data.wald import build_wald_split, cache_wald_pairs, load_wald_pairs
-    from .evaluate import sample_scene_input
+    from .data.sample_scene import sample_scene_input
     from .metrics import psnr_per_band
 
     ref_module, meta, _ = engine.load_model({"weights": str(fp32_weights), "precision": "fp32", "runtime": "torch"})

@@ -237,7 +237,7 @@ def _append_csv(path: Path, row: Dict[str, Any]) -> None:
 
 def validate(model: SuperResolver, val_input: torch.Tensor, val_target: torch.Tensor, with_brisque: bool) -> Dict[str, float]:
     """Validation on the whole val area: L1 (normalised), PSNR of SR and bicubic, BRISQUE."""
-    from .evaluate import bicubic, predict_module
+    from .predict import bicubic, predict_module
     from .metrics import psnr_per_band
     from .models.receptive_field import receptive_field
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..losses import high_pass
+from ..filters import high_pass
 
 NEG_SLOPE = 0.2
 #: Spatial sizes must be multiples of this (three stride-2 downsamplings).
