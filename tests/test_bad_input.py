@@ -2,6 +2,8 @@
 result where that is the right answer.  The README lists these cases."""
 
 import json
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -264,3 +266,53 @@ def test_a_weights_zip_whose_crc_fails_is_refused(udf_module, slim_weights, tmp_
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="fails its CRC check"):
         udf_module["apply_datacube"](_cube(), {"weights": str(path)})
+
+
+# --------------------------------------------------------------------------- memory
+
+OOM_SCRIPT = """
+import resource, sys
+import numpy as np
+from s2sr import engine
+context = {"weights": sys.argv[1], "precision": "fp32", "runtime": "torch", "threads": 1}
+module, meta, device = engine.load_model(context)
+engine.superresolve(np.full((1, 10, 64, 64), 1000, np.float32), module, meta, context)  # warm: lazy allocations done
+window = np.full((1, 10, 1200, 1200), 1000, np.float32)
+status = open("/proc/self/status").read().split("VmSize:")[1].split()
+resource.setrlimit(resource.RLIMIT_AS, (int(status[0]) * 1024 + 200 * 2**20, resource.RLIM_INFINITY))
+try:
+    engine.superresolve(window, module, meta, context)
+except MemoryError as exc:
+    print("MemoryError:", exc)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the address-space limit and /proc are Linux's")
+def test_running_out_of_memory_names_the_window_and_what_lowers_it(slim_weights):
+    """A real allocation failure: a 1200 px window in a process allowed 200 MB more address space."""
+    done = subprocess.run([sys.executable, "-c", OOM_SCRIPT, str(slim_weights)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = done.stdout.strip()
+    assert line.startswith("MemoryError: out of memory super-resolving a 1200 x 1200 px window"), line
+    for key in ("apply_neighborhood size", "'batch'", "'precision'", "'runtime'"):
+        assert key in line, key
+
+
+def test_a_runtime_allocation_failure_is_named_too(slim_weights):
+    """Torch's own allocator failing inside the network (its RuntimeError) becomes the same
+    MemoryError; other runtime errors pass unchanged."""
+    meta = engine.read_metadata(slim_weights)
+    values = make_cube(40, 40).values
+
+    def greedy(x):  # asks torch's CPU allocator for 4 TiB
+        return torch.empty((x.shape[0], 1 << 40), dtype=torch.float32)
+
+    with pytest.raises(MemoryError, match=r"out of memory super-resolving a 40 x 40 px window .*'batch'") as info:
+        engine.superresolve(values.copy(), greedy, meta, {})
+    assert "DefaultCPUAllocator" in str(info.value) and isinstance(info.value.__cause__, RuntimeError)
+
+    def broken(x):
+        raise RuntimeError("shapes do not match")
+
+    with pytest.raises(RuntimeError, match="^shapes do not match$"):
+        engine.superresolve(values.copy(), broken, meta, {})

@@ -55,12 +55,52 @@ def _placed(span: slice, pad: int, n: int, f: int) -> Tuple[slice, slice]:
     return slice(f * (lo - pad), f * (hi - pad)), slice(f * (lo - span.start), f * (hi - span.start))
 
 
+#: how the runtimes say an allocation failed (lower case): torch's CPU allocator ("DefaultCPUAllocator:
+#: can't allocate memory"), CUDA ("CUDA out of memory"), onnxruntime ("Failed to allocate memory"),
+#: C++ (``std::bad_alloc``) and ncnn, whose layers return -100 where a blob cannot be allocated
+ALLOCATION_FAILURES = ("can't allocate memory", "could not allocate", "cannot allocate", "out of memory",
+                       "failed to allocate", "bad_alloc", "(status -100)")
+#: what lowers a window's memory, named by the error an allocation failure becomes
+MEMORY_ADVICE = ("a smaller apply_neighborhood size (px; the window is size + 2 x overlap), the context's "
+                 "'batch' at 1 (dates per forward pass), 'precision' 'int8_dynamic' or 'fp32' with 'runtime' "
+                 "'ncnn' (the least memory: row strips), or a worker with more memory")
+
+
+def allocation_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: a ``MemoryError``, or a runtime's RuntimeError saying so."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(s in text for s in ALLOCATION_FAILURES))
+
+
+def out_of_memory(exc: BaseException, shape: Sequence[int], context: Dict[str, Any]) -> MemoryError:
+    """The MemoryError an allocation failure on a ``[T, C, H, W]`` window becomes: the window's
+    size in pixels and the context keys that lower its memory."""
+    t, c, h, w = shape
+    batch = min(int(context.get("batch", 1)), t)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    why = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    return MemoryError(f"out of memory super-resolving a {h} x {w} px window ({c} bands, {batch} of {t} dates per "
+                       f"pass, precision {context.get('precision', 'auto')!r}); lower it with {MEMORY_ADVICE} ({why})")
+
+
 def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str = "cpu",
                  dates: Optional[Sequence[Any]] = None) -> np.ndarray:
     """Super-resolve ``[T, C, H, W]`` (model band order, input units) to ``[T, C, fH, fW]``.
 
-    Output in the input's units, float32, NaN where the input was no-data.
+    Output in the input's units, float32, NaN where the input was no-data.  An allocation failure
+    (numpy's or a runtime's) is a ``MemoryError`` naming the window's size and what lowers it.
     """
+    try:
+        return _superresolve(values, module, meta, context, device, dates)
+    except (MemoryError, RuntimeError) as exc:
+        if not allocation_failure(exc):
+            raise
+        raise out_of_memory(exc, values.shape, context) from exc
+
+
+def _superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str,
+                  dates: Optional[Sequence[Any]]) -> np.ndarray:
+    """``superresolve`` without the translation of allocation failures."""
     f, margin = meta["factor"], meta["margin"]
     model_scale = float(meta["input_scaling"]["scale"])
     model_offset = float(meta["input_scaling"].get("offset", 0.0))
