@@ -5,12 +5,14 @@ link the backend returns, ``.../processes/u:<user>/sentinel2_superresolution``).
 user on that backend can call it by URL as the process's ``namespace``, without installing
 s2sr, and keep processing its output (here: an optional NDVI at 5 m)::
 
-    python examples/udp_by_url.py --backend https://openeo.dataspace.copernicus.eu \\
+    python examples/udp_by_url.py \\
         --udp-url https://openeo.dataspace.copernicus.eu/openeo/1.2/processes/u:USER/sentinel2_superresolution \\
-        --bbox 5.05 51.21 5.08 51.23 --dates 2023-06-01 2023-06-15 [--ndvi] [--run --out results/]
+        --bbox 5.05 51.21 5.08 51.23 --dates 2023-06-01 2023-06-15 [--ndvi] \\
+        [--run --backend https://openeo.dataspace.copernicus.eu --out results/]
 
-Without ``--run`` it prints the process graph (no login, nothing executes).  With ``--run`` it
-logs in (OIDC), starts a batch job and downloads the results.  The job options: the UDP's
+Without ``--run`` it prints the process graph, built offline: it connects to nothing (no
+backend, no login, nothing executes).  With ``--run`` it connects to ``--backend``, logs in
+(OIDC), starts a batch job and downloads the results.  The job options: the UDP's
 ``default_job_options`` where its document carries them (a JSON hosted at a static URL, as the
 APEx catalogue does); where the backend dropped them (openeo-python-driver does), the dependency
 archives from the UDP's ``related`` zip links (``<url>#s2sr_deps``, ``...#onnx_deps``) and the
@@ -27,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import openeo
 import requests
 from openeo.rest.datacube import DataCube
+from openeo.rest.graph_building import PGNode
 
 UDP_ID = "sentinel2_superresolution"
 ARCHIVE_DIR = "s2sr_deps"  # the folder the UDF puts on sys.path; the archive URL's #fragment
@@ -36,23 +39,25 @@ MEMORY_OPTIONS = {"executor-memory": "1280m", "executor-memoryOverhead": "4864m"
                   "executor-cores": 2, "task-cpus": 2}
 
 
-def superresolved(connection: openeo.Connection, udp_url: str, spatial_extent: Dict[str, Any],
+def superresolved(connection: Optional[openeo.Connection], udp_url: str, spatial_extent: Dict[str, Any],
                   temporal_extent: Sequence[str], product: str = "SENTINEL2_L2A", **arguments: Any) -> DataCube:
     """The UDP's output cube: the ten bands at 5 m over ``spatial_extent`` and ``temporal_extent``.
 
     ``arguments``: further UDP parameters (``model``, ``precision``, ``runtime``,
     ``max_cloud_cover``, ``radiometric_offset``).  The process is referenced by URL (``namespace=udp_url``); the
-    backend fetches its definition from there.
+    backend fetches its definition from there.  ``connection`` None: a graph built offline (printable,
+    not executable), what ``connection.datacube_from_process`` builds, without a connection.
     """
-    return connection.datacube_from_process(
-        UDP_ID, namespace=udp_url, spatial_extent=spatial_extent, temporal_extent=list(temporal_extent),
-        product=product, **arguments,
-    )
+    arguments = dict(spatial_extent=spatial_extent, temporal_extent=list(temporal_extent), product=product, **arguments)
+    if connection is None:
+        return DataCube(graph=PGNode(UDP_ID, namespace=udp_url, arguments=arguments), connection=None)
+    return connection.datacube_from_process(UDP_ID, namespace=udp_url, **arguments)
 
 
-def build(connection: openeo.Connection, udp_url: str, bbox: Sequence[float], dates: Sequence[str],
+def build(connection: Optional[openeo.Connection], udp_url: str, bbox: Sequence[float], dates: Sequence[str],
           product: str = "SENTINEL2_L2A", ndvi: bool = False, output_format: str = "GTiff") -> DataCube:
-    """A whole graph using the UDP: super-resolve, optionally NDVI, save.  ``bbox``: W S E N (degrees)."""
+    """A whole graph using the UDP: super-resolve, optionally NDVI, save.  ``bbox``: W S E N (degrees);
+    ``connection`` None: built offline."""
     west, south, east, north = bbox
     extent = {"west": west, "south": south, "east": east, "north": north, "crs": "EPSG:4326"}
     cube = superresolved(connection, udp_url, extent, dates, product=product)
@@ -86,7 +91,7 @@ def job_options(udp: Dict[str, Any], archive_url: Optional[str] = None) -> Dict[
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", required=True, help="openEO backend URL")
+    parser.add_argument("--backend", help="openEO backend URL (with --run; without it nothing connects)")
     parser.add_argument("--udp-url", required=True, help="public URL of the sentinel2_superresolution UDP")
     parser.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), required=True)
     parser.add_argument("--dates", nargs=2, metavar=("START", "END"), required=True)
@@ -96,12 +101,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--run", action="store_true", help="log in (OIDC), run a batch job, download results")
     parser.add_argument("--out", default="s2sr_results", help="download folder for --run")
     args = parser.parse_args(argv)
+    if args.run and not args.backend:
+        parser.error("--run needs --backend")
 
+    if not args.run:  # the graph alone: built offline, nothing connects
+        print(build(None, args.udp_url, args.bbox, args.dates, product=args.product, ndvi=args.ndvi).to_json())
+        return 0
     connection = openeo.connect(args.backend)
     cube = build(connection, args.udp_url, args.bbox, args.dates, product=args.product, ndvi=args.ndvi)
-    if not args.run:
-        print(cube.to_json())
-        return 0
     options = job_options(describe(args.udp_url), args.archive_url)
     connection.authenticate_oidc()
     job = cube.create_job(title="s2sr by URL", job_options=options)
