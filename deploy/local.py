@@ -45,12 +45,14 @@ Backend behaviour reproduced:
 - ``resample_cube_spatial`` warps with GDAL (rasterio) onto the target's grid;
 - ``apply_neighborhood`` is ``s2sr.deploy.neighborhood`` (windows of ``size + 2 * overlap``,
   NaN past edges, the geopyspark resolution-change rule); windows run in parallel on dask's
-  threaded scheduler (or a ``dask.distributed`` scheduler at an address), with a tqdm bar;
+  threaded scheduler (or a ``dask.distributed`` scheduler at an address), with a tqdm bar
+  counting windows x dates as each finishes (``on_progress`` gets the same counts);
 - ``run_udf`` with runtime ``Python-Jep`` runs as the geopyspark executor runs it
   (``s2sr.deploy.geopyspark``, after openeo-geotrellis-extensions ``Udf.scala``): the UDF's
   ``apply_metadata`` once per job in its own namespace, then every window's UDF text in a fresh
   namespace (shared modules) with the executor's float32 coordinates and its output checks;
   runtime ``Python`` goes through ``openeo.udf.run_code.run_udf_code``;
+  the engine's ``udf_context`` keys (``s2sr run --weights``: ``weights``) go over the graph's context;
 - ``filter_bbox`` keeps the pixels whose centres lie in the extent.
 """
 
@@ -673,7 +675,7 @@ def run_udf(args: Dict[str, Any], call: Call) -> xarray.DataArray:
     from openeo.udf.run_code import run_udf_code
 
     data, code, runtime = args["data"], args["udf"], args.get("runtime", "Python")
-    context = args.get("context") or {}
+    context = {**(args.get("context") or {}), **call.engine.udf_context}
     if runtime == "Python-Jep":
         return _restore_dims(run_jep_window(code, _jep_cube(data), context), data)
     if runtime == "Python":
@@ -748,20 +750,22 @@ def apply_neighborhood(args: Dict[str, Any], call: Call) -> xarray.DataArray:
     if not callable(process):
         raise ValueError("process must be a child process graph")
     wins = list(neighborhood.windows((data.sizes["y"], data.sizes["x"]), size))
-    if _per_date(args["size"]) and TIME_DIM in data.dims:  # each date's (bands, y, x) on its own
-        results, threads = [], set()
-        for i in range(data.sizes[TIME_DIM]):
-            date = data.isel({TIME_DIM: i}, drop=True)
-            mapper = call.engine.window_mapper(date, process, context, size, overlap)
-            results.append(neighborhood.apply_neighborhood(date, _WindowProcess(process, context), size=size,
-                                                           overlap=overlap, map_windows=mapper))
-            threads |= mapper.threads
-        result = xarray.concat(results, dim=TIME_DIM).assign_coords({TIME_DIM: data[TIME_DIM].values}).transpose(*data.dims)
-        mapper.threads = threads
-    else:
-        mapper = call.engine.window_mapper(data, process, context, size, overlap)
-        result = neighborhood.apply_neighborhood(data, _WindowProcess(process, context), size=size, overlap=overlap,
-                                                 map_windows=mapper)
+    per_date = _per_date(args["size"]) and TIME_DIM in data.dims  # each date's (bands, y, x) on its own
+    with call.engine.progress_bar(len(wins), data.sizes[TIME_DIM] if per_date else 1) as progress:
+        if per_date:
+            results, threads = [], set()
+            for i in range(data.sizes[TIME_DIM]):
+                date = data.isel({TIME_DIM: i}, drop=True)
+                mapper = call.engine.window_mapper(date, process, context, size, overlap, progress)
+                results.append(neighborhood.apply_neighborhood(date, _WindowProcess(process, context), size=size,
+                                                               overlap=overlap, map_windows=mapper))
+                threads |= mapper.threads
+            result = xarray.concat(results, dim=TIME_DIM).assign_coords({TIME_DIM: data[TIME_DIM].values})
+            result, mapper.threads = result.transpose(*data.dims), threads
+        else:
+            mapper = call.engine.window_mapper(data, process, context, size, overlap, progress)
+            result = neighborhood.apply_neighborhood(data, _WindowProcess(process, context), size=size, overlap=overlap,
+                                                     map_windows=mapper)
     factor = result.sizes["x"] / data.sizes["x"]
     result.attrs["res"] = tuple(r / factor for r in cube_grid(data).res)
     call.engine.stats.setdefault("apply_neighborhood", []).append(
@@ -794,12 +798,50 @@ PROCESSES: Dict[str, Callable[[Dict[str, Any], Call], Any]] = {
 
 # --------------------------------------------------------------------------- windows in parallel
 
+class Progress:
+    """Windows x dates done of one ``apply_neighborhood``, counted as each finishes (any thread):
+    a tqdm bar (``bar``) and ``on_progress(done, total)``, called with 0 first, then after
+    every window of every date."""
+
+    def __init__(self, windows: int, dates: int, bar: bool = False,
+                 on_progress: Optional[Callable[[int, int], None]] = None):
+        from tqdm.auto import tqdm
+
+        self.done, self.total = 0, windows * dates
+        self._on_progress, self._lock = on_progress, threading.Lock()
+        self._bar = tqdm(total=self.total, desc=f"s2sr {_count(windows, 'window')} x {_count(dates, 'date')}",
+                         unit="win", disable=not bar, leave=False)
+        self._report()
+
+    def step(self) -> None:
+        """One window of one date done."""
+        with self._lock:
+            self.done += 1
+            self._bar.update()
+            self._report()
+
+    def _report(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self.done, self.total)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._bar.close()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class WindowMapper:
     """``map_windows`` for ``neighborhood.apply_neighborhood``: dask threads or a distributed
-    scheduler, results in window order, a tqdm bar, the threads used recorded."""
+    scheduler, results in window order, each finished window counted in ``progress``, the
+    threads used recorded."""
 
     def __init__(self, cube, process, context, size, overlap, workers: Optional[int], scheduler: Optional[str],
-                 progress: bool):
+                 progress: Progress):
         self.cube, self.size, self.overlap = cube, size, overlap
         self.process = _WindowProcess(process, context)
         self.workers, self.scheduler, self.progress = workers, scheduler, progress
@@ -807,19 +849,16 @@ class WindowMapper:
         self._lock = threading.Lock()
 
     def __call__(self, run: Callable, wins: Sequence[neighborhood.Window]) -> List[Any]:
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(wins), desc="s2sr windows", unit="win", disable=not self.progress, leave=False) as bar:
-            if self.scheduler:
-                return self._distributed(wins, bar)
-            return self._threads(run, wins, bar)
+        if self.scheduler:
+            return self._distributed(wins, self.progress)
+        return self._threads(run, wins, self.progress)
 
     def _threads(self, run: Callable, wins, bar) -> List[Any]:
         def task(win):
             out = run(win)
             with self._lock:
                 self.threads.add(threading.current_thread().name)
-                bar.update()
+            bar.step()
             return out
 
         try:
@@ -841,7 +880,7 @@ class WindowMapper:
             windows = [neighborhood.extract_window(self.cube, w, self.size, self.overlap) for w in wins]
             futures = client.map(self.process, windows, pure=False)
             for _ in as_completed(futures):
-                bar.update()
+                bar.step()
             results = client.gather(futures)
         self.threads.add(f"distributed:{self.scheduler}")
         return list(zip(wins, results))
@@ -865,14 +904,20 @@ class LocalEngine:
 
     ``workers``: dask threads for windows (default: the CPUs this process may use);
     ``scheduler``: a ``dask.distributed`` scheduler address instead of local threads;
-    ``progress``: a tqdm bar over windows.
+    ``progress``: a tqdm bar over windows x dates; ``on_progress(done, total)``: called with the
+    windows x dates done of each ``apply_neighborhood`` (0 first, then as each finishes);
+    ``udf_context``: context keys every ``run_udf`` gets over the graph's own (e.g. ``weights``:
+    one's own weights file in place of the UDP's ``model``).
     """
 
     def __init__(self, catalogue: Optional[Catalogue] = None, workers: Optional[int] = None,
                  scheduler: Optional[str] = None, progress: bool = False,
-                 processes: Optional[Mapping[str, Callable]] = None):
+                 processes: Optional[Mapping[str, Callable]] = None,
+                 on_progress: Optional[Callable[[int, int], None]] = None,
+                 udf_context: Optional[Mapping[str, Any]] = None):
         self.catalogue = catalogue if catalogue is not None else sample_catalogue()
         self.workers, self.scheduler, self.progress = workers, scheduler, progress
+        self.on_progress, self.udf_context = on_progress, dict(udf_context or {})
         self.processes = dict(PROCESSES if processes is None else processes)
         self.stats: Dict[str, Any] = {}
         self.saved: List[Dict[str, Any]] = []
@@ -880,7 +925,8 @@ class LocalEngine:
 
     def __getstate__(self) -> Dict[str, Any]:  # what a distributed worker needs: no run state
         return {"catalogue": self.catalogue, "workers": None, "scheduler": None, "progress": False,
-                "processes": self.processes, "stats": {}, "saved": [], "_buffers": {}}
+                "on_progress": None, "udf_context": self.udf_context, "processes": self.processes, "stats": {},
+                "saved": [], "_buffers": {}}
 
     # -- entry points
     def run_udp(self, udp: Union[None, str, Path, Mapping[str, Any]] = None,
@@ -958,8 +1004,13 @@ class LocalEngine:
             return [self._resolve(v, graph, scope, memo, stack, node_id, pid) for v in value]
         return value
 
-    def window_mapper(self, cube, process, context, size, overlap) -> WindowMapper:
-        return WindowMapper(cube, process, context, size, overlap, self.workers, self.scheduler, self.progress)
+    def progress_bar(self, windows: int, dates: int) -> Progress:
+        """The progress of one ``apply_neighborhood`` (``windows`` per date x ``dates``)."""
+        return Progress(windows, dates, self.progress, self.on_progress)
+
+    def window_mapper(self, cube, process, context, size, overlap, progress: Optional[Progress] = None) -> WindowMapper:
+        progress = progress if progress is not None else Progress(0, 0)
+        return WindowMapper(cube, process, context, size, overlap, self.workers, self.scheduler, progress)
 
 
 def pixel_buffers(graph: Mapping[str, Any], scope: Mapping[str, Any]) -> Dict[str, int]:
@@ -1072,6 +1123,6 @@ def to_geotiff(cube: xarray.DataArray, path: Union[str, Path], dtype: str = "flo
 
 __all__ = [
     "Callback", "Catalogue", "Execution", "Grid", "Item", "BandSource", "LocalEngine", "ParameterError", "ProcessError",
-    "ProcessMissing", "PROCESSES", "bbox_bounds", "bind_parameters", "collection_dates", "collection_extent", "cube_grid",
+    "ProcessMissing", "PROCESSES", "Progress", "bbox_bounds", "bind_parameters", "collection_dates", "collection_extent", "cube_grid",
     "pixel_buffers", "run_udp", "sample_catalogue", "sample_paths", "to_geotiff", "used_processes", "warp_array",
 ]

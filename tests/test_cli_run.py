@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 import pytest
@@ -179,3 +180,152 @@ def test_an_unusable_out_fails_in_one_line_before_computing(workdir, capsys):
         assert cli.main(["run", "--quiet", "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert err.startswith("s2sr run: error: ") and message in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- --weights
+
+def _sr(path):
+    with rasterio.open(path / "sr_5m.tif") as src:
+        return src.read()
+
+
+def test_weights_runs_ones_own_export(workdir, tmp_path_factory):
+    """--weights FILE: the same file as the default gives the same image, other weights another
+    one; the run file names the file."""
+    from s2sr_testing import export_slim
+
+    shutil.copy(_default_weights(), workdir / "mine.pt")
+    other = export_slim(tmp_path_factory.mktemp("other") / "other.pt", seed=1)
+    common = ["run", "--quiet", "--bbox", *SMALL_BBOX, "--bbox-crs", "EPSG:32618", "--precision", "fp32"]
+    assert cli.main(common + ["--out", "default"]) == 0
+    assert cli.main(common + ["--out", "mine", "--weights", "mine.pt"]) == 0
+    assert cli.main(common + ["--out", "other", "--weights", str(other)]) == 0
+    np.testing.assert_array_equal(_sr(workdir / "mine"), _sr(workdir / "default"))
+    assert np.abs(_sr(workdir / "other") - _sr(workdir / "default")).max() > 1.0  # the file given is the one run
+    record = json.loads((workdir / "other" / cli.RUN_FILE).read_text())
+    assert record["weights"] == str(other) and record["model"] == "other.pt"
+
+
+def _default_weights():
+    """The weights the default run finds ($S2SR_WEIGHTS_DIR: the slim ones, under the default name)."""
+    import os
+
+    return Path(os.environ["S2SR_WEIGHTS_DIR"]) / "carn_3x3x64g4sw.pt"
+
+
+def _broken_weights(folder: Path, kind: str) -> Path:
+    """Weights files that are not usable: missing, not a zip, a flipped byte, metadata without a network."""
+    import zipfile
+
+    good, path = _default_weights(), folder / f"{kind}.pt"
+    if kind == "text":
+        path.write_text("not weights")
+    elif kind == "flipped":
+        data = bytearray(good.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif kind == "no_network":
+        with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as dst:
+            for name in src.namelist():
+                if name.endswith("s2sr_metadata.json"):
+                    dst.writestr(name, src.read(name))
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "does not exist"),
+    ("text", "is corrupt or truncated (not a TorchScript archive"),
+    ("flipped", "fails its CRC check"),
+    ("no_network", "TorchScript cannot load it"),
+])
+def test_unusable_weights_fail_in_one_line(workdir, capsys, kind, message):
+    path = _broken_weights(workdir, kind)
+    assert cli.main(["run", "--quiet", "--out", "out", "--weights", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("s2sr run: error: --weights: weights file ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (workdir / "out").exists()
+
+
+def test_weights_and_model_exclude_each_other(workdir, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--model", "carn_3x3x64g4sw", "--weights", "x.pt"])
+    assert exc.value.code == 2 and "give either --model or --weights" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+INTERRUPTED_LINE = "s2sr run: interrupted: 0 of 1 windows x dates done; no output written"
+
+
+def _interrupt(tmp_path: Path, signals: int) -> Tuple[int, float, str]:
+    """``s2sr run`` on the sample scene with the shipped model at fp32 on torch, one thread (a
+    window of ten seconds and more on 2 cores), SIGINT ``signals`` times 0.2 s apart once the
+    window bar shows: (exit status, seconds from the first SIGINT to the exit, stderr)."""
+    import os
+    import selectors
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "S2SR_WEIGHTS_DIR"}
+    argv = [sys.executable, "-m", "s2sr.cli", "run", "--out", str(tmp_path / "out"), "--precision", "fp32",
+            "--runtime", "torch", "--workers", "1"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    err, started = b"", time.monotonic()
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while b"0/1" not in err and time.monotonic() - started < 120:  # the window bar: windows started
+            if sel.select(timeout=1):
+                chunk = os.read(proc.stderr.fileno(), 4096)
+                if not chunk:
+                    break
+                err += chunk
+    assert b"0/1" in err, err.decode(errors="replace")
+    time.sleep(0.5)  # inside the window's network pass
+    sent = time.monotonic()
+    for i in range(signals):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2 if i + 1 < signals else 0)
+    try:
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, time.monotonic() - sent, (err + rest).decode(errors="replace")
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_ctrl_c_stops_at_once_and_writes_nothing(tmp_path, signals):
+    """Ctrl-C (once, or twice while it stops) in the middle of a window: exit 130 within a few
+    seconds, one line saying what was done, no traceback, no output or temporary folder."""
+    status, seconds, err = _interrupt(tmp_path, signals)
+    assert status == cli.INTERRUPTED, err
+    assert seconds < 5, f"stopped {seconds:.1f} s after Ctrl-C"
+    lines = [line.strip() for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[-1] == INTERRUPTED_LINE and err.count("interrupted") == 1, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no temporary folder
+
+
+def test_ctrl_c_while_the_products_are_written_leaves_no_output(workdir, capsys, monkeypatch):
+    """A real SIGINT after the first GeoTIFF of the products: exit 130, the half-written folder
+    removed, an earlier output left as it was."""
+    import signal
+
+    out = workdir / "res"
+    out.mkdir()
+    (out / cli.RUN_FILE).write_text("{}")  # an earlier s2sr output: kept
+    written = []
+    real = local.to_geotiff
+
+    def to_geotiff_then_ctrl_c(cube, path, dtype="float32"):
+        written.append(real(cube, path, dtype))
+        signal.raise_signal(signal.SIGINT)
+        return written[-1]
+
+    monkeypatch.setattr(local, "to_geotiff", to_geotiff_then_ctrl_c)
+    argv = ["run", "--quiet", "--bbox", *SMALL_BBOX, "--bbox-crs", "EPSG:32618", "--out", str(out)]
+    assert cli.main(argv) == cli.INTERRUPTED
+    assert len(written) == 1 and not written[0].exists()  # the one product written is gone with its folder
+    assert capsys.readouterr().err.strip() == "s2sr run: interrupted: 1 of 1 windows x dates done; no output written"
+    assert sorted(p.name for p in workdir.iterdir()) == ["res"] and [p.name for p in out.iterdir()] == [cli.RUN_FILE]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # SIGINT given back

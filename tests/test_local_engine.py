@@ -3,6 +3,7 @@ UDF applied to the whole merged cube (windows are independent: no result-cache l
 over-fetch feeds the edge windows real data, the 5 m grid sits on the 10 m edges, and bad
 inputs fail with messages naming the process."""
 
+import re
 import shutil
 import sys
 import textwrap
@@ -376,3 +377,35 @@ def test_one_date_per_window_p1d(tmp_path):
     with pytest.raises(local.ProcessError, match="a null or 'P1D' t"):
         neigh["size"][-1]["value"] = "P2D"
         local.LocalEngine(catalogue).run_graph(graph, {"spatial_extent": None})
+
+
+# --------------------------------------------------------------------------- progress
+
+def _sample_on_dates(n: int) -> local.Catalogue:
+    """The sample scene registered as ``n`` dates (the same files, 2017-01-01 onwards)."""
+    (item,) = local.sample_catalogue().items(P)
+    catalogue = local.Catalogue()
+    catalogue.register(P, [local.Item(item.date + np.timedelta64(i, "D"), dict(item.bands), dict(item.properties))
+                           for i in range(n)])
+    return catalogue
+
+
+def test_progress_counts_windows_times_dates_as_they_finish(slim_env, capsys, monkeypatch):
+    """The committed UDP with 96 px windows over the 256 px sample on 2 dates: 9 windows x 2
+    dates, counted one by one (callback and bar), not 0 then 100 %."""
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # the bar redraws on every update
+    monkeypatch.setenv("TQDM_MINITERS", "1")
+    udp = load_udp_json()
+    node = next(n for n in udp["process_graph"].values() if n["process_id"] == "apply_neighborhood")
+    for entry in node["arguments"]["size"]:
+        if entry["dimension"] in ("x", "y"):
+            entry["value"] = 96
+    catalogue, seen = _sample_on_dates(2), []
+    engine = local.LocalEngine(catalogue, workers=2, progress=True, on_progress=lambda done, total: seen.append((done, total)))
+    execution = engine.run_udp(udp, arguments=_arguments(catalogue, runtime="torch"))
+    assert execution.result.sizes["t"] == 2 and execution.stats["apply_neighborhood"][0]["windows"] == 9
+    assert seen == [(k, 18) for k in range(19)]  # every count from 0 to 9 x 2, in order
+    bar = capsys.readouterr().err.replace("\r", "\n")
+    assert "s2sr 9 windows x 2 dates" in bar
+    counts = {int(m) for m in re.findall(r"\b(\d+)/18\b", bar)}
+    assert 0 in counts and max(counts) > 9 and len(counts) >= 5, sorted(counts)  # one bar, moving through both dates

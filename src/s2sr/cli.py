@@ -12,19 +12,27 @@ engine (``s2sr.deploy.local``).  With no arguments it super-resolves the shipped
 
 Several dates give one set of products per date (``sr_5m_<date>.tif`` ...).  Products are
 written into a temporary folder beside ``--out`` and moved into place only when complete;
-an error leaves no output folder behind.
+an error leaves no output folder behind.  Ctrl-C stops the run at once: one line saying how
+many windows x dates were done, exit status 130, no output written (the temporary folder is
+removed); a second Ctrl-C while it stops is ignored.  ``--weights FILE`` runs one's own
+exported weights (``s2sr-export``) in place of the UDP's ``model``.
 
 ``s2sr evaluate``: forwards to ``s2sr.training.evaluate.main``.
 """
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence
 
 import numpy as np
 
@@ -34,11 +42,78 @@ DEFAULT_OUT = Path("s2sr_output")
 RUN_FILE = "s2sr_run.json"
 TRUE_COLOUR = ("B04", "B03", "B02")
 RED_EDGE = ("B07", "B06", "B05")
+#: the exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)
+INTERRUPTED = 130
 REQUIRED_BANDS = MODEL_BANDS
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 1."""
+
+
+@dataclass
+class RunState:
+    """What a run has done so far: the line a Ctrl-C prints comes from it."""
+
+    done: int = 0  # windows x dates finished (of the latest apply_neighborhood)
+    total: int = 0
+    published: bool = False
+
+    def progress(self, done: int, total: int) -> None:
+        """The engine's ``on_progress``: called from the window threads."""
+        self.done, self.total = done, total
+
+    def interrupted(self) -> str:
+        if self.published:
+            return "interrupted after the output was complete"
+        if not self.total:
+            return "interrupted before any window ran; no output written"
+        return f"interrupted: {self.done} of {self.total} windows x dates done; no output written"
+
+
+class Interrupts:
+    """SIGINT during ``s2sr run``: the first raises ``KeyboardInterrupt`` once, every later one is
+    ignored (a second Ctrl-C while the run stops aborts nothing); inside ``held()`` (the output's
+    move into place) the first one waits for the block's end and is then dropped: the output is
+    complete, the run ends as it would have."""
+
+    def __init__(self) -> None:
+        self.count, self.holding = 0, False
+        self.previous: Any = None
+
+    def install(self) -> "Interrupts":
+        """Take over SIGINT (only the main thread can); ``restore`` gives it back."""
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count == 1 and not self.holding:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+
+
+def _exit_now(status: int) -> NoReturn:
+    """End the process now, without waiting for windows still computing in their threads (a
+    network pass cannot be stopped midway and would hold the interpreter's exit for seconds):
+    the output's temporary folder is already gone, the streams are flushed here."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -60,6 +135,8 @@ def _run_parser(prog: str = "s2sr run") -> argparse.ArgumentParser:
     sel.add_argument("--max-cloud-cover", type=float, help="skip dates with more cloud cover (percent; UDP default 50)")
     udp = p.add_argument_group("processing")
     udp.add_argument("--model", help="model name (the UDP's 'model' parameter; default: the UDP's default)")
+    udp.add_argument("--weights", type=Path, metavar="FILE",
+                     help="one's own weights file (TorchScript exported by s2sr-export) in place of --model")
     udp.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8", "int8_dynamic"],
                      help="network arithmetic (the UDP's 'precision'; default auto: fp32 or bf16, whichever runs faster)")
     udp.add_argument("--runtime", choices=["auto", "torch", "ncnn", "onnxruntime"],
@@ -105,6 +182,33 @@ def _check_sources(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error("give either --input or --input-10m/--input-20m")
     if bool(args.input_10m) != bool(args.input_20m):
         parser.error("--input-10m and --input-20m go together")
+    if args.weights and args.model:
+        parser.error("give either --model or --weights")
+
+
+def weights_context(path: Optional[Path]) -> Dict[str, str]:
+    """``--weights FILE`` as the UDF context key ``weights``, checked before any work: the file
+    exists, is a TorchScript archive whose entries pass their CRCs, describes itself (s2sr
+    metadata) and, where torch is installed, loads and runs on a probe.  Empty without
+    ``--weights``."""
+    if path is None:
+        return {}
+    from s2sr.engine import weights
+    from s2sr.engine.runtimes import torch_available
+
+    path = path.resolve()
+    try:
+        if path.is_dir():
+            raise ValueError(f"weights file {path} is a folder")
+        weights.read_metadata(path)  # exists, a zip archive, valid s2sr metadata
+        weights.verify_checksum(str(path), *weights.stat_key(path))  # every entry whole
+        if torch_available():  # the engine's own load and probe: a broken network fails here, in one line
+            from s2sr.engine.torch_runtime import load_torchscript
+
+            load_torchscript(str(path), *weights.stat_key(path), "cpu")
+    except (ValueError, OSError) as exc:
+        raise CliError(f"--weights: {' '.join(str(exc).split())}") from None
+    return {"weights": str(path)}
 
 
 def udp_arguments(args: argparse.Namespace, catalogue, product: str) -> Dict[str, Any]:
@@ -203,8 +307,10 @@ def write_preview(cube10, bicubic, sr, path: Path, title: str = "") -> Path:
     return path
 
 
-def write_products(execution, arguments: Dict[str, Any], folder: Path, dtype: str = "float32") -> List[str]:
-    """SR, bicubic and preview per date into ``folder``; returns the file names."""
+def write_products(execution, arguments: Dict[str, Any], folder: Path, dtype: str = "float32",
+                   model: Optional[str] = None) -> List[str]:
+    """SR, bicubic and preview per date into ``folder``; returns the file names.  ``model``:
+    what the preview's title names (default: the UDP's ``model`` argument)."""
     from s2sr.deploy import local
 
     sr = execution.result
@@ -218,7 +324,7 @@ def write_products(execution, arguments: Dict[str, Any], folder: Path, dtype: st
         local.to_geotiff(sr_i, folder / f"sr_5m{tag}.tif", dtype)
         local.to_geotiff(bic_i, folder / f"bicubic_5m{tag}.tif", dtype)
         write_preview(_input_crop(in_i, sr_i), bic_i, sr_i, folder / f"preview{tag}.png",
-                      f"{arguments['product']} {date}, model {model_name(arguments)}")
+                      f"{arguments['product']} {date}, model {model or model_name(arguments)}")
         files += [f"sr_5m{tag}.tif", f"bicubic_5m{tag}.tif", f"preview{tag}.png"]
     return files
 
@@ -261,9 +367,12 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def run(args: argparse.Namespace) -> Path:
+def run(args: argparse.Namespace, state: Optional[RunState] = None, interrupts: Optional[Interrupts] = None) -> Path:
+    """The run; ``state`` records its progress, ``interrupts`` holds Ctrl-C off the output's
+    move into place."""
     from s2sr.deploy import local
 
+    state = state if state is not None else RunState()
     out = args.out.resolve()
     _check_out(out)
     scenario = udp = None
@@ -272,7 +381,8 @@ def run(args: argparse.Namespace) -> Path:
     else:
         catalogue, product = _catalogue(args)
         arguments = udp_arguments(args, catalogue, product)
-    engine = local.LocalEngine(catalogue, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    engine = local.LocalEngine(catalogue, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet,
+                               on_progress=state.progress, udf_context=weights_context(args.weights))
     _say(args, f"s2sr: running the UDP on {product} (local engine)...")
     from s2sr.engine.precision import decision_uses
 
@@ -285,11 +395,13 @@ def run(args: argparse.Namespace) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output folder should not be
     try:
-        files = write_products(execution, arguments, tmp)
+        files = write_products(execution, arguments, tmp, model=model_name(arguments, args.weights))
         record = {"scenario": _scenario_check(scenario, tmp / "sr_5m.tif", args)} if scenario else {}
         record["auto"] = auto_decisions(uses)
         _write_run_file(tmp, args, arguments, execution, files, record)
-        _publish(tmp, out)
+        with interrupts.held() if interrupts is not None else contextlib.nullcontext():
+            _publish(tmp, out)
+            state.published = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _say(args, f"s2sr: wrote {', '.join(files)} to {out} in {execution.seconds:.1f} s")
@@ -302,7 +414,7 @@ def run(args: argparse.Namespace) -> Path:
 # --------------------------------------------------------------------------- benchmark scenarios
 
 SCENARIO_EXCLUSIVE = ("input", "input_10m", "input_20m", "date", "product", "bbox", "temporal", "max_cloud_cover",
-                      "model", "precision", "runtime", "radiometric_offset")
+                      "model", "weights", "precision", "runtime", "radiometric_offset")
 
 
 def _scenario_run(args: argparse.Namespace):
@@ -355,10 +467,12 @@ def _umask() -> int:
     return mask
 
 
-def model_name(arguments: Dict[str, Any]) -> str:
-    """The model a run uses: its argument, else the UDP's default."""
+def model_name(arguments: Dict[str, Any], weights: Optional[Path] = None) -> str:
+    """The model a run uses: ``--weights``' file name, else its argument, else the UDP's default."""
     from s2sr.deploy.udp import load_udp_json
 
+    if weights is not None:
+        return Path(weights).name
     if arguments.get("model"):
         return str(arguments["model"])
     return next(p.get("default", "?") for p in load_udp_json()["parameters"] if p["name"] == "model")
@@ -373,7 +487,8 @@ def _write_run_file(folder: Path, args, arguments: Dict[str, Any], execution, fi
     if args.scenario:
         inputs = [f"s2sr sample scene (scenario {args.scenario})"]
     record = {"s2sr": s2sr.__version__, "udp": "sentinel2_superresolution", "arguments": arguments,
-              "model": model_name(arguments), "inputs": inputs,
+              "model": model_name(arguments, args.weights), "inputs": inputs,
+              **({"weights": str(Path(args.weights).resolve())} if args.weights else {}),
               "executor": f"Python-Jep as the geopyspark executor runs it ({UDF_SCALA}): "
                           "a fresh namespace per window, float32 coordinates, apply_metadata first",
               "seconds": round(execution.seconds, 2), "stats": execution.stats, "files": files,
@@ -408,6 +523,9 @@ s2sr COMMAND --help for a command's options."""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``s2sr`` with ``argv`` (default: the program's).  Called as the program (no ``argv``), a
+    Ctrl-C ends the process at once (``_exit_now``); with ``argv`` it returns 130."""
+    argv_given = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -420,14 +538,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if command != "run":
         print(f"{USAGE}\n\ns2sr: error: unknown command {command!r}", file=sys.stderr)
         return 2
-    parser = _run_parser()
-    args = parser.parse_args(rest)
-    _check_sources(args, parser)
+    interrupts, state = Interrupts().install(), RunState()
     try:
-        run(args)
+        parser = _run_parser()
+        args = parser.parse_args(rest)
+        _check_sources(args, parser)
+        run(args, state, interrupts)
     except CliError as exc:
         print(f"s2sr run: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"s2sr run: {state.interrupted()}", file=sys.stderr)
+        if argv_given:
+            return INTERRUPTED
+        _exit_now(INTERRUPTED)  # the program: windows still computing must not hold its exit
+    finally:
+        interrupts.restore()
     return 0
 
 
