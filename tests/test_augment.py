@@ -66,6 +66,24 @@ def test_gains_and_offsets_are_per_band_and_shared_by_input_and_target():
     assert float(ratio.std(1).min()) > 0.01
 
 
+def test_haze_removal_moves_every_band_by_its_areas_dark_object():
+    fixed = dict(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=0.0)
+    base = _batches(AugmentRanges(**fixed))
+    hazy = _batches(AugmentRanges(**fixed, haze=(1.0, 1.0)))
+    assert hazy.haze.shape == (2, 10) and float(hazy.haze.min()) > 500  # this scene: ~1000 / ~2000 DN, no dark surface
+    torch.testing.assert_close(hazy.haze[1], hazy.haze[0] + 5, atol=1e-6, rtol=0)  # per area: the second is 5 DN brighter
+    x0, y0 = base(5)
+    x1, y1 = hazy(5)
+    _, _, areas = hazy.crops(hazy.generator(5))
+    shift = hazy.haze[areas].to(y0)[:, :, None, None]
+    lit = (y0 - shift) > 300  # away from the few pixels darker than the dark object (clipped at 0, then blurred)
+    assert float(lit.float().mean()) > 0.5
+    torch.testing.assert_close(y1[lit], (y0 - shift).expand_as(y0)[lit], rtol=1e-5, atol=0.5)
+    assert float((x0 - x1).mean()) > 500  # the input moves with its target
+    off = _batches(AugmentRanges(**fixed, haze=(0.0, 0.0)))
+    assert torch.equal(off(5)[0], x0)  # off: the very batches of a run without it
+
+
 def test_random_noise_levels():
     quiet = AugmentRanges(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=0.0)
     noisy = AugmentRanges(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=40.0)

@@ -33,6 +33,7 @@ from .bands import BANDS
 from .degradation import add_noise, cubic_upsample, mtf_downsample
 from .data.scene import NEST_PX
 from .data.wald import MTF_10M, WALD_SCALE
+from .radiometry import dark_object_offsets
 
 #: Default ranges (see ``AugmentRanges``).
 MTF_RANGE: Tuple[float, float] = (0.15, 0.45)
@@ -57,6 +58,9 @@ class AugmentRanges:
     gain: Tuple[float, float] = GAIN_RANGE
     offset_dn: Tuple[float, float] = OFFSET_RANGE_DN
     noise_max_dn: float = NOISE_MAX_DN
+    #: share of each area's haze (its dark-object offsets, ``radiometry.py``) removed, uniform per
+    #: sample, the same share for every band: 0 keeps top of atmosphere, 1 gives L2A-like levels
+    haze: Tuple[float, float] = (0.0, 0.0)
 
 
 def _uniform(shape: Tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -132,33 +136,40 @@ class RobustBatches:
         self.positions = positions
         self.weights = torch.tensor([r * c for r, c in positions], dtype=torch.float64)
         self.batch_size, self.patch, self.seed, self.ranges, self.margin = batch_size, patch, seed, ranges, margin
+        # per area: the haze a dark-object subtraction would remove, DN [10] (used where ranges.haze is on)
+        self.haze = torch.stack([torch.as_tensor(dark_object_offsets(a.numpy(), b.numpy())) for a, b in zip(self.b10, self.b20)])
 
     def generator(self, step: int) -> torch.Generator:
         state = np.random.SeedSequence([self.seed, 21, step]).generate_state(1)[0]
         return torch.Generator().manual_seed(int(state))
 
-    def crops(self, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``batch_size`` native crops, each under a random dihedral transform: ``[B,4,4S,4S]``, ``[B,6,2S,2S]``."""
+    def crops(self, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, List[int]]:
+        """``batch_size`` native crops, each under a random dihedral transform: ``[B,4,4S,4S]``,
+        ``[B,6,2S,2S]``, and the area each came from."""
         c10: List[torch.Tensor] = []
         c20: List[torch.Tensor] = []
+        areas: List[int] = []
         n10 = WALD_SCALE * self.size
         for _ in range(self.batch_size):
             region = int(torch.multinomial(self.weights, 1, generator=g))
+            areas.append(region)
             rows, cols = self.positions[region]
             r = NEST_PX * int(torch.randint(rows, (1,), generator=g))
             c = NEST_PX * int(torch.randint(cols, (1,), generator=g))
             k, flip = int(torch.randint(4, (1,), generator=g)), bool(torch.randint(2, (1,), generator=g))
             c10.append(dihedral(self.b10[region][:, r:r + n10, c:c + n10], k, flip))
             c20.append(dihedral(self.b20[region][:, r // 2:(r + n10) // 2, c // 2:(c + n10) // 2], k, flip))
-        return torch.stack(c10), torch.stack(c20)
+        return torch.stack(c10), torch.stack(c20), areas
 
     def __call__(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
         g = self.generator(step)
-        b10, b20 = self.crops(g)
+        b10, b20, areas = self.crops(g)
         shape = (self.batch_size, len(BANDS))
         rg = self.ranges
         gain = torch.exp(_uniform(shape, float(np.log(rg.gain[0])), float(np.log(rg.gain[1])), g))
         offset = _uniform(shape, *rg.offset_dn, g)
+        if rg.haze != (0.0, 0.0):  # drawn only when on: runs without it keep their batches
+            offset = offset - _uniform((self.batch_size, 1), *rg.haze, g) * self.haze[areas]
         b10 = gain_offset(b10, gain[:, :4], offset[:, :4])
         b20 = gain_offset(b20, gain[:, 4:], offset[:, 4:])
         mtf = _uniform(shape, *rg.mtf, g)

@@ -77,6 +77,9 @@ class TrainConfig:
     mtf_range: Tuple[float, ...] = (0.15, 0.45)  # total MTF at the simulated input's Nyquist
     gain_range: Tuple[float, ...] = (0.8, 1.25)  # log-uniform, per band
     offset_range_dn: Tuple[float, ...] = (-600.0, 200.0)  # uniform, per band (L1C against L2A)
+    # share of the area's haze (dark-object offset per band, radiometry.py) removed, uniform per
+    # sample: 0 = top of atmosphere as the scene is, 1 = L2A-like; (0, 0) = off
+    haze_range: Tuple[float, ...] = (0.0, 0.0)
     noise_max_dn: float = 25.0  # noise std uniform in [0, this], per band
     # bright-target bound: weight of the mean excess beyond the local input range widened by
     # overshoot_tolerance of it (losses.overshoot_loss, normalised units); 0 = off
@@ -112,7 +115,7 @@ def _coerce(value: str, like: Any) -> Any:
     return value
 
 
-_TUPLE_FIELDS = ("noise_dn", "mtf_range", "gain_range", "offset_range_dn")
+_TUPLE_FIELDS = ("noise_dn", "mtf_range", "gain_range", "offset_range_dn", "haze_range")
 
 
 def config_from_dict(data: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
@@ -303,7 +306,8 @@ class Trainer:
             from .augment import AugmentRanges, RobustBatches, train_regions
 
             ranges = AugmentRanges(mtf=tuple(self.cfg.mtf_range), gain=tuple(self.cfg.gain_range),
-                                   offset_dn=tuple(self.cfg.offset_range_dn), noise_max_dn=self.cfg.noise_max_dn)
+                                   offset_dn=tuple(self.cfg.offset_range_dn), noise_max_dn=self.cfg.noise_max_dn,
+                                   haze=tuple(self.cfg.haze_range))
             self.batches = RobustBatches(train_regions(), self.cfg.batch_size, self.cfg.patch, self.cfg.seed, ranges)
         else:
             self.batches = Batches(self.cfg, load_wald_regions(cache, "train"))
