@@ -43,11 +43,9 @@ def test_output_shape_per_pixel_logits(hw):
     assert torch.isfinite(out).all()
 
 
-def test_default_parameter_count(capsys):
+def test_default_parameter_count():
     d = build_discriminator()
     n = sum(p.numel() for p in d.parameters())
-    with capsys.disabled():
-        print(f"\nUNetDiscriminatorSN(bands=10, features=64): {n:,} parameters")
     assert n == expected_parameter_count(10, 64) == 4_380_929
     assert d(torch.randn(1, 10, 16, 16)).shape == (1, 1, 16, 16)
 

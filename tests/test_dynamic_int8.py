@@ -89,10 +89,12 @@ def test_close_to_fp32_nodata_identical(udf_code, slim_weights, cube):
 
 
 def test_chunking_within_the_sum_of_its_errors(udf_code, slim_weights, slim_overlap, cube):
-    """Weaker than the other paths' contract, and why ``auto`` never picks this one: each chunk
-    quantizes over its own activation ranges, so a pixel's rounding differs between chunkings,
-    and the two errors can point in opposite directions (measured: 18.4 DN between chunkings
-    against 12.7 and 14.4 DN from FP32).  Bounded by their sum, and no chunking is worse."""
+    """Weaker than the other paths' contract, and why ``auto``'s table
+    (src/s2sr/engine/auto_choices.json, Zen 3) runs int8_dynamic on ncnn, whose per-pixel scales
+    follow no chunking, and not on torch: here each chunk quantizes over its own activation
+    ranges, so a pixel's rounding differs between chunkings, and the two errors can point in
+    opposite directions (measured: 18.4 DN between chunkings against 12.7 and 14.4 DN from FP32).
+    Bounded by their sum, and no chunking is worse."""
     ctx = {"weights": str(slim_weights), "precision": "int8_dynamic", "runtime": "torch"}
     seams, whole_error, chunked_error = chunking_vs_own_error(udf_code, cube, ctx, slim_overlap, detail=True)
     assert seams <= whole_error + chunked_error

@@ -1,5 +1,7 @@
 """Reduced-precision paths of the UDF: bf16 trunk, channels-last; the chunking contract holds
-within the path's own error against FP32."""
+within the path's own error against FP32.  ``auto`` takes its precision from the benchmarked CPU
+table (src/s2sr/engine/auto_choices.json: Zen 3 int8_dynamic on ncnn, Zen 4 bf16 on torch),
+fp32 elsewhere."""
 
 import pytest
 
@@ -26,10 +28,23 @@ ZEN4 = {**ZEN3, "model": 17, "flags": ["avx2", "avx512_bf16", "avx512_vnni", "av
 XEON = {**ZEN3, "vendor": "GenuineIntel", "family": 6, "model": 143, "name": "Intel Xeon", "flags": ZEN4["flags"]}
 
 
-@pytest.mark.parametrize("cpu, expected", [
+#: what auto runs on each benchmarked CPU model (Zen 3: int8, on ncnn)
+AUTO_CASES = [
     (ZEN3, ("int8_dynamic", "ncnn")),  # benchmarked: docs/benchmarks.json
     (ZEN4, ("bf16", "torch")),  # benchmarked: docs/benchmarks_zen4.json
-])
+]
+
+
+@pytest.mark.parametrize("cpu, expected", AUTO_CASES + [(XEON, None)])
+def test_the_cases_are_the_tables(cpu, expected):
+    """The cases here say what auto_choices.json says (checked without ncnn or weights)."""
+    from s2sr.engine.precision import table_choice
+
+    entry = table_choice(cpu)
+    assert (entry and (entry["precision"], entry["runtime"])) == expected
+
+
+@pytest.mark.parametrize("cpu, expected", AUTO_CASES)
 def test_auto_precision_follows_the_benchmarked_cpu_table(fresh_decisions, slim_weights, monkeypatch, cpu, expected):
     from pathlib import Path
 
