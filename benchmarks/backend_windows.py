@@ -141,7 +141,7 @@ def result_path(cpu: str) -> Path:
 
 
 def section(result: Dict[str, Any]) -> str:
-    """The Markdown section docs/benchmarks.md carries (benchmarks/inference.py keeps it)."""
+    """The Markdown section docs/benchmarks_zen3.md carries (benchmarks/inference.py keeps it)."""
     return f"{SECTION}\n\n{to_markdown(result)}\n"
 
 
@@ -162,7 +162,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--note", default="", help="a sentence on the run's conditions, printed with the figures")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default docs/backend_windows_<cpu>.json)")
     parser.add_argument("--doc", type=Path, default=None,
-                        help="also write the section into this Markdown file (e.g. docs/benchmarks.md, where it is this CPU's)")
+                        help="also write the section into this Markdown file (e.g. docs/benchmarks_zen3.md, where it is this CPU's)")
     args = parser.parse_args(argv)
     if args.windows < 3:
         parser.error("--windows must be >= 3")

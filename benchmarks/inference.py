@@ -23,7 +23,7 @@ one-time costs (model load, ONNX export), the UDF path's error against FP32 eage
 sample scene and its PSNR drop on the held-out Wald test split, and the extrapolated time for a
 full 10980 x 10980 tile.
 
-    python benchmarks/inference.py [--quick] [--json] [--out docs/benchmarks.md]
+    python benchmarks/inference.py [--quick] [--json] [--out docs/]   # docs/benchmarks_<cpu>.md
 
 Needs the ``bench`` extra (``pip install -e ".[bench]"``: onnx, onnxruntime, matplotlib).
 """
@@ -78,6 +78,30 @@ def cpu_model() -> str:
     isa = "/".join(f for f in ISA_FLAGS if f in flags) or "no AVX2"
     name = fields.get("model name", platform.processor() or "unknown")
     return f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; {isa})"
+
+
+def cpu_name(cpu: str) -> str:
+    """The short name of a ``cpu_model()`` string that names its report, ``docs/benchmarks_<name>.md``.
+
+    AMD family 25 is Zen 3 without AVX-512 and Zen 4 with it; family 26 is Zen 5; an Intel Xeon
+    is ``xeon``; anything else its slug.
+    """
+    import re
+
+    fam = re.search(r"family (\d+)", cpu)
+    family = int(fam.group(1)) if fam else None
+    if "AMD" in cpu and family == 25:
+        return "zen4" if "avx512" in cpu else "zen3"
+    if "AMD" in cpu and family == 26:
+        return "zen5"
+    if "Xeon" in cpu:
+        return "xeon"
+    return re.sub(r"[^a-z0-9]+", "_", cpu.lower()).strip("_") or "unknown"
+
+
+def report_path(out: Path, cpu: str) -> Path:
+    """``out`` itself for a file name, ``out/benchmarks_<cpu_name>.md`` for a folder (one report per CPU)."""
+    return out / f"benchmarks_{cpu_name(cpu)}.md" if out.is_dir() or str(out).endswith("/") else out
 
 
 def bf16_is_native() -> bool:
@@ -488,7 +512,48 @@ def summarize(res: Dict[str, Any], threads: int) -> Dict[str, Any]:
         "psnr_drop_db_vs_fp32": acc["psnr_drop_db_vs_fp32"],
         "max_abs_reflectance_vs_fp32": acc["max_abs_reflectance_vs_fp32"],
         "threads": threads, "window": window, "cpu": res["cpu"],
+        **backend_tile(res, _measured_tile(res, [default], window, 2) if threads == 2 else None),
     }
+
+
+#: Issue 23's targets at the UDP's window on 2 threads.
+TARGETS = {"speedup_vs_onnxruntime": 2.0, "psnr_drop_db_vs_fp32": 0.1, "peak_memory_gib": 2.0, "full_tile_core_minutes_backend": 90.0}
+
+
+def backend_tile(res: Dict[str, Any], minutes_2cores: Any) -> Dict[str, Any]:
+    """A full tile in core-minutes on 2 threads, with the per-window cost measured on the backend's
+    path (``backend_windows.py``: a window in a fresh interpreter against a warm call, and the
+    worker's one-time load) where this CPU has that measurement; None figures otherwise."""
+    backend = _backend_result(res["cpu"])
+    if minutes_2cores is None or backend is None:
+        return {"backend_window_over_warm": None, "full_tile_core_minutes_backend": None}
+    ratio = backend["later_over_warm"]
+    return {"backend_window_over_warm": ratio,
+            "full_tile_core_minutes_backend": 2 * (minutes_2cores * ratio + backend["one_time_cost_s"] / 60)}
+
+
+def _backend_result(cpu: str) -> Any:
+    if str(Path(__file__).parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).parent))
+    import backend_windows  # the per-window figures on the backend's path, measured separately
+
+    path = backend_windows.result_path(cpu)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def targets_markdown(s: Dict[str, Any]) -> List[str]:
+    """Issue 23's targets against this run's figures."""
+    rows = [("speed against onnxruntime (512 px, 2 threads)", "speedup_vs_onnxruntime", ">= 2x", lambda v: f"{v:.2f}x", True),
+            ("PSNR drop against fp32", "psnr_drop_db_vs_fp32", "<= 0.1 dB", lambda v: f"{v:.4f} dB", False),
+            ("peak memory", "peak_memory_gib", "<= 2 GiB", lambda v: f"{v:.2f} GiB", False),
+            ("full tile, core-minutes, with the backend's per-window cost", "full_tile_core_minutes_backend", "<= 90",
+             lambda v: f"{v:.0f}", False)]
+    lines = ["| target | goal | measured | met |", "|---|---|---:|---|"]
+    for label, key, goal, fmt, higher in rows:
+        v = s.get(key)
+        met = "" if v is None else ("yes" if (v >= TARGETS[key] if higher else v <= TARGETS[key]) else "no")
+        lines.append(f"| {label} | {goal} | {'not measured' if v is None else fmt(v)} | {met} |")
+    return lines
 
 
 def _measured_tile(res: Dict[str, Any], rows: List[Dict[str, Any]], window: int, threads: int) -> Any:
@@ -516,6 +581,9 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         "`udf_ncnn_bf16` bf16 on it; `onnxruntime` = the reference "
         "runtime (ONNX of the same weights, CPU provider, intra/inter-op threads = threads); `eager` = the bare "
         "network in torch eager FP32 (default OpenMP settings; torch tensors on huge pages, as in the UDF).", "",
+        "onnxruntime's network: " + (f"{res['onnx_export']}, onnxruntime {res.get('onnxruntime_version')}." if res.get("onnx_export")
+                                     else "exported from the eager network with reflection padding (42 Pad nodes; this run "
+                                          "predates the fair export of the network the UDF runs, which is 20-25 % faster)."), "",
     ]
     if any(len(r.get("s_rounds", [])) > 1 for r in res["rows"]):
         lines += ["`udf` and `onnxruntime` ran twice per window and threads, the second round after all paths (minutes apart: "
@@ -564,15 +632,17 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         lines += ["", "int8 products on this CPU: " + ("exact (VNNI / AMX: 32-bit sums)." if res["int8_products_exact"] else
                   "saturating (no VNNI: pairs of uint8 x int8 products summed in 16 bits), so the int8 error above "
                   "includes that; a VNNI CPU runs the same weights closer to their calibration.")]
-    lines += ["", "![benchmark](benchmarks.png)", "", "What was tried, kept and left: [speed notes](speed_notes.md). "
-              "Runs on other CPUs: `docs/benchmarks_*.md` (e.g. [Zen 4](benchmarks_zen4.md)).", ""]
-    if str(Path(__file__).parent) not in sys.path:
-        sys.path.insert(0, str(Path(__file__).parent))
-    import backend_windows  # the per-window figures on the backend's path, measured separately
+    lines += ["", "Issue 23's targets (the UDP's window, 2 threads; core-minutes = minutes on 2 cores x 2, each window "
+              "costing what it costs in a fresh interpreter on the backend's path, plus the worker's one-time load):", "",
+              *targets_markdown(s)]
+    lines += ["", f"![benchmark](benchmarks_{cpu_name(res['cpu'])}.png)", "",
+              "What was tried, kept and left: [speed notes](speed_notes.md). "
+              "Runs on other CPUs: `docs/benchmarks_*.md` (e.g. [Zen 3](benchmarks_zen3.md), [Zen 4](benchmarks_zen4.md)).", ""]
+    backend = _backend_result(res["cpu"])
+    if backend is not None:
+        import backend_windows
 
-    backend = backend_windows.result_path(res["cpu"])
-    if backend.is_file():
-        lines += [backend_windows.section(json.loads(backend.read_text()))]
+        lines += [backend_windows.section(backend)]
     return "\n".join(lines)
 
 
@@ -603,7 +673,9 @@ def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one window, 2 threads, one round (< 2 minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    parser.add_argument("--out", type=Path, help="write a markdown report (and a plot beside it)")
+    parser.add_argument("--out", type=Path,
+                        help="write a markdown report, its JSON and a plot: a file, or a folder (docs/) for "
+                             "benchmarks_<cpu>.md in it (zen3, zen4, zen5, xeon)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--render", type=Path, metavar="JSON", help="re-render --out from a saved result (no measuring)")
     args = parser.parse_args(argv)
@@ -621,10 +693,11 @@ def main(argv: List[str] = None) -> int:
         command = "python benchmarks/inference.py" + (" --quick" if args.quick else "")
         res["command"] = command
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(to_markdown(res, command))
-        plot(res, args.out.with_suffix(".png"))
-        (args.out.with_suffix(".json")).write_text(json.dumps(res, indent=1) + "\n")
+        out = report_path(args.out, res["cpu"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(to_markdown(res, command))
+        plot(res, out.with_suffix(".png"))
+        (out.with_suffix(".json")).write_text(json.dumps(res, indent=1) + "\n")
     print(to_markdown(res, command))
     if args.json:
         print(json.dumps(res["summary"]))

@@ -57,10 +57,10 @@ ONNX_DEPS_ARCHIVE = "https://s3.waw3-1.cloudferro.com/swift/v1/project_dependenc
 UDF_PYTHON_VERSION = "3.11"
 # input window incl. overlap (output windows are 2x): 512 px keeps the overlap at (512/470)^2 = 1.19x
 # of the computed pixels (256 px: 1.43x) and ran 1.29x faster per output pixel than 256 px windows
-# - docs/benchmarks.md
+# - docs/benchmarks_zen3.md
 WINDOW_PX = 512
 
-# ---- job options, from the measured peak of one 512 px window (docs/benchmarks.md, 2 threads: peak
+# ---- job options, from the measured peak of one 512 px window (docs/benchmarks_zen3.md, 2 threads: peak
 # RSS of the whole process) on each runtime a worker may run: ncnn (int8_dynamic / fp32) 1.48 GiB,
 # onnxruntime 4.06 GiB.  A worker with only the hosted onnx_deps archive runs onnxruntime: size for it.
 WINDOW_PEAK_GIB = {"ncnn": 1.48, "onnxruntime": 4.06}

@@ -22,7 +22,7 @@ def bench():
 
 @pytest.fixture(scope="module")
 def report():
-    return json.loads((ROOT / "docs" / "benchmarks.json").read_text())
+    return json.loads((ROOT / "docs" / "benchmarks_zen3.json").read_text())
 
 
 def test_committed_report_is_its_json_rendered(bench, report):
@@ -35,7 +35,7 @@ def test_committed_report_is_its_json_rendered(bench, report):
     assert summary["peak_fraction"] < summary["peak_fraction_computed"] < bound
     assert {k: summary[k] for k in ISSUE_KEYS} == pytest.approx({k: report["summary"][k] for k in ISSUE_KEYS})
     # the markdown beside it says the same (the plot needs matplotlib, the bench extra)
-    assert bench.to_markdown(report, report["command"]) == (ROOT / "docs" / "benchmarks.md").read_text()
+    assert bench.to_markdown(report, report["command"]) == (ROOT / "docs" / "benchmarks_zen3.md").read_text()
 
 
 @pytest.mark.parametrize("exact, words", [(True, "exact (VNNI"), (False, "saturating (no VNNI")])
@@ -109,3 +109,29 @@ def test_backend_windows_benchmark_reports_per_window_figures(tmp_path):
     assert r["one_time_cost_s"] > 0 and r["later_windows_median_s"] > 0  # the one-time costs, timed alone
     assert r["later_over_warm"] > 0 and r["one_time_cost_s"] > 0
     assert "window / the warm call after it" in run.stdout
+
+
+@pytest.mark.parametrize("cpu, name", [
+    ("AMD EPYC (family 25 model 1; avx2)", "zen3"),
+    ("AMD EPYC 9R14 (family 25 model 17; avx2/avx512f/avx512_bf16/avx512_vnni)", "zen4"),
+    ("AMD EPYC (family 26 model 2; avx2/avx512f/avx512_bf16/avx512_vnni)", "zen5"),
+    ("Intel(R) Xeon(R) Platinum 8488C (family 6 model 143; avx2/avx512f/avx512_bf16/avx512_vnni)", "xeon"),
+    ("Some CPU (family 1 model 2; no AVX2)", "some_cpu_family_1_model_2_no_avx2"),
+])
+def test_one_report_per_cpu(bench, tmp_path, cpu, name):
+    assert bench.cpu_name(cpu) == name
+    assert bench.report_path(tmp_path, cpu) == tmp_path / f"benchmarks_{name}.md"  # a folder: the CPU's file in it
+    assert bench.report_path(tmp_path / "x.md", cpu) == tmp_path / "x.md"
+
+
+def test_report_states_the_targets(bench, report):
+    res = dict(report, summary=bench.summarize(report, 2))
+    md = bench.to_markdown(res, "cmd")
+    s = res["summary"]
+    assert f"| >= 2x | {s['speedup_vs_onnxruntime']:.2f}x | yes |" in md
+    # a full tile in core-minutes on the backend's path: 2 x (2-core minutes x the per-window ratio + the one-time load)
+    if s["full_tile_core_minutes_backend"] is not None:
+        assert s["full_tile_core_minutes_backend"] > 2 * s["full_tile_minutes_2cores"] * 0.9
+        assert f"| <= 90 | {s['full_tile_core_minutes_backend']:.0f} | no |" in md
+    slow = dict(res, summary=dict(s, speedup_vs_onnxruntime=1.5))
+    assert "| >= 2x | 1.50x | no |" in bench.to_markdown(slow, "cmd")

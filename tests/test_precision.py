@@ -30,7 +30,7 @@ XEON = {**ZEN3, "vendor": "GenuineIntel", "family": 6, "model": 143, "name": "In
 
 #: what auto runs on each benchmarked CPU model (Zen 3: int8, on ncnn)
 AUTO_CASES = [
-    (ZEN3, ("int8_dynamic", "ncnn")),  # benchmarked: docs/benchmarks.json
+    (ZEN3, ("int8_dynamic", "ncnn")),  # benchmarked: docs/benchmarks_zen3.json
     (ZEN4, ("bf16", "torch")),  # benchmarked: docs/benchmarks_zen4.json
 ]
 

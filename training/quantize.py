@@ -6,7 +6,7 @@ mode and the oneDNN engine: per-channel int8 weights, per-tensor uint8 activatio
 8 bits (oneDNN's VNNI kernels do not need fbgemm's 7-bit ``reduce_range``), scales calibrated on
 real Sentinel-2 windows of the training areas at their native grid (what the UDF is given).
 
-What stays float32, and why (measured on the held-out Wald split; ``docs/benchmarks.md``):
+What stays float32, and why (measured on the held-out Wald split; ``docs/benchmarks_zen3.md``):
 
 * the head (the input's radiometry must not be rounded to 256 levels) and the tail (the
   residual added to the bicubic skip);
