@@ -59,6 +59,23 @@ def test_auto_precision_follows_the_benchmarked_cpu_table(fresh_decisions, slim_
     assert record["key"]["cpu"] == cpu and "auto_choices.json" in record["reason"]
 
 
+@pytest.mark.parametrize("runtime, ncnn", [("auto", False), ("torch", True), ("torch", False)])
+def test_a_table_choice_runs_only_on_its_runtime(fresh_decisions, slim_weights, monkeypatch, runtime, ncnn):
+    """Zen 3's int8_dynamic was measured on ncnn (per-pixel scales); on torch its per-tensor scales
+    follow the window cut: without ncnn, or with torch asked, auto runs fp32."""
+    from pathlib import Path
+
+    monkeypatch.setattr(fresh_decisions, "cpu_signature", lambda: ZEN3)
+    monkeypatch.setattr(fresh_decisions, "ncnn_available", lambda: ncnn)
+    loaded = []
+    monkeypatch.setattr(fresh_decisions, "load", lambda *args: loaded.append(args[4:6]))
+    _, precision, used = fresh_decisions.choose_path(Path(slim_weights).resolve(), "auto", "cpu", runtime)
+    assert (precision, used) == ("fp32", "torch") and loaded == [("fp32", "torch")]
+    (record,) = fresh_decisions.decisions()
+    why = "is not installed here" if runtime == "auto" else "is not the runtime asked (torch)"
+    assert f"its runtime ncnn {why}: fp32" in record["reason"]
+
+
 def test_an_unlisted_cpu_runs_fp32_and_times_only_fp32_runtimes(fresh_decisions, slim_weights, monkeypatch):
     """No reduced precision without a benchmark of the CPU model: fp32, on torch or ncnn (the same
     function within 1e-5, so workers that time differently make no seam)."""

@@ -263,7 +263,13 @@ def _decide(path: Path, device: str, runtime: str, precision: str, key: Dict[str
     reason, asked = "precision asked", precision
     if precision == "auto":
         precision, runtime_hint, reason = _precision_rule(device, key)
-        if runtime == "auto" and runtime_hint:
+        missing = runtime_hint == "ncnn" and (device != "cpu" or not ncnn_available())
+        if runtime_hint and (missing or runtime not in ("auto", runtime_hint)):
+            # a table choice was measured on its runtime only (int8_dynamic on torch follows the
+            # window cut, unlike ncnn's per-pixel scales): elsewhere fp32
+            why = "is not installed here" if missing else f"is not the runtime asked ({runtime})"
+            precision, reason = "fp32", f"{reason}; its runtime {runtime_hint} {why}: fp32"
+        elif runtime == "auto" and runtime_hint:
             runtime = runtime_hint
     if runtime == "ncnn" and (device != "cpu" or not ncnn_available()):
         runtime = "auto"  # the table's runtime where this worker lacks ncnn: the rule below
