@@ -124,3 +124,14 @@ def test_zero_padding_export_equals_reflect_where_the_udf_keeps_pixels(tmp_path,
     torch.testing.assert_close(ya[..., 2 * m:-2 * m, 2 * m:-2 * m], yb[..., 2 * m:-2 * m, 2 * m:-2 * m], rtol=0, atol=1e-3)
     with pytest.raises(ValueError, match="unknown padding 'circular'"):
         with_padding(model, "circular")
+
+
+def test_fine_tuned_weights_name_their_warm_start(tmp_path):
+    from s2sr.training.export import training_summary
+
+    start = tmp_path / "start.pt"
+    start.write_bytes(b"weights")
+    state = {"config": {"init_from": str(start)}, "step": 1500, "summary": {"trained": True, "steps": 1500, "init_from": str(start)}}
+    s = training_summary(state)
+    assert s["init_from"] == {"path": str(start), "steps_here": 1500, "sha256": engine.sha256_file(start)}
+    assert training_summary({"config": {"init_from": ""}, "summary": {"steps": 3}}) == {"steps": 3}  # from scratch

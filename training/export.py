@@ -179,6 +179,18 @@ def load(path: Path, device: str = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[
     return module, meta
 
 
+def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint's training summary for the weights' metadata, with where it started from: a
+    fine-tuned model names its warm start (path and sha256, where that file is at hand)."""
+    summary = dict(state.get("summary") or {"trained": True})
+    start = (state.get("config") or {}).get("init_from")
+    if start and not isinstance(summary.get("init_from"), dict):
+        summary["init_from"] = {"path": start, "steps_here": state.get("step")}
+        if Path(start).is_file():
+            summary["init_from"]["sha256"] = engine.sha256_file(Path(start))
+    return summary
+
+
 def write_manifest(folder: Path, default: str = DEFAULT_MODEL) -> Dict[str, Any]:
     """manifest.json for every ``*.pt`` in ``folder``: file, sha256, metadata; the default name."""
     folder = Path(folder)
@@ -243,7 +255,7 @@ def main(argv: Optional[list] = None) -> int:
     if args.checkpoint:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
-        training = state.get("summary", {"trained": True})
+        training = training_summary(state)
     meta = export(model, args.arch, args.out / f"{args.name or args.arch}.pt", training, padding=args.padding)
     if args.onnx is not None:
         export_onnx(args.out / f"{args.name or args.arch}.pt")

