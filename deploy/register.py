@@ -342,10 +342,9 @@ def connect_backend(url: str, timeout: float = 30, retries: int = 3) -> Any:
         except TypeError:  # an older openeo client without the retry argument
             connection = openeo.connect(url, default_timeout=timeout)
         connection.capabilities().api_version()
-    except requests.Timeout:
-        raise DeployError(f"the openEO backend at {url} did not answer within {timeout:g} s (--timeout)") from None
     except requests.RequestException as exc:
-        if "timed out" in str(exc).lower():  # a read timeout wrapped by the retry adapter
+        # a read timeout, as itself or wrapped by the retry adapter
+        if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
             raise DeployError(f"the openEO backend at {url} did not answer within {timeout:g} s (--timeout)") from None
         raise DeployError(f"cannot reach the openEO backend at {url}: {one_line(exc)}") from None
     except (OpenEoApiError, OpenEoClientException, ValueError, KeyError) as exc:
