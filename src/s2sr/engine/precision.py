@@ -271,8 +271,6 @@ def _decide(path: Path, device: str, runtime: str, precision: str, key: Dict[str
             precision, reason = "fp32", f"{reason}; its runtime {runtime_hint} {why}: fp32"
         elif runtime == "auto" and runtime_hint:
             runtime = runtime_hint
-    if runtime == "ncnn" and (device != "cpu" or not ncnn_available()):
-        runtime = "auto"  # the table's runtime where this worker lacks ncnn: the rule below
     if runtime == "auto":
         runtime, why = _runtime_rule(path, device, precision)
         reason += f"; {why}"
