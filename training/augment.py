@@ -136,8 +136,10 @@ class RobustBatches:
         self.positions = positions
         self.weights = torch.tensor([r * c for r, c in positions], dtype=torch.float64)
         self.batch_size, self.patch, self.seed, self.ranges, self.margin = batch_size, patch, seed, ranges, margin
-        # per area: the haze a dark-object subtraction would remove, DN [10] (used where ranges.haze is on)
-        self.haze = torch.stack([torch.as_tensor(dark_object_offsets(a.numpy(), b.numpy())) for a, b in zip(self.b10, self.b20)])
+        # per area: the haze a dark-object subtraction would remove, DN [10]; measured only where
+        # ranges.haze is on (percentiles of every band of every area)
+        self.haze = torch.stack([torch.as_tensor(dark_object_offsets(a.numpy(), b.numpy())) for a, b in zip(self.b10, self.b20)]) \
+            if ranges.haze != (0.0, 0.0) else None
 
     def generator(self, step: int) -> torch.Generator:
         state = np.random.SeedSequence([self.seed, 21, step]).generate_state(1)[0]
@@ -168,7 +170,7 @@ class RobustBatches:
         rg = self.ranges
         gain = torch.exp(_uniform(shape, float(np.log(rg.gain[0])), float(np.log(rg.gain[1])), g))
         offset = _uniform(shape, *rg.offset_dn, g)
-        if rg.haze != (0.0, 0.0):  # drawn only when on: runs without it keep their batches
+        if self.haze is not None:  # drawn only when on: runs without it keep their batches
             offset = offset - _uniform((self.batch_size, 1), *rg.haze, g) * self.haze[areas]
         b10 = gain_offset(b10, gain[:, :4], offset[:, :4])
         b20 = gain_offset(b20, gain[:, 4:], offset[:, 4:])
