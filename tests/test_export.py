@@ -135,3 +135,6 @@ def test_fine_tuned_weights_name_their_warm_start(tmp_path):
     s = training_summary(state)
     assert s["init_from"] == {"path": str(start), "steps_here": 1500, "sha256": engine.sha256_file(start)}
     assert training_summary({"config": {"init_from": ""}, "summary": {"steps": 3}}) == {"steps": 3}  # from scratch
+    robust = training_summary({"config": {"augment": True, "haze_range": [0.0, 1.1], "snow_p": 0.2, "lr": 1e-4},
+                               "summary": {"steps": 3}})
+    assert robust["augment"] == {"haze_range": [0.0, 1.1], "snow_p": 0.2}  # the degradations, not the optimiser

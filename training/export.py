@@ -179,11 +179,19 @@ def load(path: Path, device: str = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[
     return module, meta
 
 
+#: Config keys of the on-the-fly degradations (``augment.py``), copied into the weights' metadata.
+_AUGMENT_KEYS = ("train_scenes", "scene_balance", "mtf_range", "gain_range", "offset_range_dn", "haze_range",
+                 "noise_max_dn", "spectral_gain_range", "spectral_p", "snow_p", "overshoot_weight")
+
+
 def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
     """A checkpoint's training summary for the weights' metadata, with where it started from: a
     fine-tuned model names its warm start (path and sha256, where that file is at hand)."""
     summary = dict(state.get("summary") or {"trained": True})
-    start = (state.get("config") or {}).get("init_from")
+    config = state.get("config") or {}
+    if config.get("augment"):  # the degradations the pairs were drawn with (absent keys: older runs)
+        summary["augment"] = {k: config[k] for k in _AUGMENT_KEYS if k in config}
+    start = config.get("init_from")
     if start and not isinstance(summary.get("init_from"), dict):
         summary["init_from"] = {"path": start, "steps_here": state.get("step")}
         if Path(start).is_file():
