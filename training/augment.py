@@ -10,7 +10,9 @@ drawn:
    40 / 80 m grids nested;
 2. one of the 8 flips / 90-degree rotations (the blocks of every coarser grid map onto blocks);
 3. a per-band gain and offset (``x -> g x + o``, clipped at 0): top of atmosphere against
-   surface reflectance, another illumination or calibration;
+   surface reflectance, another illumination or calibration; where switched on, before it a
+   share of the crops goes under simulated snow (``snow_cover``), and with it a share of the
+   haze is removed and a share of the samples gets a wide extra gain per band;
 4. the input: each band blurred with a Gaussian whose total MTF at the 40 m (resp. 80 m) Nyquist
    is drawn uniformly in ``mtf_range`` per sample and per band (``degradation.mtf_downsample``
    x4), Gaussian noise of a std drawn uniformly in ``[0, noise_max_dn]`` per sample and band on
