@@ -14,10 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .protocol import L2A_LIKE as _L2A_LIKE
 from .protocol import goals
-
-#: A short area label: the radiometric variant's long suffix shortened.
-_L2A_LIKE = " (L2A-like: dark-object subtraction)"
 
 
 def load_reports(specs: Sequence[str]) -> Dict[str, Dict[str, Any]]:
