@@ -103,3 +103,14 @@ def test_soup_takes_exported_weights(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not weights")
     with pytest.raises(ValueError, match="junk.pt is neither exported weights nor a training checkpoint"):
         soup([tmp_path / "junk.pt", tmp_path / "a.pt"])
+
+
+def test_reports_name_a_soups_ingredients(tmp_path):
+    from s2sr.training.evaluate import _training_line
+
+    _checkpoint(tmp_path / "a.pt", 1, step=500)
+    _checkpoint(tmp_path / "b.pt", 2, step=1250)
+    summary = soup([tmp_path / "a.pt", tmp_path / "b.pt"], [0.7, 0.3])["summary"]
+    assert _training_line(summary) == ("Training: a weighted mean (training/soup.py) of `a.pt` x 0.70 (500 steps), "
+                                       "`b.pt` x 0.30 (1250 steps).")
+    assert _training_line({"steps": 500, "wall_time_s": 3.0}) == "Training: 500 steps, wall time 3.0 s."

@@ -105,6 +105,15 @@ def evaluate(weights: Optional[Path] = None, split: str = "test", data_cache: Op
     return results
 
 
+def _training_line(training: Dict[str, Any]) -> str:
+    """One line on how the weights were made: a run's steps, or a soup's ingredients."""
+    if training.get("soup"):
+        parts = [f"`{Path(i['path']).name}` x {i['weight']:.2f} ({i.get('step', 'n/a')} steps)" for i in training["soup"]]
+        return "Training: a weighted mean (training/soup.py) of " + ", ".join(parts) + "."
+    return (f"Training: {json.dumps(training.get('steps', 'n/a'))} steps, "
+            f"wall time {training.get('wall_time_s', 'n/a')} s.")
+
+
 def to_markdown(res: Dict[str, Any]) -> str:
     """A per-band table: SR vs bicubic."""
     sr, bic = res["sr"], res["bicubic"]
@@ -112,8 +121,7 @@ def to_markdown(res: Dict[str, Any]) -> str:
         f"# Evaluation of `{res['architecture']}` on the held-out `{res['split']}` split",
         "",
         f"Protocol: {res['protocol']}. Input {res['input_shape']} (bands, rows, cols at 40 m).",
-        f"Training: {json.dumps(res['training'].get('steps', 'n/a'))} steps, "
-        f"wall time {res['training'].get('wall_time_s', 'n/a')} s.",
+        _training_line(res["training"]),
         "",
         "| band | PSNR SR | PSNR bicubic | gain dB | SSIM SR | SSIM bic | radiom. MAE SR | radiom. MAE bic | FFT high gain | BRISQUE SR | BRISQUE bic | BRISQUE ref |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

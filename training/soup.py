@@ -115,6 +115,7 @@ def soup(paths: Sequence[Path], weights: Optional[Sequence[float]] = None) -> Di
     summary = {"trained": True, "arch": net["arch"],
                "data": "weighted mean of the ingredients' weights (training/soup.py); each ingredient says what it saw",
                "augment": {"train_scenes": _scenes(summaries)}, "soup": ingredients,
+               # the ingredients' own runs, not the runs they warm-started from
                "wall_time_s": sum(float(s.get("wall_time_s") or 0.0) for s in summaries)}
     return {"config": dict(net), "step": None, "model": average_states([s["model"] for s in states], weights),
             "summary": summary}
