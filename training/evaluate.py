@@ -24,15 +24,25 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .bands import BANDS, MTF_NYQUIST
+from .bands import BANDS
 from .predict import bicubic, predict_module
 
 
 def _degrade(factor: int):
-    from .degradation import mtf_downsample
+    """The Wald pairs' input built from an output on the target grid, with ``wald_pair``'s own
+    operators: the 10 m bands MTF-blurred and decimated by ``factor``; the 20 m bands by
+    2 x ``factor`` (the coarser grid they were given on) and then cubic-upsampled x2, as their
+    input was. ``[10, H, W]`` reflectance -> ``[10, H / factor, W / factor]``."""
+    from .data.wald import MTF_10M, MTF_20M
+    from .degradation import cubic_upsample, mtf_downsample
 
-    mtf = [MTF_NYQUIST[b] for b in BANDS]
-    return lambda img: mtf_downsample(torch.from_numpy(np.asarray(img))[None], factor, mtf)[0].numpy()
+    def degrade(img: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(img))[None]
+        d10 = mtf_downsample(x[:, :4], factor, MTF_10M)
+        d20 = cubic_upsample(mtf_downsample(x[:, 4:], 2 * factor, MTF_20M), 2)
+        return torch.cat([d10, d20], dim=1)[0].numpy()
+
+    return degrade
 
 
 def band_metrics(pred: np.ndarray, ref: np.ndarray, lowres: np.ndarray, bicubic: np.ndarray, factor: int,
@@ -143,8 +153,9 @@ def to_markdown(res: Dict[str, Any]) -> str:
         + (f" (not in {beats['bands_not_beating_psnr']})" if beats["bands_not_beating_psnr"] else "")
         + f"; on spectral angle: **{beats['sam']}**.",
         "",
-        "PSNR/SSIM with a reflectance peak of 1.0; radiometric MAE in reflectance (output re-degraded by the"
-        " band's MTF blur and decimation x2 vs the 40 m input); FFT high gain = radial FFT energy over"
+        "PSNR/SSIM with a reflectance peak of 1.0; radiometric MAE in reflectance (output re-degraded as the"
+        " input was made, vs the 40 m input: 10 m bands MTF blur and decimation x2, 20 m bands x4 to 80 m"
+        " then cubic x2); FFT high gain = radial FFT energy over"
         " 0.25-0.5 cycles/px relative to bicubic; BRISQUE lower is better (LIVE model, one stretch per band).",
         "",
         "![crops](crops.png)",
