@@ -281,10 +281,24 @@ def test_contrast_share_scales_input_and_target_detail_per_band_and_off_keeps_ba
     assert torch.equal(_batches(AugmentRanges(**fixed, contrast=(0.1, 1.0), contrast_p=0.0), batch=8)(7)[1], y0)
 
 
+def test_contrast_bands_limit_the_draw_to_those_bands():
+    fixed = dict(mtf=(0.3, 0.3), gain=(1.0, 1.0), offset_dn=(0.0, 0.0), noise_max_dn=0.0)
+    _, y0 = _batches(AugmentRanges(**fixed), batch=8)(7)
+    _, y1 = _batches(AugmentRanges(**fixed, contrast=(0.1, 0.5), contrast_p=1.0, contrast_bands=("B11", "B12")), batch=8)(7)
+    ratio = (y1.std((2, 3)) / y0.std((2, 3))).double()
+    torch.testing.assert_close(y1[:, :8], y0[:, :8])  # the other eight bands untouched
+    assert float(ratio[:, 8:].max()) <= 0.5 + 1e-3  # every sample's SWIR pair drawn (p = 1)
+
+
 @pytest.mark.parametrize("bad", [(0.0, 1.0), (0.5, 2.0), (0.8, 0.4)])
 def test_contrast_range_outside_zero_one_is_refused(bad):
     with pytest.raises(ValueError, match=r"contrast range .* needs 0 < low <= high <= 1"):
         AugmentRanges(contrast=bad)
+
+
+def test_unknown_contrast_band_is_refused():
+    with pytest.raises(ValueError, match=r"contrast bands \['B13'\]: choose from B02, B03"):
+        AugmentRanges(contrast_bands=("B13",))
 
 
 def test_native_mtf_sharpens_the_10m_targets_only_and_the_inputs_a_little():

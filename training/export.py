@@ -183,7 +183,8 @@ def load(path: Path, device: str = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[
 #: (the loss's overshoot weight is in the run's summary already, ``training.overshoot_weight``).
 _AUGMENT_KEYS = ("train_scenes", "scene_balance", "mtf_range", "gain_range", "offset_range_dn", "haze_range",
                  "noise_max_dn", "spectral_gain_range", "spectral_p", "snow_p",
-                 "contrast_range", "contrast_p", "native_mtf")
+                 "contrast_range", "contrast_p", "contrast_bands",
+                 "native_mtf")
 
 
 def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:

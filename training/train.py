@@ -90,6 +90,7 @@ class TrainConfig:
     # share of samples (augment.band_contrast: detail amplitude unlike the neighbours'); 0 = off
     contrast_range: Tuple[float, ...] = (1.0, 1.0)
     contrast_p: float = 0.0
+    contrast_bands: str = ""  # comma-separated band names it is drawn for; empty = all ten
     # MTFs as totals of the simulated images, the native bands' own MTF counted (augment.py):
     # targets as sharp as S2 at their grid, not blurrier; False = the blur alone (older runs)
     native_mtf: bool = False
@@ -319,13 +320,14 @@ class Trainer:
 
         cache = cache_wald_pairs(self.cfg.data_cache)
         if self.cfg.augment:
-            from .augment import AugmentRanges, RobustBatches, scene_regions
+            from .augment import AugmentRanges, RobustBatches, scene_names, scene_regions
 
             ranges = AugmentRanges(mtf=tuple(self.cfg.mtf_range), gain=tuple(self.cfg.gain_range),
                                    offset_dn=tuple(self.cfg.offset_range_dn), noise_max_dn=self.cfg.noise_max_dn,
                                    haze=tuple(self.cfg.haze_range), spectral_gain=tuple(self.cfg.spectral_gain_range),
                                    spectral_p=self.cfg.spectral_p, snow_p=self.cfg.snow_p,
                                    contrast=tuple(self.cfg.contrast_range), contrast_p=self.cfg.contrast_p,
+                                   contrast_bands=tuple(scene_names(self.cfg.contrast_bands)) or BANDS,
                                    native_mtf=self.cfg.native_mtf)
             by_scene = scene_regions(self._scenes())
             regions = [r for rs in by_scene.values() for r in rs]
