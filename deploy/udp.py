@@ -60,9 +60,10 @@ UDF_PYTHON_VERSION = "3.11"
 # - docs/benchmarks_zen3.md
 WINDOW_PX = 512
 
-# ---- job options, from the measured peak of one 512 px window (docs/benchmarks_zen3.md, 2 threads: peak
-# RSS of the whole process) on each runtime a worker may run: ncnn (int8_dynamic / fp32) 1.48 GiB,
-# onnxruntime 4.06 GiB.  A worker with only the hosted onnx_deps archive runs onnxruntime: size for it.
+# ---- job options, from the largest measured peak of one 512 px window (2 threads, peak RSS of the
+# whole process) on each runtime a worker may run: ncnn (int8_dynamic / fp32) 1.48 GiB (Zen 3,
+# docs/speed_notes.md; 1.45 in docs/benchmarks_zen3.md), onnxruntime 4.06 GiB (docs/benchmarks_zen4.md;
+# 3.00 on Zen 3).  A worker with only the hosted onnx_deps archive runs onnxruntime: size for it.
 WINDOW_PEAK_GIB = {"ncnn": 1.48, "onnxruntime": 4.06}
 MARGIN_GIB = 0.5  # the JVM's own native overhead (Jep, netty, 128m in job_options.py) and allocator slack
 # Per date in a window, besides the network's peak: the input tile (10 bands x 512^2 float32 =

@@ -102,7 +102,7 @@ def test_job_options_cover_the_measured_peak():
     assert opts["python-memory"] == "disable"
     overhead, heap = _mib(opts["executor-memoryOverhead"]), _mib(opts["executor-memory"])
     peak = max(udp_module.WINDOW_PEAK_GIB.values())
-    assert peak == 4.06  # onnxruntime at 512 px (docs/benchmarks_zen3.md): what a worker with only onnx_deps runs
+    assert peak == 4.06  # onnxruntime at 512 px (docs/benchmarks_zen4.md, the largest measured): what onnx_deps runs
     dates = 1 if udp_module.ONE_DATE_PER_WINDOW else udp_module.MAX_DATES_PER_WINDOW
     assert overhead >= (peak + udp_module.MARGIN_GIB) * 1024 + dates * udp_module.DATE_NATIVE_MIB
     assert overhead < (peak + udp_module.MARGIN_GIB + 0.25) * 1024 + dates * udp_module.DATE_NATIVE_MIB + 1  # not padded further
