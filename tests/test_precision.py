@@ -1,6 +1,6 @@
 """Reduced-precision paths of the UDF: bf16 trunk, channels-last; the chunking contract holds
 within the path's own error against FP32.  ``auto`` takes its precision from the benchmarked CPU
-table (src/s2sr/engine/auto_choices.json: Zen 3 int8_dynamic on ncnn, Zen 4 bf16 on torch),
+table (src/s2sr/engine/auto_choices.json: Zen 3 and Zen 4 int8_dynamic on ncnn, Zen 5 bf16 on torch),
 fp32 elsewhere."""
 
 import pytest
@@ -31,7 +31,8 @@ XEON = {**ZEN3, "vendor": "GenuineIntel", "family": 6, "model": 143, "name": "In
 #: what auto runs on each benchmarked CPU model (Zen 3: int8, on ncnn)
 AUTO_CASES = [
     (ZEN3, ("int8_dynamic", "ncnn")),  # benchmarked: docs/benchmarks_zen3.json
-    (ZEN4, ("bf16", "torch")),  # benchmarked: docs/benchmarks_zen4.json
+    (ZEN4, ("int8_dynamic", "ncnn")),  # benchmarked: docs/benchmarks_zen4.json
+    ({**ZEN4, "family": 26}, ("bf16", "torch")),  # Zen 5: issue 23's figures
 ]
 
 
@@ -117,14 +118,19 @@ def test_the_decision_is_made_once_and_read_back_by_other_processes(fresh_decisi
 def test_a_table_choice_that_cannot_load_falls_back_to_fp32(fresh_decisions, slim_weights, monkeypatch):
     from pathlib import Path
 
+    """Zen 4's int8_dynamic on ncnn that fails to load (an ncnn build without int8 Gemm): fp32 on torch."""
     monkeypatch.setattr(fresh_decisions, "cpu_signature", lambda: ZEN4)
+    monkeypatch.setattr(fresh_decisions, "ncnn_available", lambda: True)
+    loaded = []
 
     def load(path, size, mtime, device, precision, runtime, threads):
-        if precision == "bf16":
-            raise ValueError("no bf16 here")
+        loaded.append((precision, runtime))
+        if precision == "int8_dynamic":
+            raise ValueError("no int8 Gemm here")
 
     monkeypatch.setattr(fresh_decisions, "load", load)
-    assert fresh_decisions.choose_path(Path(slim_weights).resolve(), "auto", "cpu", "torch")[1:] == ("fp32", "torch")
+    assert fresh_decisions.choose_path(Path(slim_weights).resolve(), "auto", "cpu")[1:] == ("fp32", "torch")
+    assert loaded == [("int8_dynamic", "ncnn"), ("fp32", "torch")]
 
 
 def test_table_matching():
@@ -192,3 +198,23 @@ def test_bf16_refuses_weights_without_the_cast(udf_module, tmp_path, slim_weight
     torch.jit.save(script(model), str(path), _extra_files={engine.METADATA_FILE: json.dumps(meta)})
     with pytest.raises(ValueError, match="predates the bf16 path"):
         engine.load_model({"weights": str(path), "precision": "bf16"})
+
+
+def test_a_decision_made_under_another_table_is_made_again(fresh_decisions, slim_weights, monkeypatch, tmp_path):
+    """A worker upgraded to a package whose table changed its CPU's choice (Zen 4: bf16 on torch,
+    then int8_dynamic on ncnn) must not read back the decision file the old table wrote."""
+    import json
+    from pathlib import Path
+
+    table = tmp_path / "auto_choices.json"
+    entry = {"name": "AMD Zen 4", "vendor": "AuthenticAMD", "family": 25, "flags": {"avx512_bf16": True},
+             "precision": "bf16", "runtime": "torch", "evidence": "test"}
+    table.write_text(json.dumps({"cpus": [entry]}))
+    monkeypatch.setattr(fresh_decisions, "AUTO_TABLE", table)
+    monkeypatch.setattr(fresh_decisions, "cpu_signature", lambda: ZEN4)
+    monkeypatch.setattr(fresh_decisions, "load", lambda *args: None)
+    path = Path(slim_weights).resolve()
+    assert fresh_decisions.choose_path(path, "auto", "cpu", "torch")[1:] == ("bf16", "torch")
+    table.write_text(json.dumps({"cpus": [dict(entry, precision="fp32")]}))
+    monkeypatch.setattr(fresh_decisions, "_DECISIONS", {})  # a later process: only the file remains
+    assert fresh_decisions.choose_path(path, "auto", "cpu", "torch")[1:] == ("fp32", "torch")

@@ -142,7 +142,8 @@ def _check_ncnn(path: Path, precision: str, device: str, weights: str) -> None:
 # (fp32 on torch or on ncnn) is timed.  The decision is made once per worker and kept in a small
 # JSON file (keyed by CPU model, torch / ncnn versions, weights checksum, threads, device), so
 # every Python process of a worker agrees, and ``decisions()`` reports it (``s2sr run`` writes it
-# into s2sr_run.json).
+# into s2sr_run.json).  The key holds the table's digest: a file decided under an older table
+# (Zen 4 ran bf16 on torch before 2026-12-07) is not read back after an upgrade.
 AUTO_TABLE = Path(__file__).with_name("auto_choices.json")
 DECISION_DIR_ENV = "S2SR_CACHE_DIR"
 _DECISIONS: Dict[str, Dict[str, Any]] = {}
@@ -170,9 +171,9 @@ def cpu_signature() -> Dict[str, Any]:
 RUNTIME_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 
-def table_choice(cpu: Dict[str, Any], table: Path = AUTO_TABLE) -> Optional[Dict[str, Any]]:
-    """The first entry of the benchmarked-CPU table that matches ``cpu`` (vendor, family, flags)."""
-    for entry in json.loads(table.read_text())["cpus"]:
+def table_choice(cpu: Dict[str, Any], table: Optional[Path] = None) -> Optional[Dict[str, Any]]:
+    """The first entry of the benchmarked-CPU table (``AUTO_TABLE``) that matches ``cpu`` (vendor, family, flags)."""
+    for entry in json.loads((table or AUTO_TABLE).read_text())["cpus"]:
         if entry["vendor"] != cpu["vendor"] or entry["family"] != cpu["family"]:
             continue
         if all((flag in cpu["flags"]) == wanted for flag, wanted in entry["flags"].items()):
@@ -192,6 +193,14 @@ def _versions() -> Dict[str, Optional[str]]:
     import torch
 
     return {"torch": torch.__version__, "ncnn": ncnn_version}
+
+
+def _table_digest() -> str:
+    """The benchmarked-CPU table's sha256 (an upgrade that changes a CPU's choice decides again)."""
+    try:
+        return hashlib.sha256(AUTO_TABLE.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "none"
 
 
 def _decision_file(key: Dict[str, Any]) -> Path:
@@ -230,7 +239,8 @@ def decide(path: Path, device: str, runtime: str, precision: str = "auto") -> Tu
 
     threads = current_threads()
     key = {"cpu": cpu_signature(), **_versions(), "weights_sha256": sha256_cached(str(path), *stat_key(path)),
-           "threads": threads, "device": device, "precision": precision, "runtime": runtime, "engine": ENGINE_VERSION}
+           "threads": threads, "device": device, "precision": precision, "runtime": runtime, "engine": ENGINE_VERSION,
+           "table_sha256": _table_digest()}  # a decision read back must follow the table the package ships now
     if device.startswith("cuda"):
         key["gpu"] = torch.cuda.get_device_name(torch.device(device))
     file = _decision_file(key)
