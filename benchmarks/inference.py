@@ -202,14 +202,15 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         engine.load_model(ctx)  # load, probe and (auto) the timing: one-time costs
         _, chosen, runtime = engine.choose_path(Path(spec["weights"]).resolve(), ctx.get("precision", "auto"), "cpu",
                                                 ctx.get("runtime", "auto"))
-    elif path == "onnxruntime":
+    elif path in ("onnxruntime", "onnxruntime_int8"):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = threads
         opts.use_deterministic_compute = True
-        session = ort.InferenceSession(spec["onnx"], sess_options=opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(spec["onnx_int8" if path == "onnxruntime_int8" else "onnx"], sess_options=opts,
+                                       providers=["CPUExecutionProvider"])
         run = lambda: session.run(None, {"input": x})[0]  # noqa: E731
     elif path == "eager":
         model = _eager_model(spec["weights"])
@@ -218,6 +219,8 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         def run():
             with torch.inference_mode():
                 return model(xt).numpy()
+    elif path == "quantize_onnx_int8":  # in a process of its own: the parent's peak memory would pass to every worker
+        return quantize_onnx_int8(spec["onnx"], Path(spec["folder"]))
     elif path in ("peak", "peak_bf16"):
         return {"gflops": _matmul_peak(torch.bfloat16 if path == "peak_bf16" else torch.float32)}
     else:
@@ -273,6 +276,81 @@ def export_onnx(weights: str, folder: Path) -> Dict[str, Any]:
     path = export_shipped(Path(weights), folder / "model.onnx")
     return {"path": str(path), "export_s": time.perf_counter() - t, "onnxruntime": onnxruntime.__version__,
             "export": "the shipped TorchScript as it is (training/onnx_export.py)"}
+
+
+#: The convs the int8 peer keeps in float32: the head reads the bands' own scales, the tail
+#: writes them (quantized, they cost 0.3-0.9 dB on the Wald test split; Zen 4, 2026-12-07).
+ONNX_INT8_FLOAT_NODES = ("/backbone/head/Conv", "/backbone/tail/Conv")
+
+
+def quantize_onnx_int8(onnx_path: str, folder: Path) -> Dict[str, Any]:
+    """The int8 peer (issue 23): onnxruntime's own static int8, QDQ format, at its best fair
+    configuration found: uint8 activations x int8 per-channel weights (the VNNI pairing), the
+    trunk's convs only (``ONNX_INT8_FLOAT_NODES`` stay float32), activation ranges calibrated
+    on 8 crops of 128 px of the sample window by the 99.999th percentile (on 16 crops: min/max
+    ranges lose 0.30 dB, percentile ones 0.07), 7-bit weights where the CPU has no VNNI (onnxruntime's advice for
+    its AVX2 kernels). Returns its path and the calibration's seconds."""
+    import numpy as np
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from s2sr.engine import int8_products_exact
+
+    x = _sample_window(QUICK_WINDOW)
+    # a checkerboard of 8 crops: the percentile calibrator holds every activation of every crop (16 crops: 19.6 GiB)
+    crops = [{"input": np.ascontiguousarray(x[..., i:i + 128, j:j + 128])}
+             for i in range(0, 512, 128) for j in range(0, 512, 128) if (i + j) // 128 % 2 == 0]
+
+    class Crops(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(crops)
+
+        def get_next(self) -> Any:
+            return next(self.items, None)
+
+    t = time.perf_counter()
+    pre, out = folder / "model_pre.onnx", folder / "model_int8.onnx"
+    quant_pre_process(onnx_path, str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(out), Crops(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    nodes_to_exclude=list(ONNX_INT8_FLOAT_NODES), calibrate_method=CalibrationMethod.Percentile,
+                    reduce_range=not int8_products_exact())  # 7-bit weights where pairs of products saturate (no VNNI)
+    return {"path": str(out), "quantize_s": time.perf_counter() - t}
+
+
+def onnx_accuracy(weights: str, onnx_path: str, reference: Any = None) -> Dict[str, float]:
+    """``accuracy`` for an ONNX file run by onnxruntime as it is (the peers), against FP32 eager,
+    or against the float ONNX ``reference`` on onnxruntime (weights of an unregistered architecture)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from s2sr.training.data.wald import build_wald_split
+    from s2sr.training.metrics import psnr_per_band
+
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    if reference is None:
+        eager = _eager_model(weights)
+        run_reference = lambda x: eager(torch.from_numpy(x)).numpy()  # noqa: E731
+    else:
+        fp32 = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
+        run_reference = lambda x: fp32.run(None, {"input": x})[0]  # noqa: E731
+
+    def both(x: Any) -> Tuple[Any, Any]:
+        with torch.inference_mode():
+            return session.run(None, {"input": x})[0], run_reference(x)
+
+    m = 21
+    a, b = both(_sample_window(256))
+    inner = (Ellipsis, slice(2 * m, -2 * m), slice(2 * m, -2 * m))
+    max_abs = float(np.abs(a[inner] - b[inner]).max() / 10000.0)
+    wald_x, wald_ref = build_wald_split("test")
+    a, b = both(np.ascontiguousarray(wald_x[None].numpy(), dtype=np.float32))
+    c = 2 * m
+    r = wald_ref.numpy()[:, c:-c, c:-c] / 10000.0
+    drop = float(np.mean(psnr_per_band(b[0][:, c:-c, c:-c] / 10000.0, r)) - np.mean(psnr_per_band(a[0][:, c:-c, c:-c] / 10000.0, r)))
+    return {"max_abs_reflectance_vs_fp32": max_abs, "psnr_drop_db_vs_fp32": drop}
 
 
 def flops_per_output_pixel(weights: str) -> float:
@@ -362,7 +440,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="s2sr-bench-"))
     onnx = export_onnx(weights, tmp)
     # --quick: the figures the JSON line needs (eager is context only; under two minutes on the slowest CPU seen)
-    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "eager", "udf_fp32", "udf_ncnn", "udf_ncnn_int8", "udf_bf16", "udf_ncnn_bf16", "udf_int8", "udf_int8_dynamic"]
+    paths = ["udf", "onnxruntime", "udf_fp32"] if args.quick else ["udf", "onnxruntime", "onnxruntime_int8", "eager", "udf_fp32", "udf_ncnn", "udf_ncnn_int8", "udf_bf16", "udf_ncnn_bf16", "udf_int8", "udf_int8_dynamic"]
     skipped = []
     for name in ("udf_ncnn", "udf_ncnn_int8", "udf_ncnn_bf16"):
         if name in paths and not engine.ncnn_available():
@@ -379,10 +457,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                        "that is not the one calibrated (7-bit activations for int8_dynamic; speed notes: on Zen 3 at 512 px "
                        "1.0-1.4x onnxruntime, at or below FP32 on ncnn)")
     int8 = _int8_weights(weights, tmp) if "udf_int8" in paths else None
+    onnx_int8 = _spawn({"path": "quantize_onnx_int8", "threads": 2, "window": 0, "reps": 0, "onnx": onnx["path"], "folder": str(tmp)}) if "onnxruntime_int8" in paths else None
     result: Dict[str, Any] = {"cpu": cpu_model(), "machine": platform.machine(), "weights": Path(weights).name,
                               "architecture": meta["architecture"], "margin_px": margin, "onnx_export_s": onnx["export_s"],
                               "onnxruntime_version": onnx["onnxruntime"], "onnx_export": onnx["export"],
                               "int8_quantize_s": int8["quantize_s"] if int8 else None,
+                              "onnx_int8_quantize_s": onnx_int8["quantize_s"] if onnx_int8 else None,
                               "int8_products_exact": engine.int8_products_exact(),
                               "flops_per_output_pixel": flops_per_output_pixel(weights), "rows": [], "skipped": skipped}
     result["peak_gflops"] = {t: _spawn({"path": "peak", "threads": t, "window": 0, "reps": 0})["gflops"] for t in threads}
@@ -394,7 +474,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             # compares once more, minutes later: this VM's times move by up to a quarter
             for rnd in range(1 if args.quick else 2):
                 for path in (paths if rnd == 0 else ["udf", "onnxruntime"]) if not (args.quick and t == 1) else ["udf"]:
-                    spec = {"path": path, "threads": t, "window": w, "reps": reps, "overlap": margin, "onnx": onnx["path"],
+                    spec = {"path": path, "threads": t, "window": w, "reps": reps, "overlap": margin, "onnx": onnx["path"], "onnx_int8": onnx_int8 and onnx_int8["path"],
                             "weights": int8["weights"] if path == "udf_int8" else weights}
                     r = _spawn(spec)
                     print(f"{path} window {w} threads {t}: {r['s']:.2f} s", file=sys.stderr, flush=True)  # progress
@@ -429,6 +509,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         result["accuracy"]["int8"] = accuracy(int8["weights"], "int8")
     if "udf_int8_dynamic" in paths:
         result["accuracy"]["int8_dynamic"] = accuracy(weights, "int8_dynamic")
+    if onnx_int8:
+        result["accuracy"][ONNX_INT8_ACCURACY] = onnx_accuracy(weights, onnx_int8["path"])
     result["summary"] = summarize(result, max(threads))
     return result
 
@@ -493,12 +575,16 @@ def summarize(res: Dict[str, Any], threads: int) -> Dict[str, Any]:
     runtime = default.get("runtime") or "torch"
     acc = res["accuracy"].get(precision + (" on ncnn" if runtime == "ncnn" else "")) or res["accuracy"]["fp32"]
     ncnn = next((r for r in res["rows"] if r["path"] == "udf_ncnn" and r["threads"] == threads and r["window"] == window), None)
+    peer = next((r for r in res["rows"] if r["path"] == "onnxruntime_int8" and r["threads"] == threads and r["window"] == window), None)
     return {
         "mpix_per_s": default["mpix_per_s"], "precision": precision, "runtime": runtime,
         "onnxruntime_mpix_per_s": ref["mpix_per_s"],
         "speedup_vs_onnxruntime": default["mpix_per_s"] / ref["mpix_per_s"],
         "fp32_speedup_vs_onnxruntime": fp32["mpix_per_s"] / ref["mpix_per_s"],
         "ncnn_speedup_vs_onnxruntime": ncnn["mpix_per_s"] / ref["mpix_per_s"] if ncnn else None,
+        # the int8 peer: onnxruntime's own static int8 (QDQ), and its quality
+        "speedup_vs_onnxruntime_int8": default["mpix_per_s"] / peer["mpix_per_s"] if peer else None,
+        "onnxruntime_int8_psnr_drop_db": (res["accuracy"].get(ONNX_INT8_ACCURACY) or {}).get("psnr_drop_db_vs_fp32"),
         "peak_fraction": default["mpix_per_s"] * 1e6 * res["flops_per_output_pixel"] / (peak * 1e9),
         # the same counting every pixel the net computes, the overlap included: how much of the
         # core is left for faster arithmetic of the same precision to win
@@ -515,6 +601,8 @@ def summarize(res: Dict[str, Any], threads: int) -> Dict[str, Any]:
         **backend_tile(res, _measured_tile(res, [default], window, 2) if threads == 2 else None),
     }
 
+
+ONNX_INT8_ACCURACY = "onnxruntime int8 (QDQ, the peer)"
 
 #: Issue 23's targets at the UDP's window on 2 threads.
 TARGETS = {"speedup_vs_onnxruntime": 2.0, "psnr_drop_db_vs_fp32": 0.1, "peak_memory_gib": 2.0, "full_tile_core_minutes_backend": 90.0}
@@ -579,7 +667,11 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         "`udf_fp32` / `udf_bf16` / `udf_int8` / `udf_int8_dynamic` = the UDF with that precision forced (on torch); `udf_ncnn` = "
         "fp32 on the ncnn runtime forced, `udf_ncnn_int8` int8_dynamic on it (1 x 1 products in int8, per-pixel scales), "
         "`udf_ncnn_bf16` bf16 on it; `onnxruntime` = the reference "
-        "runtime (ONNX of the same weights, CPU provider, intra/inter-op threads = threads); `eager` = the bare "
+        "runtime (ONNX of the same weights, CPU provider, intra/inter-op threads = threads); "
+        + ("`onnxruntime_int8` = the int8 peer, onnxruntime's own static int8 of that ONNX (QDQ, uint8 activations x int8 "
+           "per-channel weights, head and tail in float32, ranges calibrated on the sample window by percentile; its quality "
+           "in the accuracy table); " if any(r["path"] == "onnxruntime_int8" for r in res["rows"]) else "")
+        + "`eager` = the bare "
         "network in torch eager FP32 (default OpenMP settings; torch tensors on huge pages, as in the UDF).", "",
         "onnxruntime's network: " + (f"{res['onnx_export']}, onnxruntime {res.get('onnxruntime_version')}." if res.get("onnx_export")
                                      else "exported from the eager network with reflection padding (42 Pad nodes; this run "
@@ -607,6 +699,7 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
     lines += [f"\nNot measured: {note}." for note in res.get("skipped", [])]
     lines += ["", f"One-time: ONNX export {res['onnx_export_s']:.1f} s"
               + (f"; int8 quantization (calibration) {res['int8_quantize_s']:.0f} s" if res.get("int8_quantize_s") else "")
+              + (f"; onnxruntime int8 quantization {res['onnx_int8_quantize_s']:.0f} s" if res.get("onnx_int8_quantize_s") else "")
               + "; the UDF's model load (and the `auto` timing) is the `load s` column.", ""]
     lines += [
         f"At the {'default ' if s['window'] == default_window() else ''}window ({s['window']} px, {s['threads']} threads): UDF path "
@@ -614,6 +707,8 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         f"{s['onnxruntime_mpix_per_s']:.4f} MP/s, ratio **{s['speedup_vs_onnxruntime']:.2f}x**; the forced FP32 path on torch "
         f"{s['fp32_speedup_vs_onnxruntime']:.2f}x"
         + (f", on ncnn {s['ncnn_speedup_vs_onnxruntime']:.2f}x" if s.get("ncnn_speedup_vs_onnxruntime") else "")
+        + (f"; against the int8 peer (onnxruntime int8, {s['onnxruntime_int8_psnr_drop_db']:.3f} dB drop) "
+           f"{s['speedup_vs_onnxruntime_int8']:.2f}x" if s.get("speedup_vs_onnxruntime_int8") else "")
         + f"; {100 * s['peak_fraction']:.0f} % of the {'bf16' if s['precision'] == 'bf16' else 'fp32'} matmul peak "
         f"({100 * s['peak_fraction_computed']:.0f} % counting the overlap pixels it computes too"
         + ("; FLOPs of the direct convolution: ncnn's Winograd 3 x 3 convolutions do 4x fewer multiplications"

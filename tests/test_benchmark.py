@@ -20,9 +20,10 @@ def bench():
     return module
 
 
-@pytest.fixture(scope="module")
-def report():
-    return json.loads((ROOT / "docs" / "benchmarks_zen3.json").read_text())
+@pytest.fixture(scope="module", params=["zen3", "zen4"])
+def report(request):
+    """Each committed full run (one per CPU)."""
+    return dict(json.loads((ROOT / "docs" / f"benchmarks_{request.param}.json").read_text()), name=request.param)
 
 
 def test_committed_report_is_its_json_rendered(bench, report):
@@ -35,7 +36,7 @@ def test_committed_report_is_its_json_rendered(bench, report):
     assert summary["peak_fraction"] < summary["peak_fraction_computed"] < bound
     assert {k: summary[k] for k in ISSUE_KEYS} == pytest.approx({k: report["summary"][k] for k in ISSUE_KEYS})
     # the markdown beside it says the same (the plot needs matplotlib, the bench extra)
-    assert bench.to_markdown(report, report["command"]) == (ROOT / "docs" / "benchmarks_zen3.md").read_text()
+    assert bench.to_markdown(report, report["command"]) == (ROOT / "docs" / f"benchmarks_{report['name']}.md").read_text()
 
 
 @pytest.mark.parametrize("exact, words", [(True, "exact (VNNI"), (False, "saturating (no VNNI")])
@@ -138,3 +139,27 @@ def test_report_states_the_targets(bench, report):
     assert "| >= 2x | 1.50x | no |" in bench.to_markdown(slow, "cmd")
     fast = dict(res, summary=dict(s, speedup_vs_onnxruntime=2.5))
     assert "| >= 2x | 2.50x | yes |" in bench.to_markdown(fast, "cmd")
+
+
+def test_the_int8_peer_is_onnxruntimes_own_static_int8(bench, slim_weights, tmp_path):
+    """Issue 23's int8 peer: onnxruntime's QDQ quantization of the ONNX the reference runs, the
+    trunk's convs in int8 and the head and tail in float32, timed by the benchmark's own worker."""
+    import onnx
+
+    from s2sr import engine
+    from s2sr.training.onnx_export import export_onnx
+
+    source = export_onnx(Path(slim_weights), tmp_path / "slim.onnx")
+    peer = bench._spawn({"path": "quantize_onnx_int8", "threads": 1, "window": 0, "reps": 0, "onnx": str(source),
+                         "folder": str(tmp_path)})
+    graph = onnx.load(peer["path"]).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    made = {o: n for n in graph.node for o in n.output}
+    quantized = {n.name for n in convs if made.get(n.input[0]) is not None and made[n.input[0]].op_type == "DequantizeLinear"}
+    assert len(convs) == 42 and set(bench.ONNX_INT8_FLOAT_NODES).isdisjoint(quantized) and len(quantized) == 40
+    margin = engine.read_metadata(slim_weights)["margin"]
+    r = bench._spawn({"path": "onnxruntime_int8", "threads": 1, "window": 64, "reps": 1, "overlap": margin,
+                      "onnx": str(source), "onnx_int8": peer["path"], "weights": str(slim_weights)})
+    assert r["s"] > 0
+    acc = bench.onnx_accuracy(str(slim_weights), peer["path"], reference=source)
+    assert 0 < acc["max_abs_reflectance_vs_fp32"] < 0.5 and acc["psnr_drop_db_vs_fp32"] < 3  # int8, not broken
