@@ -6,6 +6,8 @@ Same weights (the shipped default), same windows, in one run, alternating:
       cached model, the UDF's default precision ``auto``, called like the Python-Jep runtime);
   (b) ``onnxruntime``: the same weights exported to ONNX, run by onnxruntime on the CPU with the
       reference tool's settings (intra/inter-op threads = threads, deterministic compute);
+      full run only: ``onnxruntime_int8``, the int8 peer (onnxruntime's own static int8 of that
+      ONNX, ``quantize_onnx_int8``);
   (c) ``eager``: the bare network in torch eager FP32, for context;
   (d) ``udf_fp32``: the UDF with ``precision="fp32"`` on torch forced (the reference path), and
       ``udf_ncnn``: fp32 on the ncnn runtime forced (where ncnn is installed);
@@ -288,8 +290,8 @@ def quantize_onnx_int8(onnx_path: str, folder: Path) -> Dict[str, Any]:
     configuration found: uint8 activations x int8 per-channel weights (the VNNI pairing), the
     trunk's convs only (``ONNX_INT8_FLOAT_NODES`` stay float32), activation ranges calibrated
     on 8 crops of 128 px of the sample window by the 99.999th percentile (on 16 crops: min/max
-    ranges lose 0.30 dB, percentile ones 0.07), 7-bit weights where the CPU has no VNNI (onnxruntime's advice for
-    its AVX2 kernels). Returns its path and the calibration's seconds."""
+    ranges lose 0.30 dB, percentile ones 0.07), 7-bit weights where the CPU has no VNNI
+    (onnxruntime's advice for its AVX2 kernels).  Returns its path and the calibration's seconds."""
     import numpy as np
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
