@@ -329,7 +329,6 @@ def onnx_accuracy(weights: str, onnx_path: str, reference: Any = None) -> Dict[s
     import torch
 
     from s2sr.training.data.wald import build_wald_split
-    from s2sr.training.metrics import psnr_per_band
 
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     if reference is None:
@@ -343,16 +342,8 @@ def onnx_accuracy(weights: str, onnx_path: str, reference: Any = None) -> Dict[s
         with torch.inference_mode():
             return session.run(None, {"input": x})[0], run_reference(x)
 
-    m = 21
-    a, b = both(_sample_window(256))
-    inner = (Ellipsis, slice(2 * m, -2 * m), slice(2 * m, -2 * m))
-    max_abs = float(np.abs(a[inner] - b[inner]).max() / 10000.0)
     wald_x, wald_ref = build_wald_split("test")
-    a, b = both(np.ascontiguousarray(wald_x[None].numpy(), dtype=np.float32))
-    c = 2 * m
-    r = wald_ref.numpy()[:, c:-c, c:-c] / 10000.0
-    drop = float(np.mean(psnr_per_band(b[0][:, c:-c, c:-c] / 10000.0, r)) - np.mean(psnr_per_band(a[0][:, c:-c, c:-c] / 10000.0, r)))
-    return {"max_abs_reflectance_vs_fp32": max_abs, "psnr_drop_db_vs_fp32": drop}
+    return _compare(both, _sample_window(256), np.ascontiguousarray(wald_x[None].numpy(), dtype=np.float32), wald_ref.numpy())
 
 
 def flops_per_output_pixel(weights: str) -> float:
@@ -385,13 +376,11 @@ def accuracy(weights: str, precision: str = "fp32", runtime: str = "torch") -> D
 def accuracy_on(weights: str, ctx: Dict[str, Any], sample: Any, wald_x: Any, wald_ref: Any) -> Dict[str, float]:
     """``accuracy`` on given inputs (``[1, 10, H, W]`` DN, the Wald pair): the UDF with ``ctx``
     (precision, runtime, device) against FP32 eager on the CPU."""
-    import numpy as np
     import torch
     import xarray
     from openeo.udf import XarrayDataCube
     from openeo.udf.run_code import load_module_from_string
 
-    from s2sr.training.metrics import psnr_per_band
     from s2sr.udf import udf_source
 
     module = load_module_from_string(udf_source())
@@ -403,6 +392,16 @@ def accuracy_on(weights: str, ctx: Dict[str, Any], sample: Any, wald_x: Any, wal
         with torch.inference_mode():
             b = eager(torch.from_numpy(x)).numpy()
         return a, b
+
+    return _compare(both, sample, wald_x, wald_ref)
+
+
+def _compare(both: Any, sample: Any, wald_x: Any, wald_ref: Any) -> Dict[str, float]:
+    """The accuracy figures of a path against its reference, ``both(x) -> (path's, reference's)``
+    outputs (DN): max |diff| on ``sample``, PSNR drop on the Wald pair."""
+    import numpy as np
+
+    from s2sr.training.metrics import psnr_per_band
 
     a, b = both(sample)
     m = 21

@@ -116,9 +116,9 @@ def test_the_decision_is_made_once_and_read_back_by_other_processes(fresh_decisi
 
 
 def test_a_table_choice_that_cannot_load_falls_back_to_fp32(fresh_decisions, slim_weights, monkeypatch):
+    """Zen 4's int8_dynamic on ncnn that fails to load (an ncnn build without int8 Gemm): fp32 on torch."""
     from pathlib import Path
 
-    """Zen 4's int8_dynamic on ncnn that fails to load (an ncnn build without int8 Gemm): fp32 on torch."""
     monkeypatch.setattr(fresh_decisions, "cpu_signature", lambda: ZEN4)
     monkeypatch.setattr(fresh_decisions, "ncnn_available", lambda: True)
     loaded = []

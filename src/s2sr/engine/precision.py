@@ -197,8 +197,8 @@ def _versions() -> Dict[str, Optional[str]]:
 
 def _table_digest() -> str:
     """The benchmarked-CPU table's sha256 (an upgrade that changes a CPU's choice decides again)."""
-    try:
-        return hashlib.sha256(AUTO_TABLE.read_bytes()).hexdigest()[:16]
+    try:  # the engine's per-version cache: ``decide`` runs for every window, the table is read once
+        return sha256_cached(str(AUTO_TABLE), *stat_key(AUTO_TABLE))[:16]
     except OSError:
         return "none"
 
