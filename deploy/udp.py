@@ -62,8 +62,10 @@ WINDOW_PX = 512
 
 # ---- job options, from the largest measured peak of one 512 px window (2 threads, peak RSS of the
 # whole process) on each runtime a worker may run: ncnn (int8_dynamic / fp32) 1.48 GiB (Zen 3,
-# docs/speed_notes.md; 1.45 in docs/benchmarks_zen3.md), onnxruntime 4.06 GiB (docs/benchmarks_zen4.md;
+# docs/speed_notes.md; 1.45 in docs/benchmarks_zen3.md), onnxruntime 4.06 GiB (the largest measured, the
+# earlier export with reflection padding, docs/speed_notes.md; the fair export 3.01 in docs/benchmarks_zen4.md,
 # 3.00 on Zen 3).  A worker with only the hosted onnx_deps archive runs onnxruntime: size for it.
+# 1 thread instead of 2 changes these by little (ncnn 1.51 against 1.57 GiB on Zen 4).
 WINDOW_PEAK_GIB = {"ncnn": 1.48, "onnxruntime": 4.06}
 MARGIN_GIB = 0.5  # the JVM's own native overhead (Jep, netty, 128m in job_options.py) and allocator slack
 # Per date in a window, besides the network's peak: the input tile (10 bands x 512^2 float32 =
@@ -84,11 +86,15 @@ HEAP_BASE_GIB = 1.0  # geotrellis' own working set per task (retile, remove_over
 # With ONE_DATE_PER_WINDOW False the job options would cover MAX_DATES_PER_WINDOW dates.
 ONE_DATE_PER_WINDOW = True
 MAX_DATES_PER_WINDOW = 16
-# One window at a time per executor, on 2 CPUs (the configuration measured): Spark runs
-# executor-cores / task-cpus tasks at once in one executor JVM, each in its own Jep interpreter,
-# and the memory above is per task.  Spark sets OMP_NUM_THREADS to task-cpus, the engine's cap.
+# Two windows at once per executor of 2 CPUs, on 1 thread each: Spark runs executor-cores /
+# task-cpus tasks at once in one executor JVM, each in its own Jep interpreter, so the memory
+# above is per task, times TASKS_PER_EXECUTOR.  Spark sets OMP_NUM_THREADS to task-cpus, the
+# engine's cap.  Why 1 thread: a second thread speeds a window up 1.5-1.6x, not 2x, and timed side
+# by side two 1-thread windows at once each ran about as fast as one alone: fewer core-minutes per
+# tile (benchmarks/inference.py's tasks_side_by_side; docs/benchmarks_zen4.md), at twice the memory.
 EXECUTOR_CORES = 2
-TASK_CPUS = 2
+TASK_CPUS = 1
+TASKS_PER_EXECUTOR = EXECUTOR_CORES // TASK_CPUS
 
 
 def shipped_models() -> Dict[str, Dict[str, Any]]:
@@ -168,13 +174,14 @@ def job_options(archive_url: Optional[str] = None, one_date_per_window: bool = O
       an explicit overhead it cuts ``executor-memoryOverhead`` to 128m
       (openeo-geopyspark-driver ``openeogeotrellis/job_options.py``, ``JobOptions.from_dict``);
     - ``executor-memory``: the JVM heap (tiles and the results' copies);
-    - ``executor-cores`` = ``task-cpus``: one window at a time per executor, on 2 CPUs.
+    - ``executor-cores`` 2, ``task-cpus`` 1: two windows at once per executor, on 1 thread each;
+      the native memory and the heap above are per window, so twice over.
     """
     dates = 1 if one_date_per_window else int(max_dates)
     if dates < 1:
         raise ValueError(f"max_dates must be >= 1, got {max_dates}")
-    native = max(WINDOW_PEAK_GIB.values()) + MARGIN_GIB + dates * DATE_NATIVE_MIB / 1024
-    heap = HEAP_BASE_GIB + dates * DATE_HEAP_MIB / 1024
+    native = TASKS_PER_EXECUTOR * (max(WINDOW_PEAK_GIB.values()) + dates * DATE_NATIVE_MIB / 1024) + MARGIN_GIB
+    heap = TASKS_PER_EXECUTOR * (HEAP_BASE_GIB + dates * DATE_HEAP_MIB / 1024)
     archives = ([f"{archive_url}#{ARCHIVE_TARGET}"] if archive_url else []) + [ONNX_DEPS_ARCHIVE]
     return {
         "udf-dependency-archives": archives,

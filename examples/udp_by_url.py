@@ -33,10 +33,10 @@ from openeo.rest.graph_building import PGNode
 
 UDP_ID = "sentinel2_superresolution"
 ARCHIVE_DIR = "s2sr_deps"  # the folder the UDF puts on sys.path; the archive URL's #fragment
-#: the UDP's memory job options (s2sr.deploy.udp.job_options: one 512 px window's measured peak per
-#: executor), for backends that drop a UDP's default_job_options
-MEMORY_OPTIONS = {"executor-memory": "1280m", "executor-memoryOverhead": "4864m", "python-memory": "disable",
-                  "executor-cores": 2, "task-cpus": 2}
+#: the UDP's memory job options (s2sr.deploy.udp.job_options: two 512 px windows at once per 2-core
+#: executor, each at its measured peak), for backends that drop a UDP's default_job_options
+MEMORY_OPTIONS = {"executor-memory": "2304m", "executor-memoryOverhead": "8960m", "python-memory": "disable",
+                  "executor-cores": 2, "task-cpus": 1}
 
 
 def superresolved(connection: Optional[openeo.Connection], udp_url: str, spatial_extent: Dict[str, Any],
