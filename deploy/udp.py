@@ -161,7 +161,7 @@ def _gib(value: float) -> str:
 
 
 def job_options(archive_url: Optional[str] = None, one_date_per_window: bool = ONE_DATE_PER_WINDOW,
-                max_dates: int = MAX_DATES_PER_WINDOW) -> Dict[str, Any]:
+                max_dates: int = MAX_DATES_PER_WINDOW, task_cpus: int = TASK_CPUS) -> Dict[str, Any]:
     """The batch job options the UDP needs on a geopyspark backend (CDSE, Terrascope).
 
     - ``udf-dependency-archives``: s2sr's archive (``<archive_url>#s2sr_deps``; none without a
@@ -174,14 +174,18 @@ def job_options(archive_url: Optional[str] = None, one_date_per_window: bool = O
       an explicit overhead it cuts ``executor-memoryOverhead`` to 128m
       (openeo-geopyspark-driver ``openeogeotrellis/job_options.py``, ``JobOptions.from_dict``);
     - ``executor-memory``: the JVM heap (tiles and the results' copies);
-    - ``executor-cores`` 2, ``task-cpus`` 1: two windows at once per executor, on 1 thread each;
-      the native memory and the heap above are per window, so twice over.
+    - ``executor-cores`` 2, ``task-cpus`` 1 (the default): two windows at once per executor, on
+      1 thread each; the native memory and the heap above are per window, so twice over.
+      ``task_cpus=2``: one window at a time on 2 threads, half the memory, more core-minutes.
     """
     dates = 1 if one_date_per_window else int(max_dates)
     if dates < 1:
         raise ValueError(f"max_dates must be >= 1, got {max_dates}")
-    native = TASKS_PER_EXECUTOR * (max(WINDOW_PEAK_GIB.values()) + dates * DATE_NATIVE_MIB / 1024) + MARGIN_GIB
-    heap = TASKS_PER_EXECUTOR * (HEAP_BASE_GIB + dates * DATE_HEAP_MIB / 1024)
+    if task_cpus not in (1, EXECUTOR_CORES):
+        raise ValueError(f"task_cpus must be 1 or {EXECUTOR_CORES} (windows per executor: a whole number), got {task_cpus}")
+    tasks = EXECUTOR_CORES // task_cpus
+    native = tasks * (max(WINDOW_PEAK_GIB.values()) + dates * DATE_NATIVE_MIB / 1024) + MARGIN_GIB
+    heap = tasks * (HEAP_BASE_GIB + dates * DATE_HEAP_MIB / 1024)
     archives = ([f"{archive_url}#{ARCHIVE_TARGET}"] if archive_url else []) + [ONNX_DEPS_ARCHIVE]
     return {
         "udf-dependency-archives": archives,
@@ -189,7 +193,7 @@ def job_options(archive_url: Optional[str] = None, one_date_per_window: bool = O
         "executor-memoryOverhead": _gib(native),
         "python-memory": "disable",
         "executor-cores": EXECUTOR_CORES,
-        "task-cpus": TASK_CPUS,
+        "task-cpus": task_cpus,
     }
 
 

@@ -111,6 +111,11 @@ def test_job_options_cover_the_measured_peak():
     assert needed <= overhead < needed + 256  # covered, and not padded further than the 256 MiB rounding
     assert heap >= tasks * (dates * udp_module.DATE_HEAP_MIB + 1024)
     assert overhead + heap <= 64 * 1024  # geopyspark's max_executor_or_driver_memory
+    # task-cpus 2 (one 2-thread window per executor): half the windows' memory, the JVM's margin kept
+    two = job_options(task_cpus=2)
+    assert (two["executor-cores"], two["task-cpus"], two["executor-memoryOverhead"], two["executor-memory"]) == (2, 2, "4864m", "1280m")
+    with pytest.raises(ValueError, match="task_cpus"):
+        job_options(task_cpus=3)
     several = job_options(one_date_per_window=False)
     assert _mib(job_options(one_date_per_window=False, max_dates=40)["executor-memoryOverhead"]) > _mib(several["executor-memoryOverhead"])
     assert _mib(several["executor-memoryOverhead"]) > overhead  # whole series per window: more memory
