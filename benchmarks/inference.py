@@ -272,26 +272,26 @@ def _eager_model(weights: str):
 # ----------------------------------------------------------------------------- parent side
 
 def _spawn(spec: Dict[str, Any]) -> Dict[str, Any]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec.get("threads", 1)))
-    # torch tensors on huge pages in every worker, as the UDF sets it for itself: the eager
-    # baseline then differs from the UDF path by the graph work alone (channels-last, fusion),
-    # not by 3.5 M page faults per 512 px pass.  onnxruntime's arena does not use torch's allocator.
-    env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env, check=False)
-    if out.returncode:
-        raise RuntimeError(f"worker {spec} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One worker process for ``spec``; its result."""
+    return _run_workers(spec, 1)[0]
 
 
 def _spawn_together(spec: Dict[str, Any], tasks: int) -> List[Dict[str, Any]]:
     """``tasks`` workers of ``spec`` at once, as an executor with ``tasks`` task slots runs its
     windows: each loads and warms up, then all time their calls together (a file barrier)."""
     barrier = Path(tempfile.mkdtemp(prefix="s2sr-barrier-"))
-    spec = {**spec, "barrier": str(barrier), "tasks": tasks}
+    return _run_workers({**spec, "barrier": str(barrier), "tasks": tasks}, tasks)
+
+
+def _run_workers(spec: Dict[str, Any], count: int) -> List[Dict[str, Any]]:
+    """``count`` worker processes of ``spec`` started together; their results, in order."""
     env = dict(os.environ, OMP_NUM_THREADS=str(spec.get("threads", 1)))
+    # torch tensors on huge pages in every worker, as the UDF sets it for itself: the eager
+    # baseline then differs from the UDF path by the graph work alone (channels-last, fusion),
+    # not by 3.5 M page faults per 512 px pass.  onnxruntime's arena does not use torch's allocator.
     env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(tasks)]
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(count)]
     outs = [p.communicate() for p in procs]
     for p, (_, err) in zip(procs, outs):
         if p.returncode:
@@ -678,8 +678,9 @@ def backend_tile(res: Dict[str, Any], minutes_2cores: Any) -> Dict[str, Any]:
         ratio1 = backend1["later_over_warm"]
         out.update(backend_window_over_warm_1thread=ratio1, tasks_s_per_window=s_side,
                    full_tile_core_minutes_backend_1thread_tasks=core_minutes * ratio1 + 2 * backend1["one_time_cost_s"] / 60)
-    deployed = "full_tile_core_minutes_backend_1thread_tasks" if deployed_task_cpus() == 1 else "full_tile_core_minutes_backend_2threads"
-    out.update(task_cpus=deployed_task_cpus(), full_tile_core_minutes_backend=out[deployed])
+    task_cpus = deployed_task_cpus()
+    deployed = "full_tile_core_minutes_backend_1thread_tasks" if task_cpus == 1 else "full_tile_core_minutes_backend_2threads"
+    out.update(task_cpus=task_cpus, full_tile_core_minutes_backend=out[deployed])
     return out
 
 
@@ -706,13 +707,14 @@ def targets_markdown(s: Dict[str, Any]) -> List[str]:
             ("peak memory", "peak_memory_gib", "<= 2 GiB", lambda v: f"{v:.2f} GiB", False),
             (f"full tile, core-minutes (task-cpus {s.get('task_cpus', 2)}), with the backend's per-window cost",
              "full_tile_core_minutes_backend", "<= 90", lambda v: f"{v:.0f}", False)]
-    other = s.get("full_tile_core_minutes_backend_2threads" if s.get("task_cpus") == 1 else "full_tile_core_minutes_backend_1thread_tasks")
+    other_cpus, other = ((2, s.get("full_tile_core_minutes_backend_2threads")) if s.get("task_cpus") == 1
+                         else (1, s.get("full_tile_core_minutes_backend_1thread_tasks")))
     lines = ["| target | goal | measured | met |", "|---|---|---:|---|"]
     for label, key, goal, fmt, higher in rows:
         v = s.get(key)
         met = "" if v is None else ("yes" if (v >= TARGETS[key] if higher else v <= TARGETS[key]) else "no")
         shown = fmt(v) if v is not None else "not measured" + (
-            f" (task-cpus {3 - s['task_cpus']}: {other:.0f})" if key == "full_tile_core_minutes_backend" and other else "")
+            f" (task-cpus {other_cpus}: {other:.0f})" if key == "full_tile_core_minutes_backend" and other else "")
         lines.append(f"| {label} | {goal} | {shown} | {met} |")
     return lines
 
