@@ -122,6 +122,8 @@ def test_config_files_and_overrides(tmp_path):
         apply_overrides(a, ["gan.wieght=1"])
     with pytest.raises(ValueError, match="multiple of 8"):
         TrainConfig(patch=12)
+    with pytest.raises(ValueError, match="band_weights needs 10 values"):
+        apply_overrides(a, ["band_weights=2,1"])
 
 
 def test_cli_runs_two_steps(tmp_path, wald_cache, capsys):
@@ -147,3 +149,18 @@ def test_warm_start_from_exported_weights(tmp_path, wald_cache):
     export_checkpoint(Path(second.out) / "last.pt", tmp_path / "w2.pt")
     init = engine.read_metadata(tmp_path / "w2.pt")["training"]["init_from"]
     assert init["sha256"] == trained_from and init["steps_here"] == second.step
+
+
+def test_band_weights_weigh_the_l1_term(tmp_path, wald_cache):
+    """Weights 1 on B02 alone: the step's L1 is B02's own error on the batch (the same batch and
+    weights as an unweighted trainer's step, whose L1 is the mean over all bands)."""
+    only_b02 = (1.0,) + (0.0,) * 9
+    plain = Trainer(_cfg(tmp_path / "a", wald_cache))
+    weighted = Trainer(_cfg(tmp_path / "b", wald_cache, band_weights=only_b02))
+    x, y = plain.batches(0)
+    with torch.no_grad():
+        pred = plain.model.forward_normalized(plain.model.normalize(x)).float()
+    per_band = (pred - plain.model.normalize(y)).abs().mean(dim=(0, 2, 3))
+    assert weighted.train_step(0)["l1"] == pytest.approx(float(per_band[0]), rel=1e-4)
+    assert plain.train_step(0)["l1"] == pytest.approx(float(per_band.mean()), rel=1e-4)
+    assert "band weights B02 1, B03 0" in weighted.summary()["loss"]

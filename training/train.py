@@ -104,6 +104,8 @@ class TrainConfig:
     overshoot_weight: float = 0.0
     overshoot_window: int = 5
     overshoot_tolerance: float = 0.1
+    # per-band weights of the L1 term in BANDS order (normalised units); empty = all 1
+    band_weights: Tuple[float, ...] = ()
     checkpoint_every_s: float = 600.0  # last.pt at least this often (wall clock), besides each validation
     snapshot_every: int = 0  # weights-only <out>/snapshots/step_XXXXXX.pt every this many steps; 0 = none
     gan: GANConfig = field(default_factory=GANConfig)
@@ -113,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"patch must be a multiple of 8 (the discriminator's stride), got {self.patch}")
         if len(self.noise_dn) != len(BANDS):
             raise ValueError(f"noise_dn needs {len(BANDS)} values, got {len(self.noise_dn)}")
+        if self.band_weights and (len(self.band_weights) != len(BANDS) or min(self.band_weights) < 0):
+            raise ValueError(f"band_weights needs {len(BANDS)} values >= 0 (BANDS order), got {self.band_weights}")
 
 
 # ----------------------------------------------------------------------------- config I/O
@@ -425,7 +429,9 @@ class Trainer:
                         + ("; simulated on the fly with random MTF, gains, offsets, noise and the 8 dihedral transforms"
                            " (training/augment.py)" if self.cfg.augment else ""),
                 "overshoot_weight": self.cfg.overshoot_weight,
-                "loss": "L1 (normalised) on Wald pairs" + (" + relativistic GAN" if self.cfg.gan.enabled else "")
+                "loss": "L1 (normalised) on Wald pairs"
+                        + (f" (band weights {', '.join(f'{b} {w:g}' for b, w in zip(BANDS, self.cfg.band_weights))})"
+                           if self.cfg.band_weights else "") + (" + relativistic GAN" if self.cfg.gan.enabled else "")
                         + (f" + {self.cfg.overshoot_weight} x overshoot bound" if self.cfg.overshoot_weight > 0 else ""),
                 "best": self.best, "batch_size": self.cfg.batch_size, "patch": self.cfg.patch, "bf16": getattr(self, "bf16", self.cfg.bf16),
                 "global_skip": self.cfg.global_skip, "torch_threads": torch.get_num_threads()}
@@ -439,7 +445,8 @@ class Trainer:
         with _autocast(self.bf16):
             pred = model.forward_normalized(z)
         pred = pred.float()
-        loss_l1 = l1_loss(pred, zt)
+        weights = torch.tensor(cfg.band_weights, dtype=pred.dtype).view(1, -1, 1, 1) if cfg.band_weights else None
+        loss_l1 = l1_loss(pred, zt, weights)
         row = {"l1": float(loss_l1.detach())}
         loss = loss_l1
         if cfg.overshoot_weight > 0:
