@@ -43,8 +43,12 @@ def test_augmented_steps_log_overshoot_and_snapshot(tmp_path, wald_cache):
     assert [p.name for p in snaps] == ["step_000001.pt", "step_000002.pt"]
     state = torch.load(snaps[-1], weights_only=False)
     assert "opt" not in state and state["step"] == 2
+    # a snapshot at a validated step is written after it: it carries its own scores and the best
+    assert state["best"]["step"] == 2 and state["summary"]["validation"]["step"] == 2
+    assert "validation" not in torch.load(snaps[0], weights_only=False)["summary"]  # step 1: not validated
     meta = export_checkpoint(snaps[-1], tmp_path / "w.pt")  # weights-only checkpoints export
     assert meta["training"]["steps"] == 2 and "dihedral" in meta["training"]["data"]
+    assert meta["training"]["validation"]["val_l1"] == state["best"]["val_l1"]
 
 
 def test_time_based_checkpoint(tmp_path, wald_cache):

@@ -320,6 +320,7 @@ class Trainer:
         self.best: Dict[str, Any] = {"metric": None, "value": math.inf, "step": -1}
         self.wall = 0.0
         self.init_sha256: Optional[str] = None  # the warm start's file as trained from (it may be replaced later)
+        self.last_validation: Dict[str, Any] = {}  # the latest validation row, with its step
         # bf16 autocast only where the CPU computes bf16 natively (emulated bf16 is slower than fp32)
         self.bf16 = cfg.bf16 and native_bf16()
         if cfg.bf16 and not self.bf16:
@@ -372,8 +373,11 @@ class Trainer:
 
         ``export_checkpoint`` exports it and ``load_weights_checkpoint`` resumes from it (fresh optimiser).
         """
-        return {"config": config_to_dict(self.cfg), "step": self.step, "model": self.model.state_dict(),
-                "best": self.best, "wall_s": self.wall, "summary": self.summary()}
+        state = {"config": config_to_dict(self.cfg), "step": self.step, "model": self.model.state_dict(),
+                 "best": self.best, "wall_s": self.wall, "summary": self.summary()}
+        if self.last_validation.get("step") == self.step:  # these weights' own scores, beside the run's best
+            state["summary"]["validation"] = self.last_validation
+        return state
 
     def load_weights_checkpoint(self, path: Path) -> None:
         """Resume from a weights-only (or full) checkpoint: model, step, best and wall time; the
@@ -507,6 +511,7 @@ class Trainer:
         if bands is not None:
             _append_csv(self.out / "val_brisque.csv", {"step": self.step, **dict(zip(BANDS, bands))})
         _append_csv(self.out / "val.csv", {"step": self.step, **row})
+        self.last_validation = {"step": self.step, **row}
         print(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
 
     def fit(self, max_steps: Optional[int] = None, progress: bool = True) -> Dict[str, Any]:
@@ -528,9 +533,6 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(l1=f"{row['l1']:.4f}", refresh=False)
-            if cfg.snapshot_every and self.step % cfg.snapshot_every == 0:
-                (self.out / "snapshots").mkdir(exist_ok=True)
-                _atomic_save(self.weights_state(), self.out / "snapshots" / f"step_{self.step:06d}.pt")
             if self.step % cfg.val_every == 0 or self.step == end:
                 self.maybe_validate(final=self.step == cfg.steps)
                 _atomic_save(self.state(), self.out / "last.pt")
@@ -538,6 +540,9 @@ class Trainer:
             elif time.monotonic() - last_save >= cfg.checkpoint_every_s:
                 _atomic_save(self.state(), self.out / "last.pt")
                 last_save = time.monotonic()
+            if cfg.snapshot_every and self.step % cfg.snapshot_every == 0:  # after its validation: it carries it
+                (self.out / "snapshots").mkdir(exist_ok=True)
+                _atomic_save(self.weights_state(), self.out / "snapshots" / f"step_{self.step:06d}.pt")
         if bar is not None:
             bar.close()
         _atomic_save(self.state(), self.out / "last.pt")
