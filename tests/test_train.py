@@ -2,6 +2,7 @@
 config files and overrides, export of a checkpoint."""
 
 import csv
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -164,3 +165,14 @@ def test_band_weights_weigh_the_l1_term(tmp_path, wald_cache):
     assert weighted.train_step(0)["l1"] == pytest.approx(float(per_band[0]), rel=1e-4)
     assert plain.train_step(0)["l1"] == pytest.approx(float(per_band.mean()), rel=1e-4)
     assert "band weights B02 1, B03 0" in weighted.summary()["loss"]
+
+
+def test_warmup_ramps_the_learning_rate(tmp_path, wald_cache):
+    """The learning rate climbs linearly over warmup_steps, then follows the cosine schedule."""
+    trainer = Trainer(_cfg(tmp_path, wald_cache, lr=1e-3, lr_min=0.0, restart_period=1000, warmup_steps=4, steps=6))
+    rates = []
+    for step in range(6):
+        rates.append(trainer.opt.param_groups[0]["lr"])
+        trainer.train_step(step)
+    cosine = [1e-3 * (1 + math.cos(math.pi * s / 1000)) / 2 for s in range(6)]
+    assert rates == pytest.approx([cosine[s] * min(1.0, (s + 1) / 4) for s in range(6)], rel=1e-9)

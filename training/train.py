@@ -63,6 +63,7 @@ class TrainConfig:
     lr: float = 2e-4
     lr_min: float = 1e-6
     restart_period: int = 2000  # cosine annealing with warm restarts, in steps
+    warmup_steps: int = 0  # the learning rate ramped up linearly over this run's first steps; 0 = none
     seed: int = 0
     threads: int = 0  # 0: all available
     bf16: bool = False  # CPU bf16 autocast (faster on CPUs with native bf16 matmul)
@@ -311,6 +312,7 @@ class Trainer:
                                  hard_constraint=cfg.hard_constraint)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.opt, T_0=cfg.restart_period, eta_min=cfg.lr_min)
+        self._schedule(0)
         self.disc: Optional[UNetDiscriminatorSN] = None
         if cfg.gan.enabled:
             self.disc = UNetDiscriminatorSN(UNetDiscriminatorConfig(bands=len(BANDS), features=cfg.gan.features,
@@ -389,7 +391,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.step, self.best, self.wall = int(state["step"]), state.get("best", self.best), state.get("wall_s", 0.0)
         self.init_sha256 = _init_sha256(state) or self.init_sha256
-        self.sched.step(self.step)
+        self._schedule(self.step)
         print(f"resumed weights from {path} at step {self.step} (fresh optimiser)")
 
     def _warm_start(self, path: Path) -> None:
@@ -440,6 +442,15 @@ class Trainer:
                 "best": self.best, "batch_size": self.cfg.batch_size, "patch": self.cfg.patch, "bf16": getattr(self, "bf16", self.cfg.bf16),
                 "global_skip": self.cfg.global_skip, "torch_threads": torch.get_num_threads()}
 
+    def _schedule(self, step: int) -> None:
+        """The learning rate for ``step``: cosine with warm restarts, times ``(step + 1) /
+        warmup_steps`` over the first ``warmup_steps`` (a fresh Adam's first updates are its
+        largest, and a warm start from good weights is what they disturb)."""
+        self.sched.step(step)
+        if step < self.cfg.warmup_steps:
+            for group in self.opt.param_groups:
+                group["lr"] *= (step + 1) / self.cfg.warmup_steps
+
     # -- one step
     def train_step(self, step: int) -> Dict[str, float]:
         cfg, model = self.cfg, self.model
@@ -467,7 +478,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        self.sched.step(step + 1)
+        self._schedule(step + 1)
         if self.disc is not None and step >= cfg.gan.start_step - cfg.gan.ramp_steps:
             with _autocast(self.bf16):
                 d_real = self.disc(zt).float()
