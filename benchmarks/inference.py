@@ -667,11 +667,9 @@ def backend_tile(res: Dict[str, Any], minutes_2cores: Any) -> Dict[str, Any]:
         ratio = backend["later_over_warm"]
         out.update(backend_window_over_warm=ratio,
                    full_tile_core_minutes_backend_2threads=2 * (minutes_2cores * ratio + backend["one_time_cost_s"] / 60))
-    side, one = res.get("tasks_side_by_side"), None
-    if side is not None:
-        one = next((r for r in res["rows"] if r["path"] == "udf" and r["threads"] == 1 and r["window"] == side["window"]), None)
-    backend1 = _backend_result(res["cpu"], 1)
-    if one is not None and backend1 is not None:
+    side, backend1 = res.get("tasks_side_by_side"), _backend_result(res["cpu"], 1)
+    if side is not None and backend1 is not None:
+        one = _row(res, "udf", 1, side["window"])  # measured before the tasks: run() times them only then
         # each task's windows at the speed measured side by side; the tile's windows shared by 2 tasks on 2 cores
         s_side = max(side["s"])
         core_minutes = _measured_tile(res, [one], side["window"], 1) * s_side / one["s_per_window"]

@@ -21,8 +21,6 @@ from typing import Callable, Tuple
 
 import numpy as np
 
-F32_TAG = np.zeros(1, "<u4").tobytes()
-INT8_TAG = np.array([0x000D4B38], "<u4").tobytes()  # ncnn's weight-blob tag: int8 values follow
 C, H, W = 64, 199, 512
 
 
@@ -40,6 +38,7 @@ def _conv_net(w: np.ndarray, x: np.ndarray, threads: int, mode: str) -> Tuple[ob
     """An ncnn network of one 3 x 3 conv in ``mode`` (fp32, int8, bf16) and its weight bytes
     (ncnn may read them in place: keep them referenced)."""
     import ncnn
+    from s2sr.engine.ncnn_runtime import NCNN_F32_TAG, NCNN_INT8_TAG
 
     net = ncnn.Net()
     opt = net.opt
@@ -53,10 +52,10 @@ def _conv_net(w: np.ndarray, x: np.ndarray, threads: int, mode: str) -> Tuple[ob
         w_scale = 127.0 / np.abs(w.reshape(C, -1)).max(1)
         q = np.clip(np.round(w.reshape(C, -1) * w_scale[:, None]), -127, 127).astype(np.int8).tobytes()
         x_scale = np.array([127.0 / np.abs(x).max()], np.float32)
-        blob = INT8_TAG + q + bytes(-len(q) % 4) + bias + w_scale.astype(np.float32).tobytes() + x_scale.tobytes()
+        blob = np.array([NCNN_INT8_TAG], "<u4").tobytes() + q + bytes(-len(q) % 4) + bias + w_scale.astype(np.float32).tobytes() + x_scale.tobytes()
         params += " 8=1"
     else:
-        blob = F32_TAG + w.tobytes() + bias
+        blob = NCNN_F32_TAG + w.tobytes() + bias
     if net.load_param_mem(f"7767517\n2 2\nInput in 0 1 in\nConvolution conv 1 1 in out {params}\n") != 0:
         raise RuntimeError("ncnn did not accept the conv")
     net.load_model_mem(blob)

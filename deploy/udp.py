@@ -88,13 +88,13 @@ ONE_DATE_PER_WINDOW = True
 MAX_DATES_PER_WINDOW = 16
 # Two windows at once per executor of 2 CPUs, on 1 thread each: Spark runs executor-cores /
 # task-cpus tasks at once in one executor JVM, each in its own Jep interpreter, so the memory
-# above is per task, times TASKS_PER_EXECUTOR.  Spark sets OMP_NUM_THREADS to task-cpus, the
+# above is per task, times the tasks per executor.  Spark sets OMP_NUM_THREADS to task-cpus, the
 # engine's cap.  Why 1 thread: a second thread speeds a window up 1.4-1.6x, not 2x, and timed side
-# by side two 1-thread windows at once each ran about as fast as one alone: fewer core-minutes per
-# tile (benchmarks/inference.py's tasks_side_by_side; docs/benchmarks_zen4.md), at twice the memory.
+# by side two 1-thread windows at once each ran 1.02-1.18x the time of one alone: fewer core-minutes
+# per tile on every run (benchmarks/inference.py's tasks_side_by_side; docs/speed_notes.md), at
+# twice the memory.
 EXECUTOR_CORES = 2
 TASK_CPUS = 1
-TASKS_PER_EXECUTOR = EXECUTOR_CORES // TASK_CPUS
 
 
 def shipped_models() -> Dict[str, Dict[str, Any]]:

@@ -190,7 +190,7 @@ def test_the_tile_counts_the_deployed_task_layout(bench, report, monkeypatch):
     backend ratio) or one 2-thread window (2 x the 2-core minutes, times the 2-thread ratio)."""
     from s2sr.deploy import udp
 
-    one = next(r for r in report["rows"] if r["path"] == "udf" and r["threads"] == 1 and r["window"] == 512)
+    one = bench._row(report, "udf", 1, 512)
     res = dict(report, tasks_side_by_side={"tasks": 2, "threads": 1, "window": 512, "peak_rss_gib": [1.5, 1.5],
                                            "s": [one["s_per_window"], 1.25 * one["s_per_window"]]})
     backend = {1: {"later_over_warm": 1.02, "one_time_cost_s": 3.0}, 2: {"later_over_warm": 1.03, "one_time_cost_s": 3.0}}

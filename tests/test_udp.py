@@ -106,7 +106,7 @@ def test_job_options_cover_the_measured_peak():
     dates = 1 if udp_module.ONE_DATE_PER_WINDOW else udp_module.MAX_DATES_PER_WINDOW
     # two windows at once per executor (2 cores, 1 each): each window's peak and dates count twice, the JVM's margin once
     tasks = opts["executor-cores"] // opts["task-cpus"]
-    assert (opts["executor-cores"], opts["task-cpus"], tasks) == (2, 1, udp_module.TASKS_PER_EXECUTOR)
+    assert (opts["executor-cores"], opts["task-cpus"], tasks) == (2, 1, 2)
     needed = tasks * (peak * 1024 + dates * udp_module.DATE_NATIVE_MIB) + udp_module.MARGIN_GIB * 1024
     assert needed <= overhead < needed + 256  # covered, and not padded further than the 256 MiB rounding
     assert heap >= tasks * (dates * udp_module.DATE_HEAP_MIB + 1024)
