@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from s2sr.training.bands import BANDS
+from s2sr.training.export import export
 from s2sr.training.train import (
     TrainConfig, Trainer, apply_overrides, config_from_dict, export_checkpoint, main, preset,
 )
@@ -176,3 +177,47 @@ def test_warmup_ramps_the_learning_rate(tmp_path, wald_cache):
         trainer.train_step(step)
     cosine = [1e-3 * (1 + math.cos(math.pi * s / 1000)) / 2 for s in range(6)]
     assert rates == pytest.approx([cosine[s] * min(1.0, (s + 1) / 4) for s in range(6)], rel=1e-9)
+
+
+def test_subset_warm_start_from_a_deeper_model(tmp_path, wald_cache):
+    """A one-cascade CARN starts from a two-cascade one: its first cascade, head, upsampling and
+    tail; the deeper model's second cascade is left out; without init_subset the load refuses."""
+    deep = Trainer(_cfg(tmp_path / "a", wald_cache, arch="carn_2x3x64g4sw"))
+    deep.fit(progress=False)
+    export_checkpoint(Path(deep.out) / "last.pt", tmp_path / "deep.pt")
+    shallow = Trainer(_cfg(tmp_path / "b", wald_cache, init_from=str(tmp_path / "deep.pt"), init_subset=True))
+    theirs = deep.model.state_dict()
+    for name, tensor in shallow.model.state_dict().items():
+        torch.testing.assert_close(tensor, theirs[name])
+    assert "backbone.cascades.1.fusions.0.weight" in theirs
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        Trainer(_cfg(tmp_path / "c", wald_cache, init_from=str(tmp_path / "deep.pt")))
+    shallow.fit(progress=False)
+    with pytest.raises(ValueError, match="lacks"):  # a deeper model from a shallower one: nothing to start its cascade
+        Trainer(_cfg(tmp_path / "d", wald_cache, arch="carn_2x3x64g4sw", init_subset=True,
+                     init_from=str(Path(shallow.out) / "last.pt")))
+
+
+def test_distillation_adds_the_teachers_l1(tmp_path, wald_cache):
+    """The teacher's output on the step's own input is a second L1 target: a student started
+    from the teacher's weights has none of it (so the teacher runs with the reflection padding it
+    was trained with, though its exported file pads with zeros), and the loss adds it weighted."""
+    first = Trainer(_cfg(tmp_path / "a", wald_cache))
+    first.fit(progress=False)
+    state = torch.load(Path(first.out) / "last.pt", weights_only=False)
+    export(first.model, state["config"]["arch"], tmp_path / "t.pt", padding="zeros")  # as the shipped weights
+    same = Trainer(_cfg(tmp_path / "b", wald_cache, init_from=str(tmp_path / "t.pt"), teacher=str(tmp_path / "t.pt"),
+                        teacher_weight=0.5))
+    assert same.train_step(0)["teacher_l1"] == pytest.approx(0.0, abs=1e-6)
+    fresh = Trainer(_cfg(tmp_path / "c", wald_cache, teacher=str(tmp_path / "t.pt"), teacher_weight=0.5))
+    x, y = fresh.batches(0)
+    with torch.no_grad():
+        z = fresh.model.normalize(x)
+        expected = (fresh.model.forward_normalized(z) - first.model.forward_normalized(z)).abs().mean()
+    row = fresh.train_step(0)
+    assert row["teacher_l1"] == pytest.approx(float(expected), rel=1e-4)
+    assert row["loss"] == pytest.approx(row["l1"] + 0.5 * row["teacher_l1"], rel=1e-5)
+    summary = fresh.summary()
+    assert summary["teacher"]["sha256"] == engine.sha256_file(tmp_path / "t.pt") and "teacher" in summary["loss"]
+    with pytest.raises(ValueError, match="go together"):
+        Trainer(_cfg(tmp_path / "d", wald_cache, teacher_weight=1.0))

@@ -31,7 +31,7 @@ from s2sr.engine.weights import sha256_file
 
 from .bands import BANDS
 from .losses import gan_weight, l1_loss, overshoot_loss, relativistic_d_loss, relativistic_g_loss
-from .models import SuperResolver, build_model, count_parameters, load_trained
+from .models import SuperResolver, build_model, count_parameters, load_subset, load_trained, set_conv_padding
 from .models.discriminator import UNetDiscriminatorConfig, UNetDiscriminatorSN
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -74,6 +74,13 @@ class TrainConfig:
     data_cache: str = "runs/wald_pairs.npz"
     out: str = "runs/default"
     init_from: str = ""  # warm start: exported TorchScript weights or a checkpoint (fresh optimiser)
+    # warm start of a shallower CARN from a deeper one: load the tensors this model has (the first
+    # cascades, head, upsampling, tail) and drop the rest; shapes must still match
+    init_subset: bool = False
+    # distillation: a trained model (checkpoint or exported weights, run with reflection padding
+    # as trained) whose output on the same input is a second L1 target, weighted teacher_weight
+    teacher: str = ""
+    teacher_weight: float = 0.0
     # robust training (training/augment.py): pairs simulated on the fly from the native scene with
     # a random MTF, gain, offset and noise per sample and band, and the 8 dihedral transforms
     augment: bool = False
@@ -230,6 +237,39 @@ class Batches:
         return x, y
 
 
+def _weights_state(path: Path) -> Dict[str, torch.Tensor]:
+    """The model tensors of exported TorchScript weights or of a training checkpoint."""
+    try:
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:  # not TorchScript: a training checkpoint
+        return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def _prefixes(names: List[str], depth: int = 3) -> str:
+    """``backbone.cascades.2.blocks.0.conv1.weight`` ... -> ``backbone.cascades.2``, each once."""
+    return ", ".join(dict.fromkeys(".".join(n.split(".")[:depth]) for n in names)) or "none"
+
+
+def load_teacher(path: Path) -> SuperResolver:
+    """A frozen teacher for distillation from a checkpoint or exported weights. Its convs pad by
+    reflection as in training: exported weights may carry zero padding, which the UDF's margin
+    hides but a training patch's border does not."""
+    from s2sr.engine.weights import read_metadata
+
+    try:
+        meta = read_metadata(path)
+        arch, skip, constraint = meta["architecture"], bool(meta["global_skip"]), bool(meta["hard_constraint"]["enabled"])
+    except Exception:  # a training checkpoint: its config says
+        cfg = torch.load(path, map_location="cpu", weights_only=False)["config"]
+        arch, skip, constraint = cfg["arch"], bool(cfg["global_skip"]), bool(cfg["hard_constraint"])
+    teacher = build_model(arch, global_skip=skip, hard_constraint=constraint)
+    load_trained(teacher, _weights_state(path))
+    set_conv_padding(teacher, "reflect").eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16 in its flags).
 
@@ -301,6 +341,9 @@ def _init_sha256(state: Dict[str, Any]) -> Optional[str]:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
+        if bool(cfg.teacher) != (cfg.teacher_weight > 0):  # here, not in the config: --set applies one key at a time
+            raise ValueError("teacher and teacher_weight > 0 go together (distillation needs both), "
+                             f"got teacher={cfg.teacher!r}, teacher_weight={cfg.teacher_weight}")
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -328,6 +371,8 @@ class Trainer:
         if cfg.bf16 and not self.bf16:
             print("bf16 asked for, but this CPU has no native bf16 (avx512_bf16 / amx_bf16): training in float32")
         self._load_data()
+        self.teacher: Optional[SuperResolver] = load_teacher(Path(cfg.teacher)) if cfg.teacher else None
+        self.teacher_sha256 = sha256_file(Path(cfg.teacher)) if cfg.teacher else None
         if cfg.init_from and not (self.out / "last.pt").exists():
             self._warm_start(Path(cfg.init_from))
         self._resume()
@@ -396,13 +441,14 @@ class Trainer:
 
     def _warm_start(self, path: Path) -> None:
         """Model weights from exported TorchScript weights (committed between sessions) or a checkpoint."""
-        try:
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except RuntimeError:  # not TorchScript: a training checkpoint
-            state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-        load_trained(self.model, state)
+        state = _weights_state(path)
+        if self.cfg.init_subset:
+            dropped = load_subset(self.model, state)
+            print(f"warm start from {path}: {len(dropped)} tensors of it left out ({_prefixes(dropped)})")
+        else:
+            load_trained(self.model, state)
+            print(f"warm start from {path}")
         self.init_sha256 = sha256_file(path)
-        print(f"warm start from {path}")
 
     def _resume(self) -> None:
         last = self.out / "last.pt"
@@ -435,10 +481,13 @@ class Trainer:
                         + ("; simulated on the fly with random MTF, gains, offsets, noise and the 8 dihedral transforms"
                            " (training/augment.py)" if self.cfg.augment else ""),
                 "overshoot_weight": self.cfg.overshoot_weight,
+                "teacher": ({"path": self.cfg.teacher, "sha256": self.teacher_sha256, "weight": self.cfg.teacher_weight}
+                            if self.cfg.teacher else None),
                 "loss": "L1 (normalised) on Wald pairs"
                         + (f" (band weights {', '.join(f'{b} {w:g}' for b, w in zip(BANDS, self.cfg.band_weights))})"
                            if self.cfg.band_weights else "") + (" + relativistic GAN" if self.cfg.gan.enabled else "")
-                        + (f" + {self.cfg.overshoot_weight} x overshoot bound" if self.cfg.overshoot_weight > 0 else ""),
+                        + (f" + {self.cfg.overshoot_weight} x overshoot bound" if self.cfg.overshoot_weight > 0 else "")
+                        + (f" + {self.cfg.teacher_weight:g} x L1 to the teacher's output" if self.cfg.teacher else ""),
                 "best": self.best, "batch_size": self.cfg.batch_size, "patch": self.cfg.patch, "bf16": getattr(self, "bf16", self.cfg.bf16),
                 "global_skip": self.cfg.global_skip, "torch_threads": torch.get_num_threads()}
 
@@ -464,6 +513,12 @@ class Trainer:
         loss_l1 = l1_loss(pred, zt, weights)
         row = {"l1": float(loss_l1.detach())}
         loss = loss_l1
+        if self.teacher is not None:
+            with torch.no_grad(), _autocast(self.bf16):
+                taught = self.teacher.forward_normalized(z)
+            distill = l1_loss(pred, taught.float(), weights)
+            loss = loss + cfg.teacher_weight * distill
+            row["teacher_l1"] = float(distill.detach())
         if cfg.overshoot_weight > 0:
             over = overshoot_loss(pred, z, cfg.overshoot_window, cfg.overshoot_tolerance, target=zt)
             loss = loss + cfg.overshoot_weight * over

@@ -5,7 +5,7 @@
 """
 
 from dataclasses import replace
-from typing import Dict, Union
+from typing import Dict, List, Union
 
 import torch
 from torch import nn
@@ -89,6 +89,23 @@ def load_trained(model: SuperResolver, state: Dict[str, torch.Tensor]) -> None:
     model.load_state_dict(trained_state(state))
 
 
+def load_subset(model: SuperResolver, state: Dict[str, torch.Tensor]) -> List[str]:
+    """Load the tensors of ``state`` that ``model`` has (e.g. a shallower CARN from a deeper one:
+    its first cascades, head, upsampling and tail); every tensor of ``model`` must be in ``state``
+    with its shape. Returns the names of the tensors of ``state`` left out."""
+    state = trained_state(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith("constraint.")]
+    if missing:
+        raise ValueError(f"the warm start lacks {len(missing)} tensors of the model, e.g. {missing[:3]}")
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"shapes differ for {wrong[:3]}: {[tuple(state[k].shape) for k in wrong[:3]]} "
+                         f"against {[tuple(own[k].shape) for k in wrong[:3]]}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return [k for k in state if k not in own]
+
+
 def set_conv_padding(module: nn.Module, mode: str) -> nn.Module:
     """Set every conv's ``padding_mode`` in place (``"zeros"``: equal to the trained reflection
     wherever ``margin`` px of context are supplied, and cheaper); returns ``module``."""
@@ -105,5 +122,5 @@ def count_parameters(module: nn.Module) -> int:
 __all__ = [
     "ARCHITECTURES", "BANDS", "CARN", "CARNConfig", "DEFAULT_MODEL", "RRDBConfig", "RRDBNet",
     "SEED_PARAMETER_COUNTS", "SuperResolver", "build_backbone", "build_model", "build_model_from_config", "count_parameters",
-    "get_config", "load_trained", "trained_state", "replace", "set_conv_padding",
+    "get_config", "load_subset", "load_trained", "trained_state", "replace", "set_conv_padding",
 ]
