@@ -98,3 +98,19 @@ def test_harness_rejects_inconsistent_coordinates(udf_code, slim_weights, slim_o
 
     with pytest.raises(ValueError, match="x coordinates off the expected fine grid"):
         apply_neighborhood(cube, shifted, size=12, overlap=slim_overlap)
+
+
+def test_more_overlap_than_the_model_needs_runs_only_what_it_needs(udf_code, slim_weights, slim_overlap):
+    """A window with more overlap than the model needs (the UDP's is the largest shipped model's)
+    runs the window less the excess, with the overlap it needs: the kept pixels are those of that
+    smaller window, and the excess's output (in the overlap the backend crops) is no-data."""
+    extra = 5
+    cube = make_cube(64, 60, seed=3)
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
+    more = run_local(udf_code, cube, {**ctx, "overlap": slim_overlap + extra}).values
+    need = run_local(udf_code, cube.isel(y=slice(extra, -extra), x=slice(extra, -extra)),
+                     {**ctx, "overlap": slim_overlap}).values
+    ring = np.ones(more.shape, dtype=bool)
+    ring[..., 2 * extra:-2 * extra, 2 * extra:-2 * extra] = False
+    assert np.isnan(more[ring]).all()
+    np.testing.assert_array_equal(more[..., 2 * extra:-2 * extra, 2 * extra:-2 * extra], need)

@@ -83,6 +83,27 @@ def out_of_memory(exc: BaseException, shape: Sequence[int], context: Dict[str, A
                        f"pass, precision {context.get('precision', 'auto')!r}); lower it with {MEMORY_ADVICE} ({why})")
 
 
+def _inner_window(shape: Sequence[int], meta: Dict[str, Any], context: Dict[str, Any]) -> int:
+    """How many px per side of a window the model need not see: the context's overlap beyond
+    ``required_overlap`` (0 where the window would keep no pixel without them)."""
+    extra = int(context.get("overlap", 0)) - required_overlap(meta)
+    return extra if extra > 0 and min(shape[-2:]) - 2 * extra > 2 * required_overlap(meta) else 0
+
+
+def _superresolve_inner(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str,
+                        dates: Optional[Sequence[Any]], extra: int) -> np.ndarray:
+    """The window less ``extra`` px per side, run with the overlap the model needs: the kept
+    pixels exactly as with that overlap, at the cost of the smaller window.  The output's
+    outer ``factor x extra`` px lie in the overlap the backend crops: no-data, never computed."""
+    t, c, h, w = values.shape
+    f = meta["factor"]
+    inner = _superresolve(values[:, :, extra:h - extra, extra:w - extra], module, meta,
+                          {**context, "overlap": required_overlap(meta)}, device, dates)
+    out = np.full((t, c, f * h, f * w), np.nan, dtype=np.float32)
+    out[:, :, f * extra:f * (h - extra), f * extra:f * (w - extra)] = inner
+    return out
+
+
 def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str = "cpu",
                  dates: Optional[Sequence[Any]] = None) -> np.ndarray:
     """Super-resolve ``[T, C, H, W]`` (model band order, input units) to ``[T, C, fH, fW]``.
@@ -101,6 +122,9 @@ def superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context:
 def _superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context: Dict[str, Any], device: str,
                   dates: Optional[Sequence[Any]]) -> np.ndarray:
     """``superresolve`` without the translation of allocation failures."""
+    inner = _inner_window(values.shape, meta, context)
+    if inner:  # more overlap than this model needs (the UDP's is the largest model's): what it needs
+        return _superresolve_inner(values, module, meta, context, device, dates, inner)
     f, margin = meta["factor"], meta["margin"]
     model_scale = float(meta["input_scaling"]["scale"])
     model_offset = float(meta["input_scaling"].get("offset", 0.0))
