@@ -221,3 +221,17 @@ def test_distillation_adds_the_teachers_l1(tmp_path, wald_cache):
     assert summary["teacher"]["sha256"] == engine.sha256_file(tmp_path / "t.pt") and "teacher" in summary["loss"]
     with pytest.raises(ValueError, match="go together"):
         Trainer(_cfg(tmp_path / "d", wald_cache, teacher_weight=1.0))
+
+
+def test_export_cli_takes_the_checkpoint_s_architecture(tmp_path, wald_cache):
+    """``s2sr-export --checkpoint`` builds the architecture the checkpoint was trained as (not the
+    default's), and refuses an --arch that contradicts it."""
+    from s2sr.training.export import main as export_main
+
+    trainer = Trainer(_cfg(tmp_path, wald_cache))
+    trainer.fit(progress=False)
+    last = str(Path(trainer.out) / "last.pt")
+    assert export_main(["--checkpoint", last, "--out", str(tmp_path / "w")]) == 0
+    assert engine.read_metadata(tmp_path / "w" / "carn_1x3x64g4sw.pt")["architecture"] == "carn_1x3x64g4sw"
+    with pytest.raises(SystemExit):
+        export_main(["--checkpoint", last, "--arch", "carn_3x3x64g4sw", "--out", str(tmp_path / "x")])

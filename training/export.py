@@ -229,7 +229,7 @@ def _refresh_manifest(folder: Path, fallback_default: str) -> None:
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="s2sr-export", description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default=DEFAULT_MODEL, help="architecture name (default %(default)s)")
+    parser.add_argument("--arch", help=f"architecture name (default: the checkpoint's, else {DEFAULT_MODEL})")
     parser.add_argument("--checkpoint", type=Path, help="training checkpoint with a 'model' state dict")
     parser.add_argument("--out", type=Path, help="output folder; writes <arch>.pt and manifest.json")
     parser.add_argument("--no-skip", action="store_true", help="export without the bicubic global skip")
@@ -262,11 +262,15 @@ def main(argv: Optional[list] = None) -> int:
     if args.out is None:
         parser.error("--out is required (except with --int8-from)")
     torch.manual_seed(args.seed)
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False) if args.checkpoint else None
+    trained = state["config"].get("arch") if state else None
+    if args.arch and trained and args.arch != trained:
+        parser.error(f"--arch {args.arch} but {args.checkpoint} holds {trained} weights")
+    args.arch = args.arch or trained or DEFAULT_MODEL
     model = build_model(args.arch, global_skip=not args.no_skip, zero_init_last=args.checkpoint is None,
                         hard_constraint=args.hard_constraint)
     training = None
-    if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    if state:
         model.load_state_dict(state["model"])
         training = training_summary(state)
     meta = export(model, args.arch, args.out / f"{args.name or args.arch}.pt", training, padding=args.padding)
