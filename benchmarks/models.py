@@ -12,7 +12,7 @@ area they compute (``inference.tile_minutes_by_area``), from the two-at-once tim
 both cores busy, each with its window).  Quality is not measured here: the models' scores on
 the evaluation protocol are in the model card.
 
-    python benchmarks/models.py [--rounds 2] [--out docs/]   # docs/models_<cpu>.md and .json
+    python benchmarks/models.py [--rounds 2] [--models a,b] [--out docs/]   # docs/models_<cpu>.md and .json
 """
 
 import argparse
@@ -78,22 +78,22 @@ def measure(models: Dict[str, Dict[str, Any]], configs: List[Dict[str, Any]], wi
 
 def to_markdown(res: Dict[str, Any]) -> str:
     rows = res["rows"]
-    base = next(r for r in rows if r["model"] == res["default"])
+    base = next((r for r in rows if r["model"] == res["default"]), None)
     lines = [
         "# The shipped models side by side", "",
         f"Command: `python benchmarks/models.py --rounds {res['rounds']}`  ",
         f"CPU: {res['cpu']}; the UDF path (`auto`), the UDP's {res['window']} px window; the faster of "
         f"{res['rounds']} rounds (all rounds listed). Tile: core-minutes for a 10980 x 10980 tile, from two "
         "1-thread windows at once (task-cpus 1, as the UDP deploys) or one on 2 threads (task-cpus 2).", "",
-        "| model | overlap px | kept px | chosen | 1 thread s | 2 threads s | two at once s | tile core-min, task-cpus 1 | task-cpus 2 | against the default | peak GiB |",
+        "| model | overlap px | kept px | chosen | 1 thread s | 2 threads s | two at once s | tile core-min, task-cpus 1 | task-cpus 2 | the default's tile / this one's | peak GiB |",
         "|---|---|---:|---|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-        ratio = base["tile_core_min_task_cpus_1"] / r["tile_core_min_task_cpus_1"]
+        ratio = f"{base['tile_core_min_task_cpus_1'] / r['tile_core_min_task_cpus_1']:.2f}x" if base else "-"
         lines.append(f"| {r['model']} | {r['overlap']} ({r['which']}) | {r['size']} | {r['chosen']} | {fmt(r['s_1'])} | "
                      f"{fmt(r['s_2'])} | {fmt(r['s_pair'])} | {r['tile_core_min_task_cpus_1']:.0f} | "
-                     f"{r['tile_core_min_task_cpus_2']:.0f} | {ratio:.2f}x | {r['peak_rss_gib']:.2f} |")
+                     f"{r['tile_core_min_task_cpus_2']:.0f} | {ratio} | {r['peak_rss_gib']:.2f} |")
     lines += ["", "Quality: the model card's evaluation (`s2sr evaluate --protocol x2`); speed notes: docs/speed_notes.md.", ""]
     return "\n".join(lines)
 
@@ -102,6 +102,7 @@ def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated (default: every shipped model but the GAN and L1C variants)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--window", type=int, help="input px, overlap included (default: the UDP's, 512)")
     parser.add_argument("--out", type=Path, help="a folder (docs/) for models_<cpu>.md and its JSON")
     parser.add_argument("--render", type=Path, metavar="JSON", help="re-render --out from a saved result (no measuring)")
     args = parser.parse_args(argv)
@@ -115,7 +116,7 @@ def main(argv: List[str] = None) -> int:
         unknown = [n for n in names if n not in models]
         if unknown:
             raise SystemExit(f"unknown models {unknown}; shipped: {sorted(models)}")
-        window = inference.default_window()
+        window = args.window or inference.default_window()
         rows = measure(models, configurations(models, names), window, args.rounds)
         res = {"cpu": inference.cpu_model(), "window": window, "rounds": args.rounds, "default": engine.DEFAULT_MODEL,
                "rows": rows}

@@ -126,6 +126,21 @@ def _px(n: int) -> List[Dict[str, Any]]:
     return [{"dimension": d, "value": n, "unit": "px"} for d in ("x", "y")]
 
 
+#: what each shipped model is, for the UDP's ``model`` parameter (the model card says more)
+MODEL_NOTES = {
+    "carn_3x3x64g4sw": "the default, the most accurate",
+    "carn_2x3x64g4sw": "the fast one: two cascades instead of three, distilled from the default; ~0.7x its cost "
+                       "per tile, a little less accurate",
+    "carn_3x3x64g4sw_l1c": "the pre-trained weights, sharper on L1C radiometry like the training scene's",
+    "carn_3x3x64g4sw_gan": "GAN fine-tuned from the pre-trained weights: more texture, less faithful radiometry",
+}
+
+
+def _model_description(models: Sequence[str]) -> str:
+    notes = "; ".join(f"{m}: {MODEL_NOTES[m]}" for m in models if m in MODEL_NOTES)
+    return "Super-resolution model (weights shipped with s2sr)" + (f". {notes}." if notes else ".")
+
+
 def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
     return [
         Parameter.bounding_box(
@@ -140,7 +155,7 @@ def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
                         "both as reflectance x 10000 with the processing-baseline offsets already harmonised by the backend.",
         ),
         Parameter.string(name="model", default=default_model, values=list(models),
-                         description="Super-resolution model (weights shipped with s2sr)."),
+                         description=_model_description(models)),
         Parameter.string(name="precision", default="auto", values=list(engine.PRECISIONS),
                          description="Network arithmetic: auto (one choice per CPU model, never mixed within a job), "
                                      "fp32 (the reference), bf16, int8 (opt-in, needs <model>_int8.pt weights; clips "

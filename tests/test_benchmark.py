@@ -205,3 +205,30 @@ def test_the_tile_counts_the_deployed_task_layout(bench, report, monkeypatch):
         assert s["task_cpus"] == task_cpus and s["full_tile_core_minutes_backend"] == deployed
         assert f"| full tile, core-minutes (task-cpus {task_cpus}), with the backend's per-window cost | <= 90 | {deployed:.0f} |" \
             in "\n".join(bench.targets_markdown(s))
+
+
+def test_models_benchmark_times_each_model_at_its_own_and_the_udp_s_overlap(tmp_path):
+    """benchmarks/models.py: every configuration timed on 1 and 2 threads and two at once, a model
+    with a smaller margin than the UDP's overlap also at that overlap, and the report re-renders
+    from its JSON; the committed report (one per CPU) is its JSON rendered."""
+    spec = importlib.util.spec_from_file_location("s2sr_models_bench", ROOT / "benchmarks" / "models.py")
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    from s2sr import engine
+    from s2sr.deploy.udp import neighborhood_geometry, shipped_models
+
+    shipped = models.shipped()
+    udp_overlap = neighborhood_geometry(shipped_models())["overlap"]
+    assert max(m["overlap"] for m in shipped.values()) == udp_overlap
+    smallest = min(shipped, key=lambda n: shipped[n]["overlap"])
+    configs = models.configurations(shipped, sorted({engine.DEFAULT_MODEL, smallest}))
+    assert [(c["model"], c["overlap"]) for c in configs if c["model"] == engine.DEFAULT_MODEL] == [(engine.DEFAULT_MODEL, udp_overlap)]
+    assert models.main(["--models", smallest, "--rounds", "1", "--window", "96", "--out", str(tmp_path)]) == 0
+    (report,) = tmp_path.glob("models_*.json")
+    res = json.loads(report.read_text())
+    assert [r["overlap"] for r in res["rows"]] == sorted({shipped[smallest]["overlap"], udp_overlap})
+    assert all(len(r[k]) == 1 and r[k][0] > 0 for r in res["rows"] for k in ("s_1", "s_2", "s_pair"))
+    assert all(r["tile_core_min_task_cpus_1"] > 0 for r in res["rows"])
+    assert models.to_markdown(res) == report.with_suffix(".md").read_text()
+    for committed in (ROOT / "docs").glob("models_*.json"):
+        assert models.to_markdown(json.loads(committed.read_text())) == committed.with_suffix(".md").read_text()
