@@ -106,9 +106,14 @@ def cpu_name(cpu: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", cpu.lower()).strip("_") or "unknown"
 
 
-def report_path(out: Path, cpu: str) -> Path:
-    """``out`` itself for a file name, ``out/benchmarks_<cpu_name>.md`` for a folder (one report per CPU)."""
-    return out / f"benchmarks_{cpu_name(cpu)}.md" if out.is_dir() or str(out).endswith("/") else out
+def report_path(out: Path, cpu: str, weights: str = "") -> Path:
+    """``out`` itself for a file name, ``out/benchmarks_<cpu_name>.md`` for a folder (one report per
+    CPU; ``benchmarks_<cpu_name>_<model>.md`` for weights other than the default)."""
+    from s2sr.engine.weights import DEFAULT_MODEL
+
+    model = Path(weights).stem if weights else DEFAULT_MODEL
+    name = f"benchmarks_{cpu_name(cpu)}" + ("" if model == DEFAULT_MODEL else f"_{model}")
+    return out / f"{name}.md" if out.is_dir() or str(out).endswith("/") else out
 
 
 def bf16_is_native() -> bool:
@@ -463,7 +468,7 @@ def _int8_weights(weights: str, folder: Path) -> Dict[str, Any]:
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from s2sr import engine
 
-    weights = str(engine.resolve_weights({}))
+    weights = str(engine.resolve_weights({"model": args.model} if args.model else {}))
     meta = engine.read_metadata(weights)
     from s2sr.engine.nodata import required_overlap
 
@@ -863,6 +868,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--out", type=Path,
                         help="write a markdown report, its JSON and a plot: a file, or a folder (docs/) for "
                              "benchmarks_<cpu>.md in it (zen3, zen4, zen5, xeon)")
+    parser.add_argument("--model", help="a shipped model other than the default (its report: benchmarks_<cpu>_<model>.md)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--render", type=Path, metavar="JSON", help="re-render --out from a saved result (no measuring)")
     args = parser.parse_args(argv)
@@ -877,10 +883,10 @@ def main(argv: List[str] = None) -> int:
         command = res.get("command", "python benchmarks/inference.py")
     else:
         res = run(args)
-        command = "python benchmarks/inference.py" + (" --quick" if args.quick else "")
+        command = "python benchmarks/inference.py" + (" --quick" if args.quick else "") + (f" --model {args.model}" if args.model else "")
         res["command"] = command
     if args.out:
-        out = report_path(args.out, res["cpu"])
+        out = report_path(args.out, res["cpu"], res["weights"])
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(to_markdown(res, command))
         plot(res, out.with_suffix(".png"))
