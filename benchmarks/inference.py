@@ -107,13 +107,14 @@ def cpu_name(cpu: str) -> str:
 
 
 def report_path(out: Path, cpu: str, weights: str = "") -> Path:
-    """``out`` itself for a file name, ``out/benchmarks_<cpu_name>.md`` for a folder (one report per
-    CPU; ``benchmarks_<cpu_name>_<model>.md`` for weights other than the default)."""
+    """``out`` itself for a ``.md`` file name, else ``out/benchmarks_<cpu_name>.md`` in that folder,
+    made if missing (one report per CPU; ``benchmarks_<cpu_name>_<model>.md`` for weights other
+    than the default)."""
     from s2sr.engine.weights import DEFAULT_MODEL
 
     model = Path(weights).stem if weights else DEFAULT_MODEL
     name = f"benchmarks_{cpu_name(cpu)}" + ("" if model == DEFAULT_MODEL else f"_{model}")
-    return out / f"{name}.md" if out.is_dir() or str(out).endswith("/") else out
+    return out if out.suffix == ".md" else out / f"{name}.md"  # (argparse's Path drops a trailing "/")
 
 
 def bf16_is_native() -> bool:

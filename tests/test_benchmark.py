@@ -123,6 +123,7 @@ def test_one_report_per_cpu(bench, tmp_path, cpu, name):
     assert bench.cpu_name(cpu) == name
     assert bench.report_path(tmp_path, cpu) == tmp_path / f"benchmarks_{name}.md"  # a folder: the CPU's file in it
     assert bench.report_path(tmp_path / "x.md", cpu) == tmp_path / "x.md"
+    assert bench.report_path(tmp_path / "new", cpu) == tmp_path / "new" / f"benchmarks_{name}.md"  # a folder to make
     # another shipped model's run does not overwrite the default's report
     assert bench.report_path(tmp_path, cpu, "w/carn_2x3x64g4sw.pt") == tmp_path / f"benchmarks_{name}_carn_2x3x64g4sw.md"
     assert bench.report_path(tmp_path, cpu, "w/carn_3x3x64g4sw.pt") == tmp_path / f"benchmarks_{name}.md"
