@@ -393,8 +393,13 @@ def _sample_on_dates(n: int) -> local.Catalogue:
 def test_progress_counts_windows_times_dates_as_they_finish(slim_env, capsys, monkeypatch):
     """The committed UDP with 96 px windows over the 256 px sample on 2 dates: 9 windows x 2
     dates, counted one by one (callback and bar), not 0 then 100 %."""
-    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # the bar redraws on every update
-    monkeypatch.setenv("TQDM_MINITERS", "1")
+    import functools
+
+    import tqdm.auto
+
+    # the bar redraws on every update (tqdm reads TQDM_* variables once, when it is first
+    # imported: setting them here came too late in a full run, and fast windows drew 4 counts)
+    monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, mininterval=0, miniters=1))
     udp = load_udp_json()
     node = next(n for n in udp["process_graph"].values() if n["process_id"] == "apply_neighborhood")
     for entry in node["arguments"]["size"]:
