@@ -20,28 +20,27 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import inference  # noqa: E402  (the same workers, tile layout and CPU naming)
 
 
-def shipped() -> Dict[str, Dict[str, Any]]:
-    """name -> {"weights", "overlap"}: each shipped model and its own overlap."""
-    from s2sr.deploy.udp import shipped_models
-    from s2sr.engine.nodata import required_overlap
-    from s2sr.engine.weights import package_weights_dir
-
-    folder = package_weights_dir()
-    return {name: {"weights": str(folder / f"{name}.pt"), "overlap": required_overlap(meta)}
-            for name, meta in sorted(shipped_models().items())}
-
-
-def configurations(models: Dict[str, Dict[str, Any]], names: List[str]) -> List[Dict[str, Any]]:
-    """(model, overlap) pairs to time: each model at its own overlap, and at the UDP's where larger."""
+def shipped() -> Tuple[Dict[str, Dict[str, Any]], int]:
+    """name -> {"weights", "overlap"}: each shipped model and its own overlap; and the UDP's
+    overlap (the largest of them, one ``apply_neighborhood`` for all)."""
+    from s2sr import engine
     from s2sr.deploy.udp import neighborhood_geometry, shipped_models
+    from s2sr.engine.nodata import required_overlap
 
-    udp_overlap = neighborhood_geometry(shipped_models())["overlap"]
+    metas = shipped_models()
+    models = {name: {"weights": str(engine.resolve_weights({"model": name})), "overlap": required_overlap(meta)}
+              for name, meta in metas.items()}
+    return models, neighborhood_geometry(metas)["overlap"]
+
+
+def configurations(models: Dict[str, Dict[str, Any]], names: List[str], udp_overlap: int) -> List[Dict[str, Any]]:
+    """(model, overlap) pairs to time: each model at its own overlap, and at the UDP's where larger."""
     out = []
     for name in names:
         own = models[name]["overlap"]
@@ -111,13 +110,13 @@ def main(argv: List[str] = None) -> int:
     if args.render:
         res = json.loads(args.render.read_text())
     else:
-        models = shipped()
+        models, udp_overlap = shipped()
         names = args.models.split(",") if args.models else [n for n in models if not n.endswith(("_gan", "_l1c"))]
         unknown = [n for n in names if n not in models]
         if unknown:
             raise SystemExit(f"unknown models {unknown}; shipped: {sorted(models)}")
         window = args.window or inference.default_window()
-        rows = measure(models, configurations(models, names), window, args.rounds)
+        rows = measure(models, configurations(models, names, udp_overlap), window, args.rounds)
         res = {"cpu": inference.cpu_model(), "window": window, "rounds": args.rounds, "default": engine.DEFAULT_MODEL,
                "rows": rows}
     text = to_markdown(res)

@@ -221,11 +221,10 @@ def test_models_benchmark_times_each_model_at_its_own_and_the_udp_s_overlap(tmp_
     from s2sr import engine
     from s2sr.deploy.udp import neighborhood_geometry, shipped_models
 
-    shipped = models.shipped()
-    udp_overlap = neighborhood_geometry(shipped_models())["overlap"]
-    assert max(m["overlap"] for m in shipped.values()) == udp_overlap
+    shipped, udp_overlap = models.shipped()
+    assert udp_overlap == neighborhood_geometry(shipped_models())["overlap"] == max(m["overlap"] for m in shipped.values())
     smallest = min(shipped, key=lambda n: shipped[n]["overlap"])
-    configs = models.configurations(shipped, sorted({engine.DEFAULT_MODEL, smallest}))
+    configs = models.configurations(shipped, sorted({engine.DEFAULT_MODEL, smallest}), udp_overlap)
     assert [(c["model"], c["overlap"]) for c in configs if c["model"] == engine.DEFAULT_MODEL] == [(engine.DEFAULT_MODEL, udp_overlap)]
     assert models.main(["--models", smallest, "--rounds", "1", "--window", "96", "--out", str(tmp_path)]) == 0
     (report,) = tmp_path.glob("models_*.json")

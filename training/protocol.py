@@ -221,16 +221,12 @@ def predictor(module: Any, margin: int, tile: int = 192) -> Predict:
 def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool] = None) -> tuple:
     """``(predict, description)`` for exported float weights (default: the shipped default), evaluated
     as trained (reflect padding); ``hard_constraint`` adds / removes the constraint layer."""
-    from .export import model_from_weights
     from .models import build_model_from_config, load_trained
     from .models.receptive_field import receptive_field
 
     if weights is None:
         weights = str(__import__("s2sr").__file__.replace("__init__.py", "weights/carn_3x3x64g4sw.pt"))
-    try:
-        model, meta = model_from_weights(weights)
-    except Exception:  # not exported weights: a training checkpoint (full or weights-only)
-        model, meta = model_from_checkpoint(weights)
+    model, meta = model_from_file(weights)
     if hard_constraint is not None and hard_constraint != model.hard_constraint:
         model2 = build_model_from_config(_config_of(model, meta), global_skip=model.global_skip,
                                          hard_constraint=hard_constraint)
@@ -239,6 +235,17 @@ def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool
     return predictor(model, receptive_field(model).margin_in_px), {"weights": weights, "architecture": meta.get("architecture"),
                                                                    "hard_constraint": model.hard_constraint,
                                                                    "training": meta.get("training", {})}
+
+
+def model_from_file(path: str) -> tuple:
+    """``(eager model, metadata)`` of exported float weights or of a training checkpoint (full or
+    weights-only), as trained (reflection padding, whatever the exported file's)."""
+    from .export import model_from_weights
+
+    try:
+        return model_from_weights(path)
+    except Exception:  # not exported weights: a training checkpoint
+        return model_from_checkpoint(path)
 
 
 def model_from_checkpoint(path: str) -> tuple:

@@ -31,7 +31,7 @@ from s2sr.engine.weights import sha256_file
 
 from .bands import BANDS
 from .losses import gan_weight, l1_loss, overshoot_loss, relativistic_d_loss, relativistic_g_loss
-from .models import SuperResolver, build_model, count_parameters, load_subset, load_trained, set_conv_padding
+from .models import SuperResolver, build_model, count_parameters, load_subset, load_trained
 from .models.discriminator import UNetDiscriminatorConfig, UNetDiscriminatorSN
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -251,22 +251,13 @@ def _prefixes(names: List[str], depth: int = 3) -> str:
 
 
 def load_teacher(path: Path) -> SuperResolver:
-    """A frozen teacher for distillation from a checkpoint or exported weights. Its convs pad by
-    reflection as in training: exported weights may carry zero padding, which the UDF's margin
-    hides but a training patch's border does not."""
-    from s2sr.engine.weights import read_metadata
+    """A frozen teacher for distillation from a checkpoint or exported weights, rebuilt as trained:
+    exported weights may carry zero padding, which the UDF's margin hides but a training patch's
+    border does not."""
+    from .protocol import model_from_file
 
-    try:
-        meta = read_metadata(path)
-        arch, skip, constraint = meta["architecture"], bool(meta["global_skip"]), bool(meta["hard_constraint"]["enabled"])
-    except Exception:  # a training checkpoint: its config says
-        cfg = torch.load(path, map_location="cpu", weights_only=False)["config"]
-        arch, skip, constraint = cfg["arch"], bool(cfg["global_skip"]), bool(cfg["hard_constraint"])
-    teacher = build_model(arch, global_skip=skip, hard_constraint=constraint)
-    load_trained(teacher, _weights_state(path))
-    set_conv_padding(teacher, "reflect").eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = model_from_file(str(path))[0]
+    teacher.requires_grad_(False)
     return teacher
 
 
