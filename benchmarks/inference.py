@@ -264,15 +264,10 @@ def _wait_for_all(folder: Path, tasks: int, timeout_s: float = 600.0) -> None:
 
 
 def _eager_model(weights: str):
-    import torch
+    """The eager network of exported float weights, as trained (``export.model_from_weights``)."""
+    from s2sr.training.export import model_from_weights
 
-    from s2sr.training.models import build_model, load_trained
-    from s2sr import engine
-
-    meta = engine.read_metadata(weights)
-    model = build_model(meta["architecture"], global_skip=meta.get("global_skip", "bicubic") == "bicubic")
-    load_trained(model, torch.jit.load(weights).state_dict())
-    return model.eval()
+    return model_from_weights(weights)[0]
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -811,13 +806,17 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
               f"2 cores as the UDP deploys it, task-cpus {s.get('task_cpus', 2)}, each window "
               "costing what it costs in a fresh interpreter on the backend's path, plus the worker's one-time load):", "",
               *targets_markdown(s)]
-    lines += ["", f"![benchmark](benchmarks_{cpu_name(res['cpu'])}.png)", "",
+    png = report_path(Path("."), res["cpu"], res["weights"]).with_suffix(".png").name
+    lines += ["", f"![benchmark]({png})", "",
               "What was tried, kept and left: [speed notes](speed_notes.md). "
               "Runs on other CPUs: `docs/benchmarks_*.md` (e.g. [Zen 3](benchmarks_zen3.md), [Zen 4](benchmarks_zen4.md)).", ""]
     backends = [b for b in (_backend_result(res["cpu"], t) for t in (2, 1)) if b is not None]  # task-cpus 2, then 1
     if backends:
         import backend_windows
 
+        if report_path(Path("."), res["cpu"], res["weights"]).stem != f"benchmarks_{cpu_name(res['cpu'])}":
+            lines += ["The backend's path below was measured with the default model (`backend_windows.py`); the tile "
+                      "figures above take its per-window cost, a ratio to a warm call, for this model's windows.", ""]
         lines += [backend_windows.section(backends[0])] + [backend_windows.to_markdown(b) + "\n" for b in backends[1:]]
     return "\n".join(lines)
 

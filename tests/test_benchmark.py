@@ -20,7 +20,7 @@ def bench():
     return module
 
 
-@pytest.fixture(scope="module", params=["zen3", "zen4"])
+@pytest.fixture(scope="module", params=["zen3", "zen4", "zen4_carn_2x3x64g4sw"])
 def report(request):
     """Each committed full run (one per CPU)."""
     return dict(json.loads((ROOT / "docs" / f"benchmarks_{request.param}.json").read_text()), name=request.param)
