@@ -16,6 +16,7 @@ how far that fit gets on the areas it saw.
 """
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -45,11 +46,14 @@ def bound_rows(predict: Callable[[torch.Tensor], torch.Tensor], areas: Dict[str,
     return rows
 
 
-def to_markdown(rows: List[Dict[str, Any]], title: str) -> str:
+def to_markdown(rows: List[Dict[str, Any]], title: str, command: str = "") -> str:
     """The rows as a table (gains in dB, B02 / B03 / B04 / B08)."""
     f = lambda v, fmt: " / ".join(format(x, fmt) for x in v)  # noqa: E731
-    lines = [f"# {title}", "", "| area | total MTF | gain over GDAL cubic | with the detail at its best scale | best scale |",
-             "|---|---|---|---|---|"]
+    lines = [f"# {title}", ""] + ([f"`{command}`", ""] if command else []) + [
+        "10 m bands B02 / B03 / B04 / B08 on the Wald x2 protocol (`s2sr evaluate`'s); the detail is the output minus "
+        "GDAL cubic, its best scale the least-squares fit to the truth's (an oracle: it reads the reference).", "",
+        "| area | total MTF | gain over GDAL cubic (dB) | with the detail at its best scale (dB) | best scale |",
+        "|---|---|---|---|---|"]
     lines += [f"| {r['area']} | {r['mtf']} | {f(r['gain'], '+.2f')} | {f(r['scaled_gain'], '+.2f')} | {f(r['scale'], '.2f')} |"
               for r in rows]
     return "\n".join(lines) + "\n"
@@ -69,7 +73,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for spec in args.areas.split(","):
         areas.update(P.scene_areas(spec.strip()))
     mtfs = [m.strip() if m.strip() == NOMINAL else float(m) for m in args.mtf.split(",") if m.strip()]
-    md = to_markdown(bound_rows(predict, areas, mtfs), f"Detail bounds of `{Path(desc['weights']).name}`")
+    command = "python -m s2sr.training.oracle " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = to_markdown(bound_rows(predict, areas, mtfs), f"Detail bounds of `{Path(desc['weights']).name}`", command.strip())
     md += "\n" + P.seen_scenes_note(desc) + "\n"
     if args.out:
         args.out.write_text(md)
