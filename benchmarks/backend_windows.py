@@ -108,7 +108,8 @@ def measure(windows: int, window: int, warm: int, context: Dict[str, Any]) -> Di
 def to_markdown(r: Dict[str, Any]) -> str:
     n = len(r["window_s"])
     return "\n".join([
-        f"Backend path, {r['cpu']}: {r['window']} px windows (size {r['size']} + 2 x {r['overlap']} overlap) "
+        f"Backend path, {r['cpu']}" + (f", model `{r['context']['model']}`" if r["context"].get("model") else "")
+        + f": {r['window']} px windows (size {r['size']} + 2 x {r['overlap']} overlap) "
         f"on {r.get('threads', 2)} thread(s), "
         f"each in a fresh namespace as the geopyspark executor runs them; auto: "
         + ", ".join(f"{d['precision']} on {d['runtime']}" for d in r["auto"]) + ".",
@@ -137,9 +138,12 @@ def cpu_slug(cpu: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", cpu.lower()).strip("_")
 
 
-def result_path(cpu: str, threads: int = 2) -> Path:
-    """This CPU's result for windows on ``threads`` threads (2: the file without a suffix)."""
-    suffix = "" if threads == 2 else f"_{threads}thread"
+def result_path(cpu: str, threads: int = 2, model: str = "") -> Path:
+    """This CPU's result for windows on ``threads`` threads (2: the file without a suffix), of
+    ``model`` (a shipped model's name; empty or the default: no suffix)."""
+    from s2sr.engine.weights import DEFAULT_MODEL
+
+    suffix = ("" if threads == 2 else f"_{threads}thread") + ("" if model in ("", DEFAULT_MODEL) else f"_{model}")
     return REPO / "docs" / f"backend_windows_{cpu_slug(cpu)}{suffix}.json"
 
 
@@ -162,6 +166,8 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--warm", type=int, default=20, help="warm calls, one after each of windows 2.. (default 20)")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--model", default="", help="a shipped model other than the default (its own overlap; "
+                                                    "writes ..._<model>.json)")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads per window, as task-cpus gives them (default 2; 1 writes ..._1thread.json)")
     parser.add_argument("--note", default="", help="a sentence on the run's conditions, printed with the figures")
@@ -174,9 +180,10 @@ def main(argv: List[str] = None) -> int:
     # a fresh worker: no auto decision recorded yet, so window 1 carries its whole one-time cost
     os.environ[DECISION_DIR_ENV] = tempfile.mkdtemp(prefix="s2sr-bench-")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # as Spark sets it to task-cpus: the engine's cap
-    result = measure(args.windows, args.window, args.warm, {"precision": args.precision})
+    context = {"precision": args.precision, **({"model": args.model} if args.model else {})}
+    result = measure(args.windows, args.window, args.warm, context)
     result["note"], result["threads"] = args.note, args.threads
-    out = args.out or result_path(result["cpu"], args.threads)
+    out = args.out or result_path(result["cpu"], args.threads, args.model)
     out.write_text(json.dumps(result, indent=1) + "\n")
     if args.doc:
         update_doc(args.doc, result)

@@ -663,12 +663,12 @@ def backend_tile(res: Dict[str, Any], minutes_2cores: Any) -> Dict[str, Any]:
     out: Dict[str, Any] = {"backend_window_over_warm": None, "full_tile_core_minutes_backend_2threads": None,
                            "backend_window_over_warm_1thread": None, "tasks_s_per_window": None,
                            "full_tile_core_minutes_backend_1thread_tasks": None}
-    backend = _backend_result(res["cpu"])
+    backend = _backend_result(res["cpu"], 2, res["weights"])
     if minutes_2cores is not None and backend is not None:
         ratio = backend["later_over_warm"]
         out.update(backend_window_over_warm=ratio,
                    full_tile_core_minutes_backend_2threads=2 * (minutes_2cores * ratio + backend["one_time_cost_s"] / 60))
-    side, backend1 = res.get("tasks_side_by_side"), _backend_result(res["cpu"], 1)
+    side, backend1 = res.get("tasks_side_by_side"), _backend_result(res["cpu"], 1, res["weights"])
     if side is not None and backend1 is not None:
         one = _row(res, "udf", 1, side["window"])  # measured before the tasks: run() times them only then
         # each task's windows at the speed measured side by side; the tile's windows shared by 2 tasks on 2 cores
@@ -690,13 +690,18 @@ def deployed_task_cpus() -> int:
     return TASK_CPUS
 
 
-def _backend_result(cpu: str, threads: int = 2) -> Any:
+def _backend_result(cpu: str, threads: int = 2, weights: str = "") -> Any:
+    """``backend_windows.py``'s result for this CPU and threads: the model's own where measured,
+    else the default model's (its ``context`` says which)."""
     if str(Path(__file__).parent) not in sys.path:
         sys.path.insert(0, str(Path(__file__).parent))
     import backend_windows  # the per-window figures on the backend's path, measured separately
 
-    path = backend_windows.result_path(cpu, threads)
-    return json.loads(path.read_text()) if path.is_file() else None
+    for path in (backend_windows.result_path(cpu, threads, Path(weights).stem if weights else ""),
+                 backend_windows.result_path(cpu, threads)):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
 
 
 def targets_markdown(s: Dict[str, Any]) -> List[str]:
@@ -810,13 +815,17 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
     lines += ["", f"![benchmark]({png})", "",
               "What was tried, kept and left: [speed notes](speed_notes.md). "
               "Runs on other CPUs: `docs/benchmarks_*.md` (e.g. [Zen 3](benchmarks_zen3.md), [Zen 4](benchmarks_zen4.md)).", ""]
-    backends = [b for b in (_backend_result(res["cpu"], t) for t in (2, 1)) if b is not None]  # task-cpus 2, then 1
+    backends = [b for b in (_backend_result(res["cpu"], t, res["weights"]) for t in (2, 1)) if b is not None]  # task-cpus 2, then 1
     if backends:
         import backend_windows
 
-        if report_path(Path("."), res["cpu"], res["weights"]).stem != f"benchmarks_{cpu_name(res['cpu'])}":
-            lines += ["The backend's path below was measured with the default model (`backend_windows.py`); the tile "
-                      "figures above take its per-window cost, a ratio to a warm call, for this model's windows.", ""]
+        from s2sr.engine.weights import DEFAULT_MODEL
+
+        model = Path(res["weights"]).stem
+        if any((b["context"].get("model") or DEFAULT_MODEL) != model for b in backends):
+            lines += ["Where the backend's path below names no model it was measured with the default one "
+                      "(`backend_windows.py`); the tile figures above take its per-window cost, a ratio to a warm "
+                      "call, for this model's windows.", ""]
         lines += [backend_windows.section(backends[0])] + [backend_windows.to_markdown(b) + "\n" for b in backends[1:]]
     return "\n".join(lines)
 

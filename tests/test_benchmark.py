@@ -188,6 +188,28 @@ def test_tasks_side_by_side_time_their_calls_together(bench, tmp_path):
         bench._wait_for_all(tmp_path, 2, timeout_s=0.05)
 
 
+def test_a_models_report_takes_its_own_backend_figures_where_measured(bench, tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import backend_windows
+
+    cpu = "AMD EPYC (family 25 model 17; avx2/avx512f/avx512_bf16/avx512_vnni)"
+    monkeypatch.setattr(backend_windows, "REPO", tmp_path)
+    (tmp_path / "docs").mkdir()
+    default = backend_windows.result_path(cpu, 1)
+    fast = backend_windows.result_path(cpu, 1, "carn_2x3x64g4sw")
+    assert fast.name == default.name.replace("_1thread.json", "_1thread_carn_2x3x64g4sw.json")
+    assert backend_windows.result_path(cpu, 1, "carn_3x3x64g4sw") == default  # the default model: no suffix
+    default.write_text(json.dumps({"context": {"precision": "auto"}, "later_over_warm": 1.01}))
+    weights = "src/s2sr/weights/carn_2x3x64g4sw.pt"
+    assert bench._backend_result(cpu, 1, weights)["later_over_warm"] == 1.01  # none of its own: the default's
+    fast.write_text(json.dumps({"context": {"precision": "auto", "model": "carn_2x3x64g4sw"}, "later_over_warm": 1.02}))
+    assert bench._backend_result(cpu, 1, weights)["later_over_warm"] == 1.02
+    assert bench._backend_result(cpu, 1, "src/s2sr/weights/carn_3x3x64g4sw.pt")["later_over_warm"] == 1.01
+    assert bench._backend_result(cpu, 2, weights) is None
+
+
 def test_the_tile_counts_the_deployed_task_layout(bench, report, monkeypatch):
     """The tile target is read for the layout the UDP deploys: two 1-thread windows at once
     (task-cpus 1: core-minutes = the 1-core tile at the side-by-side speed, times the 1-thread
@@ -198,7 +220,7 @@ def test_the_tile_counts_the_deployed_task_layout(bench, report, monkeypatch):
     res = dict(report, tasks_side_by_side={"tasks": 2, "threads": 1, "window": 512, "peak_rss_gib": [1.5, 1.5],
                                            "s": [one["s_per_window"], 1.25 * one["s_per_window"]]})
     backend = {1: {"later_over_warm": 1.02, "one_time_cost_s": 3.0}, 2: {"later_over_warm": 1.03, "one_time_cost_s": 3.0}}
-    monkeypatch.setattr(bench, "_backend_result", lambda cpu, threads=2: backend[threads])
+    monkeypatch.setattr(bench, "_backend_result", lambda cpu, threads=2, weights="": backend[threads])
     tile_1core = bench._measured_tile(res, [one], 512, 1)
     for task_cpus in (1, 2):
         monkeypatch.setattr(udp, "TASK_CPUS", task_cpus)
