@@ -17,17 +17,9 @@ import resource
 import statistics
 import threading
 import time
-from typing import Callable, List
+from typing import Callable
 
 import numpy as np
-
-
-def _strips(z: np.ndarray, n: int, margin: int) -> List[np.ndarray]:
-    """``n`` row strips of ``z [C, H, W]`` of one height, overlapping by ``2 margin``, evenly spaced."""
-    h = z.shape[1]
-    height = -(-(h + 2 * margin * (n - 1)) // n)
-    starts = [round(i * (h - height) / (n - 1)) for i in range(n)] if n > 1 else [0]
-    return [np.ascontiguousarray(z[:, s:s + height]) for s in starts]
 
 
 def plan(model: str, how: str, n: int, threads: int, window: int, precision: str) -> Callable[[], None]:
@@ -39,15 +31,20 @@ def plan(model: str, how: str, n: int, threads: int, window: int, precision: str
     st = os.stat(weights)
     margin = int(engine.read_metadata(weights)["margin"])
     z = np.random.default_rng(0).standard_normal((10, window, window)).astype(np.float32)
-    parts = _strips(z, n, margin)
+    parts = [np.ascontiguousarray(z[:, start:stop]) for start, stop, _, _ in ncnn_runtime.strips(window, window, margin, n)]
+
+    def run_strips(net, mine) -> None:
+        for p in mine:
+            net._run(p)
+
     if how == "turn":
         net = ncnn_runtime.load_ncnn(weights, st.st_size, st.st_mtime, threads, precision)[0]
-        return lambda: [net._run(p) for p in parts] and None
+        return lambda: run_strips(net, parts)
     # one network per worker (the mtime offset keeps load_ncnn's cache from sharing one)
     nets = [ncnn_runtime.load_ncnn(weights, st.st_size, st.st_mtime + k * 1e-6, 1, precision)[0] for k in range(threads)]
 
     def together() -> None:
-        workers = [threading.Thread(target=lambda k=k: [nets[k]._run(p) for p in parts[k::threads]]) for k in range(threads)]
+        workers = [threading.Thread(target=run_strips, args=(nets[k], parts[k::threads])) for k in range(threads)]
         for w in workers:
             w.start()
         for w in workers:

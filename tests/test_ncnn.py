@@ -138,6 +138,19 @@ def test_strips_tile_the_rows_with_their_margins(udf_module, monkeypatch, h, w, 
         assert (parts[0][1] - parts[0][0]) < h
 
 
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(1, 6), margin=st.integers(0, 30), extra=st.integers(0, 600))
+def test_strips_of_a_given_count_tile_the_rows_with_their_margins(count, margin, extra):
+    h = 2 * margin * count + count + extra  # room for count strips and their margins
+    parts = engine.ncnn_runtime.strips(h, 512, margin, count)
+    assert len(parts) == count and parts[0][2] == 0 and parts[-1][3] == h
+    assert all(a[3] == b[2] for a, b in zip(parts, parts[1:]))
+    assert len({stop - start for start, stop, _, _ in parts}) == 1
+    for start, stop, top, bottom in parts:
+        assert 0 <= start <= top < bottom <= stop <= h
+        assert (top == 0 or top - start >= margin) and (bottom == h or stop - bottom >= margin)
+
+
 def test_runtime_errors_are_clear(udf_module, slim_weights):
     path = Path(slim_weights).resolve()
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):

@@ -169,6 +169,11 @@ def band_contrast(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return mean + k.to(x)[:, :, None, None] * (x - mean)
 
 
+def _native_mtf(like: torch.Tensor) -> torch.Tensor:
+    """``[10]`` the native bands' own MTF (``bands.MTF_NYQUIST``, ``BANDS`` order) on ``like``'s device and dtype."""
+    return torch.tensor([MTF_NYQUIST[b] for b in BANDS]).to(like)
+
+
 def simulate_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, noise_dn: torch.Tensor, margin: int,
                   generator: torch.Generator, native_mtf: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Wald x4 pairs from native crops, with per-sample MTFs and noise, the margin cropped off.
@@ -190,7 +195,7 @@ def simulate_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, noise
     s = noise_dn.to(b10)
     t10 = torch.as_tensor(MTF_10M).to(b10)
     if native_mtf:
-        native = torch.tensor([MTF_NYQUIST[b] for b in BANDS]).to(b10)
+        native = _native_mtf(b10)
         m = matched_mtf(m, native, WALD_SCALE)
         t10 = matched_mtf(t10, native[:4], 2)
     in10 = add_noise(mtf_downsample(b10, WALD_SCALE, m[:, :4]), s[:, :4], generator)
@@ -220,7 +225,7 @@ def simulate_fine_pair(b10: torch.Tensor, b20: torch.Tensor, mtf: torch.Tensor, 
     m = mtf.to(b10)
     s = noise_dn.to(b10)
     if native_mtf:
-        m = matched_mtf(m, torch.tensor([MTF_NYQUIST[b] for b in BANDS]).to(b10), 2)
+        m = matched_mtf(m, _native_mtf(b10), 2)
     in10 = add_noise(mtf_downsample(b10, 2, m[:, :4]), s[:, :4], generator)
     in20 = add_noise(mtf_downsample(b20, 2, m[:, 4:]), s[:, 4:], generator)
     inp = torch.cat([in10, cubic_upsample(in20, 2)], dim=1)
@@ -338,8 +343,7 @@ class RobustBatches:
             if bool(fine.any()):
                 xf, yf = simulate_fine_pair(b10[fine], b20[fine], mtf[fine], noise[fine], self.patch, g,
                                             native_mtf=rg.native_mtf)
-                x, y = x.clone(), y.clone()
-                x[fine], y[fine] = xf.to(x), yf.to(y)
+                x[fine], y[fine] = xf.to(x), yf.to(y)  # x, y: views of this call's own tensors
         return x.contiguous(), y.contiguous()
 
 

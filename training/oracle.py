@@ -39,10 +39,11 @@ def bound_rows(predict: Callable[[torch.Tensor], torch.Tensor], areas: Dict[str,
             case = P.make_case(b10, b20, None if m == NOMINAL else [float(m)] * 10)
             sr = predict(torch.from_numpy(case.input.astype(np.float32))).double().numpy()
             cubic = np.asarray(P.score_baseline("gdal_cubic", case)["psnr"][:4])
+            scale = P.detail_scale(sr, case)
             rows.append({"area": key, "mtf": m,
                          "gain": (np.asarray(P.score(sr, case)["psnr"][:4]) - cubic).tolist(),
-                         "scaled_gain": (np.asarray(P.scaled_detail_psnr(sr, case)) - cubic).tolist(),
-                         "scale": P.detail_scale(sr, case)})
+                         "scaled_gain": (np.asarray(P.scaled_detail_psnr(sr, case, scale=scale)) - cubic).tolist(),
+                         "scale": scale})
     return rows
 
 

@@ -182,12 +182,14 @@ def detail_scale(out: np.ndarray, case: X2Case, border: int = BORDER) -> List[fl
     return ((det * tru).sum((1, 2)) / np.maximum((det * det).sum((1, 2)), 1e-12)).tolist()
 
 
-def scaled_detail_psnr(out: np.ndarray, case: X2Case, border: int = BORDER) -> List[float]:
-    """Per 10 m band, the PSNR (dB) of GDAL cubic plus ``out``'s detail times its ``detail_scale``:
-    the best any global rescaling of that detail scores (a network that knew the input's blur and
-    got only the detail's amplitude right could gain no more with it).  ``out``: ``[10, 2h, 2w]`` DN."""
+def scaled_detail_psnr(out: np.ndarray, case: X2Case, border: int = BORDER,
+                       scale: Optional[Sequence[float]] = None) -> List[float]:
+    """Per 10 m band, the PSNR (dB) of GDAL cubic plus ``out``'s detail times its ``detail_scale``
+    (``scale``, where the caller has it): the best any global rescaling of that detail scores (a
+    network that knew the input's blur and got only the detail's amplitude right could gain no
+    more with it).  ``out``: ``[10, 2h, 2w]`` DN."""
     cub = gdal_cubic(case.input[:4])
-    scale = np.asarray(detail_scale(out, case, border))[:, None, None]
+    scale = np.asarray(detail_scale(out, case, border) if scale is None else scale)[:, None, None]
     best = cub + scale * (np.asarray(out[:4], dtype=np.float64) - cub)
     r = 1.0 / REFLECTANCE_SCALE
     return psnr_per_band(_crop(best, border) * r, _crop(case.ref10, border) * r).tolist()

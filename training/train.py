@@ -511,7 +511,7 @@ class Trainer:
     def train_step(self, step: int) -> Dict[str, float]:
         cfg, model = self.cfg, self.model
         x, y = self.batches(step)
-        y, known = _without_missing_targets(x, y)
+        y, known = _without_missing_targets(x, y) if cfg.fine_p > 0 else (y, None)  # only fine pairs lack targets
         z, zt = model.normalize(x), model.normalize(y)
         lam = gan_weight(step, cfg.gan.start_step, cfg.gan.ramp_steps, cfg.gan.weight) if self.disc is not None else 0.0
         with _autocast(self.bf16):

@@ -413,15 +413,18 @@ def _layer_outputs(line: str) -> List[str]:
     return parts[4 + n_in:4 + n_in + n_out]
 
 
-def strips(h: int, w: int, margin: int) -> List[Tuple[int, int, int, int]]:
+def strips(h: int, w: int, margin: int, count: Optional[int] = None) -> List[Tuple[int, int, int, int]]:
     """Row strips of an ``h x w`` input: (start, stop) rows computed, (top, bottom) rows kept.
 
     The fewest strips of one common height with at most ``NCNN_STRIP_PIXELS`` pixels each (one
-    strip where the margins would not fit), evenly spaced; each kept row lies ``margin`` rows
-    or more inside its strip, or at the input's own edge.  Kept rows tile ``[0, h)``.
+    strip where the margins would not fit), or ``count`` strips, evenly spaced; each kept row
+    lies ``margin`` rows or more inside its strip, or at the input's own edge.  Kept rows tile
+    ``[0, h)``.
     """
     n, height = 1, h
-    while height * w > NCNN_STRIP_PIXELS:
+    if count is not None:
+        n, height = count, math.ceil((h + 2 * margin * (count - 1)) / count)
+    while count is None and height * w > NCNN_STRIP_PIXELS:
         taller = math.ceil((h + 2 * margin * n) / (n + 1))  # n + 1 strips overlapping by 2 x margin
         if taller <= 2 * margin or taller >= height:
             break  # the margins would eat the strips: no gain from more
