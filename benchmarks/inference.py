@@ -16,7 +16,9 @@ Same weights (the shipped default), same windows, in one run, alternating:
       torch / on ncnn, where the CPU has native bf16), ``udf_int8`` (opt-in static int8, its
       weights quantized for the run) and ``udf_int8_dynamic`` (opt-in, torch, quantized by the
       UDF at load);
-  (f) ``tasks_side_by_side``: the ``udf`` path at the UDP's window on 1 thread in two processes at
+  (f) full run, where ``auto`` runs ncnn: ``udf_strips`` / ``udf_tiles``, the udf path at the
+      UDP's window on 2 threads with ncnn's window layout forced (``measure_layouts``);
+  (g) ``tasks_side_by_side``: the ``udf`` path at the UDP's window on 1 thread in two processes at
       once, as a 2-core executor with task-cpus 1 runs two windows; each times its calls once both
       are warm.  The full tile's core-minutes are reported for that layout and for one window on 2
       threads; the target row reads the one the UDP deploys (``s2sr.deploy.udp.TASK_CPUS``).
@@ -179,12 +181,16 @@ def _matmul_peak(dtype: Any, budget_s: float = 1.0) -> float:
 #: each UDF path's context beside weights, threads and overlap
 UDF_CONTEXT = {"udf": {}, "udf_fp32": {"precision": "fp32", "runtime": "torch"}, "udf_ncnn": {"precision": "fp32", "runtime": "ncnn"},
                "udf_bf16": {"precision": "bf16", "runtime": "torch"}, "udf_ncnn_bf16": {"precision": "bf16", "runtime": "ncnn"}, "udf_int8": {"precision": "int8"}, "udf_int8_dynamic": {"precision": "int8_dynamic", "runtime": "torch"},
-               "udf_ncnn_int8": {"precision": "int8_dynamic", "runtime": "ncnn"}}
+               "udf_ncnn_int8": {"precision": "int8_dynamic", "runtime": "ncnn"}, "udf_strips": {}, "udf_tiles": {}}
+UDF_LAYOUTS = {"udf_strips": "strips", "udf_tiles": "tiles"}  # the udf path with ncnn's window layout forced (S2SR_NCNN_LAYOUT)
+LAYOUT_ROUNDS = 3
 
 
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     threads, window, reps, path = spec["threads"], spec["window"], spec["reps"], spec["path"]
     udf = None
+    if path in UDF_LAYOUTS:
+        os.environ["S2SR_NCNN_LAYOUT"] = UDF_LAYOUTS[path]
     if path in UDF_CONTEXT:
         # the UDF text first, as a backend runs it: it sets OMP_WAIT_POLICY before torch loads
         from openeo.udf.run_code import load_module_from_string
@@ -249,8 +255,13 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
+    layout = None
+    if runtime == "ncnn":
+        from s2sr.engine.precision import ncnn_layout
+
+        layout = ncnn_layout() if threads > 1 else "strips"
     return {"load_s": load_s, "first_s": first_s, "s": statistics.median(times), "peak_rss_gib": _peak_rss_gib(),
-            "precision": chosen, "runtime": runtime}
+            "precision": chosen, "runtime": runtime, "layout": layout}
 
 
 def _wait_for_all(folder: Path, tasks: int, timeout_s: float = 600.0) -> None:
@@ -527,6 +538,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 print(f"udf {side} edge window {w} threads {t}: {r['s']:.2f} s", file=sys.stderr, flush=True)  # progress
                 edges[side] = r["s"]
             result["edge_windows"][t] = edges
+    if not args.quick and any(r["path"] == "udf" and r.get("runtime") == "ncnn" for r in result["rows"]):
+        result["ncnn_layouts"] = measure_layouts(weights, margin, reps)
     # task-cpus 1: two windows of 1 thread at once on the 2 cores, each slowed by the other (shared caches, memory)
     w = default_window()
     if any(r["path"] == "udf" and r["threads"] == 1 and r["window"] == w for r in result["rows"]):
@@ -559,12 +572,28 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     return result
 
 
+def measure_layouts(weights: str, margin: int, reps: int) -> Dict[str, Any]:
+    """The udf path at the UDP's window on 2 threads with ncnn's two window layouts forced
+    (``S2SR_NCNN_LAYOUT``: row strips on one 2-thread network in turn, or tiles on two 1-thread
+    networks at once), alternating for ``LAYOUT_ROUNDS`` rounds: the evidence for the CPU
+    table's ``ncnn_layout``."""
+    w, out = default_window(), {"window": default_window(), "threads": 2, "s": {}, "peak_rss_gib": {}}
+    for rnd in range(LAYOUT_ROUNDS):
+        for path in (("udf_strips", "udf_tiles") if rnd % 2 == 0 else ("udf_tiles", "udf_strips")):
+            r = _spawn({"path": path, "threads": 2, "window": w, "reps": reps, "overlap": margin, "weights": weights})
+            print(f"{path} window {w} threads 2: {r['s']:.2f} s", file=sys.stderr, flush=True)  # progress
+            out["s"].setdefault(UDF_LAYOUTS[path], []).append(r["s"])
+            out["peak_rss_gib"][UDF_LAYOUTS[path]] = max(out["peak_rss_gib"].get(UDF_LAYOUTS[path], 0.0), r["peak_rss_gib"])
+    out["strips_over_tiles"] = [a / b for a, b in zip(out["s"]["strips"], out["s"]["tiles"])]
+    return out
+
+
 def _add_row(rows: List[Dict[str, Any]], r: Dict[str, Any], path: str, window: int, size: int, threads: int) -> None:
     """One row per path, window and threads: a second round's median replaces the first where
     faster (``s_rounds`` keeps both), its peak memory only where higher."""
     row = next((x for x in rows if (x["path"], x["window"], x["threads"]) == (path, window, threads)), None)
     if row is None:
-        row = {"path": path, "precision": r.get("precision"), "runtime": r.get("runtime"), "window": window, "size": size,
+        row = {"path": path, "precision": r.get("precision"), "runtime": r.get("runtime"), "layout": r.get("layout"), "window": window, "size": size,
                "threads": threads, "s_rounds": [], "peak_rss_gib": 0.0, "load_s": r["load_s"], "first_call_s": r["first_s"]}
         rows.append(row)
     row["s_rounds"].append(r["s"])
@@ -764,7 +793,8 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
-        name = r["path"] + (f" ({r['precision']}{', ' + r['runtime'] if r.get('runtime') else ''})"
+        name = r["path"] + (f" ({r['precision']}{', ' + r['runtime'] if r.get('runtime') else ''}"
+                            f"{', ' + r['layout'] if r.get('layout') and r['threads'] > 1 else ''})"
                             if r["path"] == "udf" and r.get("precision") else "")
         rounds = ", ".join(f"{x:.2f}" for x in r.get("s_rounds", [])) if len(r.get("s_rounds", [])) > 1 else ""
         lines.append(f"| {name} | {r['window']} ({r['size']}) | {r['threads']} | {r['s_per_window']:.2f} | {rounds} | {r['mpix_per_s']:.4f} | "
@@ -806,7 +836,7 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
         lines += ["", "int8 products on this CPU: " + ("exact (VNNI / AMX: 32-bit sums)." if res["int8_products_exact"] else
                   "saturating (no VNNI: pairs of uint8 x int8 products summed in 16 bits), so the int8 error above "
                   "includes that; a VNNI CPU runs the same weights closer to their calibration.")]
-    lines += tasks_markdown(res)
+    lines += tasks_markdown(res) + layouts_markdown(res)
     lines += ["", "Issue 23's targets (the UDP's window; speed, accuracy and memory on 2 threads; the tile in core-minutes on "
               f"2 cores as the UDP deploys it, task-cpus {s.get('task_cpus', 2)}, each window "
               "costing what it costs in a fresh interpreter on the backend's path, plus the worker's one-time load):", "",
@@ -828,6 +858,20 @@ def to_markdown(res: Dict[str, Any], command: str) -> str:
                       "call, for this model's windows.", ""]
         lines += [backend_windows.section(backends[0])] + [backend_windows.to_markdown(b) + "\n" for b in backends[1:]]
     return "\n".join(lines)
+
+
+def layouts_markdown(res: Dict[str, Any]) -> List[str]:
+    """ncnn's two window layouts side by side (where measured: ``measure_layouts``)."""
+    lay = res.get("ncnn_layouts")
+    if lay is None:
+        return []
+    ratios = lay["strips_over_tiles"]
+    return ["", f"ncnn's window layout, the udf path at {lay['window']} px on {lay['threads']} threads, alternating "
+            f"(`S2SR_NCNN_LAYOUT`; the CPU table's `ncnn_layout` picks): row strips on one 2-thread network in turn "
+            + ", ".join(f"{x:.2f}" for x in lay["s"]["strips"]) + " s, tiles on two 1-thread networks at once "
+            + ", ".join(f"{x:.2f}" for x in lay["s"]["tiles"]) + f" s; strips / tiles per round "
+            + ", ".join(f"{x:.2f}" for x in ratios) + f" (median {statistics.median(ratios):.2f}x); peak memory "
+            f"{lay['peak_rss_gib']['strips']:.2f} / {lay['peak_rss_gib']['tiles']:.2f} GiB."]
 
 
 def tasks_markdown(res: Dict[str, Any]) -> List[str]:

@@ -188,6 +188,29 @@ def test_tasks_side_by_side_time_their_calls_together(bench, tmp_path):
         bench._wait_for_all(tmp_path, 2, timeout_s=0.05)
 
 
+@pytest.mark.parametrize("path, layout", [("udf_strips", "strips"), ("udf_tiles", "tiles")])
+def test_layout_paths_force_ncnns_window_layout(bench, path, layout):
+    """``measure_layouts``' workers: the udf path on 2 threads with S2SR_NCNN_LAYOUT set, as an
+    admin sets it (docs/udf.md); each says which layout ran."""
+    pytest.importorskip("ncnn")
+    from s2sr import engine
+
+    weights = str(engine.resolve_weights({}))
+    margin = engine.read_metadata(weights)["margin"]
+    r = bench._spawn({"path": path, "threads": 2, "window": 64, "reps": 1, "overlap": margin, "weights": weights})
+    if r["runtime"] != "ncnn":
+        pytest.skip(f"auto runs {r['runtime']} on this CPU")
+    assert r["layout"] == layout and r["s"] > 0
+
+
+def test_report_shows_the_layouts_side_by_side(bench, report):
+    res = dict(report, ncnn_layouts={"window": 512, "threads": 2, "s": {"strips": [8.0, 7.0], "tiles": [7.0, 7.5]},
+                                     "peak_rss_gib": {"strips": 1.5, "tiles": 1.6}, "strips_over_tiles": [8 / 7, 7 / 7.5]})
+    text = bench.to_markdown(res, "cmd")
+    assert "row strips on one 2-thread network in turn 8.00, 7.00 s, tiles on two 1-thread networks at once 7.00, 7.50 s" in text
+    assert "strips / tiles per round 1.14, 0.93 (median 1.04x); peak memory 1.50 / 1.60 GiB" in text
+
+
 def test_a_models_report_takes_its_own_backend_figures_where_measured(bench, tmp_path, monkeypatch):
     import sys
 

@@ -3,6 +3,7 @@ network at load (Winograd 3 x 3 convolutions in float32) and must give the torch
 the FP32 contract, seams included; a backbone it cannot convert, or a worker without ncnn,
 falls back to torch under ``runtime: "auto"`` and is a clear error when ``"ncnn"`` is forced."""
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -494,3 +495,86 @@ def test_sums_are_reassociated_so_that_a_units_input_dies_early(udf_module):
     chained = ("BinaryOp", "op5", ["c", "out"], "top", "0=0", b"")  # its inner sum was rewritten: left alone
     ops = engine.ncnn_runtime._reassociate_sums(produced + [conv, inner, outer, chained], "top")
     assert [(op[1], op[2]) for op in ops[3:]] == [("op2", ["a", "c"]), ("op3", ["t", "d"]), ("op5", ["c", "out"])]
+
+
+@settings(max_examples=200, deadline=None)
+@given(h=st.integers(1, 1200), w=st.integers(1, 1200), margin=st.integers(0, 40), workers=st.integers(1, 4))
+def test_tiles_cover_the_window_with_their_margins(h, w, margin, workers):
+    """Tiles for networks that run at once: a grid of one tile size, kept rows and columns each
+    ``margin`` inside their tile (or at the window's edge), covering the window once."""
+    plan = engine.ncnn_runtime.tiles(h, w, margin, workers)
+    rows = sorted({r for r, _ in plan})
+    cols = sorted({c for _, c in plan})
+    assert sorted(plan) == sorted((r, c) for r in rows for c in cols)  # a grid
+    assert len({(r[1] - r[0], c[1] - c[0]) for r, c in plan}) == 1  # one size: the pools fit every tile
+    for spans, n in ((rows, h), (cols, w)):
+        assert spans[0][2] == 0 and spans[-1][3] == n
+        assert all(a[3] == b[2] for a, b in zip(spans, spans[1:]))  # kept rows / columns tile [0, n) once
+        for start, stop, keep0, keep1 in spans:
+            assert 0 <= start <= keep0 < keep1 <= stop <= n
+            assert (keep0 == 0 or keep0 - start >= margin) and (keep1 == n or stop - keep1 >= margin)
+    if workers == 1:
+        assert cols == [(0, w, 0, w)] and rows == engine.ncnn_runtime.strips(h, w, margin)
+
+
+def test_tiles_of_the_udp_window():
+    """The UDP's 512 px window (margin 21) on two networks: 3 x 2 tiles of 199 x 277 px, three
+    rounds of two (docs/speed_notes.md, *Tiles on 1-thread networks*)."""
+    plan = engine.ncnn_runtime.tiles(512, 512, 21, 2)
+    assert len(plan) == 6 and {(r[1] - r[0], c[1] - c[0]) for r, c in plan} == {(199, 277)}
+
+
+def _ncnn_model(weights: Path, layout: str, threads: int = 2, precision: str = "fp32"):
+    path = Path(weights).resolve()
+    return engine.ncnn_runtime.load_ncnn(str(path), *engine.stat_key(path), threads, precision, layout)[0]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8_dynamic"])
+def test_tiles_on_one_thread_networks_give_the_strips_result(udf_module, slim_weights, monkeypatch, precision):
+    """``tiles``: one 1-thread network per thread, each taking the next tile: the strips' result."""
+    strips, tiled = _ncnn_model(slim_weights, "strips", precision=precision), _ncnn_model(slim_weights, "tiles", precision=precision)
+    assert len(strips.nets) == 1 and len(tiled.nets) == 2
+    x = engine.texture(engine.read_metadata(slim_weights), "cpu", 130)[:, :, :, :110]
+    patch_engine(monkeypatch, "NCNN_TILE_PIXELS", 60 * 50)  # several tiles per network
+    assert len(engine.ncnn_runtime.tiles(130, 110, strips.margin, 2)) >= 6
+    used = set()
+    run = tiled._run
+    monkeypatch.setattr(tiled, "_run", lambda part, worker=0: used.add(worker) or run(part, worker))
+    with torch.inference_mode():
+        a, b, exact = strips(x), tiled(x), _ncnn_model(slim_weights, "strips")(x)
+    assert used == {0, 1}  # both networks ran tiles
+    # fp32: the FP32 contract; int8_dynamic: within the path's own error (its chunking contract)
+    bound = TOL_REFLECTANCE if precision == "fp32" else float((a - exact).abs().max()) / 10000.0
+    assert float((a - b).abs().max()) / 10000.0 <= bound
+
+
+def test_a_failing_tile_fails_the_window(udf_module, slim_weights, monkeypatch):
+    tiled = _ncnn_model(slim_weights, "tiles")
+
+    def fail(part, worker=0):
+        raise RuntimeError(f"ncnn failed on a {part.shape} input (status -100)")
+
+    monkeypatch.setattr(tiled, "_run", fail)
+    with pytest.raises(RuntimeError, match="ncnn failed"), torch.inference_mode():
+        tiled(engine.texture(engine.read_metadata(slim_weights), "cpu", 96))
+
+
+def test_layout_from_the_environment_then_the_cpu_table(monkeypatch, tmp_path):
+    precision = engine.precision
+    monkeypatch.setenv(precision.LAYOUT_ENV, "tiles")
+    assert precision.ncnn_layout() == "tiles"
+    monkeypatch.setenv(precision.LAYOUT_ENV, "columns")
+    with pytest.raises(ValueError, match="S2SR_NCNN_LAYOUT='columns': use one of strips, tiles"):
+        precision.ncnn_layout()
+    monkeypatch.delenv(precision.LAYOUT_ENV)
+    cpu = engine.precision.cpu_signature()
+    for entry, expected in (({"ncnn_layout": "tiles"}, "tiles"), ({}, "strips")):
+        table = tmp_path / "table.json"
+        table.write_text(json.dumps({"cpus": [{"name": "this CPU", "vendor": cpu["vendor"], "family": cpu["family"],
+                                               "flags": {}, "precision": "fp32", "runtime": "ncnn", **entry}]}))
+        monkeypatch.setattr(precision, "AUTO_TABLE", table)
+        precision._table_layout.cache_clear()
+        try:
+            assert precision.ncnn_layout() == expected
+        finally:
+            precision._table_layout.cache_clear()

@@ -1,8 +1,10 @@
 """s2sr.engine.ncnn_runtime: the backbone of a TorchScript weights file converted to an ncnn network at load."""
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import math
+import queue
 import re
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
@@ -32,6 +34,11 @@ log = logging.getLogger(__name__)
 # Winograd) are ncnn Gemm layers on views of the tensors (``_pointwise_gemm``); in int8_dynamic
 # their products are int8 with per-pixel activation scales (exact integer sums on AVX2 too).
 # Zen 3, 512 px window, the backbone: 1.16x the fp32 network on 2 threads, 1.18x on 1.
+NCNN_TILE_PIXELS = 60_000
+"""Most input pixels per ncnn call where two or more 1-thread networks run a window's tiles at
+once (``tiles``): a 512 px window as 3 x 2 tiles of 199 x 277 px, two at a time, peaks 0.15-0.18
+GiB above its 3 strips of 199 x 512 in turn (docs/speed_notes.md, *Tiles on 1-thread networks*)."""
+
 NCNN_STRIP_PIXELS = 110_000
 """Most input pixels per ncnn call: larger windows run in row strips of one common height, each
 with at least the model's margin of context per side.  ncnn keeps a call's buffers in pools for
@@ -413,18 +420,19 @@ def _layer_outputs(line: str) -> List[str]:
     return parts[4 + n_in:4 + n_in + n_out]
 
 
-def strips(h: int, w: int, margin: int, count: Optional[int] = None) -> List[Tuple[int, int, int, int]]:
+def strips(h: int, w: int, margin: int, count: Optional[int] = None, budget: Optional[int] = None) -> List[Tuple[int, int, int, int]]:
     """Row strips of an ``h x w`` input: (start, stop) rows computed, (top, bottom) rows kept.
 
-    The fewest strips of one common height with at most ``NCNN_STRIP_PIXELS`` pixels each (one
-    strip where the margins would not fit), or ``count`` strips, evenly spaced; each kept row
-    lies ``margin`` rows or more inside its strip, or at the input's own edge.  Kept rows tile
-    ``[0, h)``.
+    The fewest strips of one common height with at most ``budget`` (default
+    ``NCNN_STRIP_PIXELS``) pixels each (one strip where the margins would not fit), or ``count``
+    strips, evenly spaced; each kept row lies ``margin`` rows or more inside its strip, or at the
+    input's own edge.  Kept rows tile ``[0, h)``.
     """
+    budget = NCNN_STRIP_PIXELS if budget is None else budget
     n, height = 1, h
     if count is not None:
         n, height = count, math.ceil((h + 2 * margin * (count - 1)) / count)
-    while count is None and height * w > NCNN_STRIP_PIXELS:
+    while count is None and height * w > budget:
         taller = math.ceil((h + 2 * margin * n) / (n + 1))  # n + 1 strips overlapping by 2 x margin
         if taller <= 2 * margin or taller >= height:
             break  # the margins would eat the strips: no gain from more
@@ -434,6 +442,35 @@ def strips(h: int, w: int, margin: int, count: Optional[int] = None) -> List[Tup
     starts = [round(i * (h - height) / (n - 1)) for i in range(n)]
     cuts = [0] + [(starts[i] + starts[i - 1] + height) // 2 for i in range(1, n)] + [h]
     return [(starts[i], starts[i] + height, cuts[i], cuts[i + 1]) for i in range(n)]
+
+
+Span = Tuple[int, int, int, int]  # computed [start, stop), kept [top, bottom), along one axis
+
+
+def tiles(h: int, w: int, margin: int, workers: int = 1) -> List[Tuple[Span, Span]]:
+    """(rows, columns) tiles of an ``h x w`` input for ``workers`` networks that run at once.
+
+    One worker: full-width row strips (``strips``).  More: tiles of one common size with at
+    most ``NCNN_TILE_PIXELS`` pixels each, over 1-4 column spans; the plan whose rounds of
+    ``workers`` tiles compute the fewest pixels (a 512 px window with a 21 px margin: 3 x 2
+    tiles of 199 x 277).  Kept rows and columns tile the input, each ``margin`` or more inside
+    its tile or at the input's edge, as for strips.
+    """
+    if workers <= 1:
+        return [(rows, (0, w, 0, w)) for rows in strips(h, w, margin)]
+    best: Optional[Tuple[int, List[Tuple[Span, Span]]]] = None
+    for n_cols in range(1, 5):
+        cols = strips(w, h, margin, n_cols)
+        width = cols[0][1] - cols[0][0]
+        if n_cols > 1 and width <= 2 * margin + n_cols:
+            break  # the margins would eat the columns
+        rows = strips(h, width, margin, budget=NCNN_TILE_PIXELS)
+        plan = [(r, c) for r in rows for c in cols]
+        cost = math.ceil(len(plan) / workers) * (rows[0][1] - rows[0][0]) * width  # rounds x pixels per tile
+        if best is None or cost < best[0]:
+            best = (cost, plan)
+    assert best is not None
+    return best[1]
 
 
 class NcnnModel:
@@ -448,14 +485,29 @@ class NcnnModel:
 
     nchw = True  # the converted network reads NCHW (no channels-last round trip)
 
-    def __init__(self, module: Any, network: NcnnNetwork, meta: Dict[str, Any], threads: int, precision: str = "fp32") -> None:
-        import ncnn  # optional: only this runtime needs it
-
+    def __init__(self, module: Any, network: NcnnNetwork, meta: Dict[str, Any], threads: int, precision: str = "fp32",
+                 layout: str = "strips") -> None:
         self.module, self.factor, self.margin = module, int(meta["factor"]), int(meta["margin"])
         self.global_skip, self.hard_constraint = bool(module.global_skip), bool(module.hard_constraint)
-        self.precision, bf16 = precision, precision == "bf16"
-        self.net = ncnn.Net()
-        opt = self.net.opt
+        self.precision, self.layout = precision, layout
+        self.shrink = network.shrink
+        if self.shrink > self.factor * self.margin:
+            raise NcnnUnsupported(f"unpadded convs lose {self.shrink} output pixels per side, more than the margin")
+        self._weights = network.weights  # ncnn may reference weight bytes in place (int8 ones) until it packs them
+        # tiles: one 1-thread network per thread, each on its own tiles at once; strips: one
+        # network of ``threads`` threads that splits every layer (see ``tiles``)
+        nets, per_net = (threads, 1) if layout == "tiles" and threads > 1 else (1, threads)
+        import ncnn  # optional: only this runtime needs it
+
+        self._mat = ncnn.Mat
+        self.pools: List[Any] = []  # each network's (blob, workspace) pools: ncnn holds no reference to them
+        self.nets = [self._network(network, per_net, precision == "bf16") for _ in range(nets)]
+
+    def _network(self, network: NcnnNetwork, threads: int, bf16: bool) -> Any:
+        import ncnn  # optional: only this runtime needs it
+
+        net = ncnn.Net()
+        opt = net.opt
         opt.num_threads = threads  # fixed at load: ncnn packs the weights for its thread count
         opt.use_vulkan_compute = False
         # float32 unless bf16 is asked: ncnn may otherwise keep activations in fp16 / bf16 where the CPU has them
@@ -463,36 +515,35 @@ class NcnnModel:
         opt.use_bf16_storage = opt.use_bf16_packed = bf16
         # ncnn keeps the buffers of a call in pools for the next; reusing one for requests down to
         # half its size held the least (277 x 512 px strip: 1.34 GiB; ncnn's own pools 1.6, 0.99: 1.7)
-        self.pools = (ncnn.PoolAllocator(), ncnn.PoolAllocator())
-        for pool in self.pools:
+        pools = (ncnn.PoolAllocator(), ncnn.PoolAllocator())
+        for pool in pools:
             pool.set_size_compare_ratio(0.5)
-        opt.blob_allocator, opt.workspace_allocator = self.pools
-        self.shrink = network.shrink
-        if self.shrink > self.factor * self.margin:
-            raise NcnnUnsupported(f"unpadded convs lose {self.shrink} output pixels per side, more than the margin")
-        if self.net.load_param_mem(network.param) != 0:
+        opt.blob_allocator, opt.workspace_allocator = pools
+        self.pools.append(pools)
+        if net.load_param_mem(network.param) != 0:
             raise NcnnUnsupported("ncnn did not accept the converted network")
-        self._weights = network.weights  # ncnn may reference weight bytes in place (int8 ones) until it packs them
-        self.net.load_model_mem(self._weights)
-        self._mat = ncnn.Mat
+        net.load_model_mem(self._weights)
+        return net
 
     def release(self) -> None:
         """Give back the buffers the pools keep from earlier calls (e.g. the load-time check's and
         timing's small windows, which a 512 px window's strips could not reuse: ~0.15 GiB)."""
-        for pool in self.pools:
-            pool.clear()
+        for pools in self.pools:
+            for pool in pools:
+                pool.clear()
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray, worker: int = 0) -> np.ndarray:
         """normalised ``[C, h, w]`` float32 -> ``[C, fh, fw]`` through the ncnn backbone."""
-        extractor = self.net.create_extractor()
+        extractor = self.nets[worker].create_extractor()
         extractor.input("in", self._mat(x))  # a view of x: x stays referenced until extract returns
-        status, y = extractor.extract("out")
+        status, y = extractor.extract("out")  # releases the GIL: the workers' tiles run at once
         if status != 0:
             raise RuntimeError(f"ncnn failed on a {x.shape} input (status {status})")
         return np.array(y)
 
     def backbone(self, z: torch.Tensor) -> torch.Tensor:
-        """normalised ``[B, C, H, W]`` -> ``[B, C, fH, fW]``, in row strips (``strips``).
+        """normalised ``[B, C, H, W]`` -> ``[B, C, fH, fW]``, in tiles (``tiles``): row strips
+        on one network, or tiles shared out among the 1-thread networks, which run at once.
 
         Unpadded convs (``shrink``): only the output pixels ``shrink`` or more inside the window
         are computed (those whose receptive field lies in it; the UDF keeps those ``factor x
@@ -506,14 +557,38 @@ class NcnnModel:
         out = (np.zeros if s else np.empty)((b, c, f * h, f * w), dtype=np.float32)
         if f * min(h, w) <= 2 * s:
             return torch.from_numpy(out)  # no pixel has its receptive field inside
+        plan = tiles(h, w, self.margin, len(self.nets))
+        work = queue.SimpleQueue()  # each network takes the next tile when done: a vCPU stalled by a neighbour holds up fewer
         for i in range(b):
-            for start, stop, top, bottom in strips(h, w, self.margin):
-                # output rows [lo, hi) from this strip: the kept ones it computes
-                lo, hi = max(f * top, f * start + s), min(f * bottom, f * stop - s)
-                if lo < hi:
-                    y = self._run(np.ascontiguousarray(z[i, :, start:stop]))
-                    out[i, :, lo:hi, s:f * w - s] = y[:, lo - f * start - s:hi - f * start - s]
+            for rows, cols in plan:
+                work.put((i, rows, cols))
+
+        def run(worker: int) -> None:
+            while True:
+                try:
+                    i, rows, cols = work.get_nowait()
+                except queue.Empty:
+                    return
+                self._tile(z[i], out[i], rows, cols, worker)
+
+        if len(self.nets) == 1:
+            run(0)
+        else:
+            with ThreadPoolExecutor(len(self.nets)) as pool:
+                for done in [pool.submit(run, k) for k in range(len(self.nets))]:
+                    done.result()  # an ncnn failure in a worker is raised here
         return torch.from_numpy(out)
+
+    def _tile(self, z: np.ndarray, out: np.ndarray, rows: Span, cols: Span, worker: int) -> None:
+        """One tile of ``z`` ``[C, h, w]`` through network ``worker`` into its kept part of ``out``."""
+        f, s = self.factor, self.shrink
+        (r0, r1, top, bottom), (c0, c1, left, right) = rows, cols
+        # output rows / columns [lo, hi) from this tile: the kept ones it computes
+        lo, hi = max(f * top, f * r0 + s), min(f * bottom, f * r1 - s)
+        west, east = max(f * left, f * c0 + s), min(f * right, f * c1 - s)
+        if lo < hi and west < east:
+            y = self._run(np.ascontiguousarray(z[:, r0:r1, c0:c1]), worker)
+            out[:, lo:hi, west:east] = y[:, lo - f * r0 - s:hi - f * r0 - s, west - f * c0 - s:east - f * c0 - s]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         z = self.module.normalize(x.float())
@@ -526,9 +601,11 @@ class NcnnModel:
 
 
 @functools.lru_cache(maxsize=4)
-def load_ncnn(path_str: str, size: int, mtime: float, threads: int, precision: str = "fp32") -> Tuple[NcnnModel, Dict[str, Any]]:
+def load_ncnn(path_str: str, size: int, mtime: float, threads: int, precision: str = "fp32",
+              layout: str = "strips") -> Tuple[NcnnModel, Dict[str, Any]]:
     """The weights' model with its backbone converted to ncnn for ``threads`` threads, in
-    ``precision`` (``fp32`` or ``bf16``).
+    ``precision`` (``fp32``, ``bf16`` or ``int8_dynamic``), its windows cut as ``layout`` says
+    (``strips`` or ``tiles``: ``NcnnModel``; ``precision.ncnn_layout()`` is this worker's choice).
 
     ValueError (NcnnUnsupported) where the backbone does not convert or the converted network
     is not the same function (checked on a seeded texture against TorchScript float32: within
@@ -536,13 +613,13 @@ def load_ncnn(path_str: str, size: int, mtime: float, threads: int, precision: s
     their ``NCNN_REDUCED`` bound).
     """
     if precision in NCNN_REDUCED:
-        return _load_ncnn_reduced(path_str, size, mtime, threads, precision)
+        return _load_ncnn_reduced(path_str, size, mtime, threads, precision, layout)
     path = Path(path_str)
     module, meta = load_torchscript(path_str, size, mtime, "cpu")
     if weights_precision(meta) != "fp32":
         raise NcnnUnsupported(f"runtime 'ncnn' runs float weights, {path.name} holds {weights_precision(meta)} ones")
     try:
-        model = NcnnModel(module, ncnn_network(module.backbone, valid=True), meta, threads)
+        model = NcnnModel(module, ncnn_network(module.backbone, valid=True), meta, threads, layout=layout)
         error, bound = _ncnn_error(model, module, meta)
     except NcnnUnsupported as exc:
         raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name}: {exc}") from None
@@ -551,7 +628,7 @@ def load_ncnn(path_str: str, size: int, mtime: float, threads: int, precision: s
     # Winograd rounds differently from a direct convolution: ~1e-6 of the range (measured)
     if not error <= 1e-5 * bound:  # also catches NaN
         raise NcnnUnsupported(f"runtime 'ncnn' is off by {error:.4g} (> {1e-5 * bound:.4g}) on {path.name}'s check input")
-    log.info("s2sr: ncnn backbone for %s, %d threads (max |diff| %.3g on the check input)", path.name, threads, error)
+    log.info("s2sr: ncnn backbone for %s, %d threads, %s (max |diff| %.3g on the check input)", path.name, threads, layout, error)
     return model, meta
 
 
@@ -569,15 +646,16 @@ saturated, or a scale read wrongly, by far more."""
 NCNN_REDUCED = {"bf16": BF16_CHECK, "int8_dynamic": INT8_CHECK}  # precision -> load-time check bound
 
 
-def _load_ncnn_reduced(path_str: str, size: int, mtime: float, threads: int, precision: str) -> Tuple[NcnnModel, Dict[str, Any]]:
+def _load_ncnn_reduced(path_str: str, size: int, mtime: float, threads: int, precision: str,
+                       layout: str) -> Tuple[NcnnModel, Dict[str, Any]]:
     """The ncnn network in ``precision`` (``NCNN_REDUCED``), built from the fp32 conversion
     (itself checked within 1e-5) and checked against TorchScript float32 within its bound."""
     path = Path(path_str)
-    fp32, meta = load_ncnn(path_str, size, mtime, threads, "fp32")  # the conversion, checked in float32
+    fp32, meta = load_ncnn(path_str, size, mtime, threads, "fp32")  # the conversion, checked in float32 (one network)
     bf16, int8 = precision == "bf16", precision == "int8_dynamic"
     try:
         network = ncnn_network(fp32.module.backbone, split_groups=bf16, valid=True, int8_pointwise=int8)
-        model = NcnnModel(fp32.module, network, meta, threads, precision)
+        model = NcnnModel(fp32.module, network, meta, threads, precision, layout)
         error, bound = _ncnn_error(model, fp32.module, meta)
     except NcnnUnsupported as exc:
         raise NcnnUnsupported(f"runtime 'ncnn' cannot run {path.name} in {precision}: {exc}") from None
@@ -587,7 +665,8 @@ def _load_ncnn_reduced(path_str: str, size: int, mtime: float, threads: int, pre
     if not error <= limit * bound:
         raise NcnnUnsupported(f"runtime 'ncnn' in {precision} is off by {error:.4g} (> {limit * bound:.4g}) "
                               f"on {path.name}'s check input")
-    log.info("s2sr: ncnn %s backbone for %s, %d threads (max |diff| %.3g on the check input)", precision, path.name, threads, error)
+    log.info("s2sr: ncnn %s backbone for %s, %d threads, %s (max |diff| %.3g on the check input)", precision, path.name,
+             threads, layout, error)
     return model, meta
 
 

@@ -348,6 +348,29 @@ def timing_window(module: Any, n: int) -> int:
     return n + 2 * math.ceil(shrink / (2 * module.factor)) if shrink else n
 
 
+LAYOUT_ENV = "S2SR_NCNN_LAYOUT"
+LAYOUTS = ("strips", "tiles")
+
+
+def ncnn_layout() -> str:
+    """How this worker's ncnn networks cut a window on 2 or more threads: ``S2SR_NCNN_LAYOUT``
+    where set (``strips`` or ``tiles``), else the benchmarked-CPU table's ``ncnn_layout`` for
+    this CPU (``table_choice``), else ``strips`` (``ncnn_runtime.tiles``; on Zen 4 tiles were
+    no faster within the noise: docs/speed_notes.md, *Tiles on 1-thread networks*)."""
+    asked = os.environ.get(LAYOUT_ENV, "").strip()
+    if asked:
+        if asked not in LAYOUTS:
+            raise ValueError(f"{LAYOUT_ENV}={asked!r}: use one of {', '.join(LAYOUTS)}")
+        return asked
+    return _table_layout()
+
+
+@functools.lru_cache(maxsize=1)
+def _table_layout() -> str:
+    entry = table_choice(cpu_signature())
+    return str((entry or {}).get("ncnn_layout", "strips"))
+
+
 def load(path_str: str, size: int, mtime: float, device: str, precision: str, runtime: str, threads: int) -> Tuple[Any, Dict[str, Any]]:
     """The cached model for a resolved (precision, runtime): a TorchScript module, an NcnnModel
     or an OnnxModel."""
@@ -358,7 +381,7 @@ def load(path_str: str, size: int, mtime: float, device: str, precision: str, ru
     if runtime == "ncnn":
         from s2sr.engine.ncnn_runtime import load_ncnn
 
-        return load_ncnn(path_str, size, mtime, threads, precision)
+        return load_ncnn(path_str, size, mtime, threads, precision, ncnn_layout())
     return load_torch(path_str, size, mtime, device, precision)
 
 
