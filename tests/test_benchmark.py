@@ -31,8 +31,9 @@ def test_committed_report_is_its_json_rendered(bench, report):
     assert all(summary[k] is not None for k in ISSUE_KEYS)
     assert summary["speedup_vs_onnxruntime"] == pytest.approx(summary["mpix_per_s"] / summary["onnxruntime_mpix_per_s"])
     # overlap counted; no more than the core does: FLOPs are the direct convolution's, and ncnn's
-    # Winograd F(4x4, 3x3) does 4x fewer on the 3 x 3 convs (70 % of them): at most 1 / (0.3 + 0.7 / 4) = 2.1x
-    bound = 2.2 if summary["runtime"] == "ncnn" else 1.1
+    # Winograd F(4x4, 3x3) does 4x fewer on the 3 x 3 convs (70 % of them): at most 1 / (0.3 + 0.7 / 4) = 2.1x;
+    # int8_dynamic's 1 x 1 products (the other 30 %) in int8, up to 4x the fp32 peak on VNNI: 1 / (0.3 / 4 + 0.7 / 4) = 4x
+    bound = {"ncnn": 4.1 if summary["precision"] == "int8_dynamic" else 2.2}.get(summary["runtime"], 1.1)
     assert summary["peak_fraction"] < summary["peak_fraction_computed"] < bound
     assert {k: summary[k] for k in ISSUE_KEYS} == pytest.approx({k: report["summary"][k] for k in ISSUE_KEYS})
     # the markdown beside it says the same (the plot needs matplotlib, the bench extra)

@@ -125,6 +125,14 @@ def test_load_predictor_reads_training_checkpoints(tmp_path):
     assert "held-out corners" in P.seen_scenes_note(desc_sc)
 
 
+def test_load_predictor_defaults_to_the_default_model():
+    """No weights named: the default model, found where the UDF finds it."""
+    from s2sr.engine import resolve_weights
+
+    _, desc = P.load_predictor()
+    assert desc["weights"] == str(resolve_weights({})) and desc["architecture"] == "carn_3x3x64g4sw"
+
+
 def test_radiometric_variants_and_goals():
     cubic = lambda x: torch.from_numpy(P.gdal_cubic(x.double().numpy()))  # noqa: E731
     res = P.evaluate_x2(cubic, ["test"], sweep=(0.3,), radiometries=("as_is", "dos"))

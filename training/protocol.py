@@ -238,7 +238,9 @@ def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool
     from .models.receptive_field import receptive_field
 
     if weights is None:
-        weights = str(__import__("s2sr").__file__.replace("__init__.py", "weights/carn_3x3x64g4sw.pt"))
+        from s2sr.engine import resolve_weights
+
+        weights = str(resolve_weights({}))  # the default model, found as the UDF finds it
     model, meta = model_from_file(weights)
     if hard_constraint is not None and hard_constraint != model.hard_constraint:
         model2 = build_model_from_config(_config_of(model, meta), global_skip=model.global_skip,
