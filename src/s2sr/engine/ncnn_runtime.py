@@ -1,11 +1,11 @@
 """s2sr.engine.ncnn_runtime: the backbone of a TorchScript weights file converted to an ncnn network at load."""
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import math
 import queue
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
@@ -558,7 +558,7 @@ class NcnnModel:
         if f * min(h, w) <= 2 * s:
             return torch.from_numpy(out)  # no pixel has its receptive field inside
         plan = tiles(h, w, self.margin, len(self.nets))
-        work = queue.SimpleQueue()  # each network takes the next tile when done: a vCPU stalled by a neighbour holds up fewer
+        work = queue.SimpleQueue()  # each network takes the next tile: a vCPU a neighbour stalls holds up fewer
         for i in range(b):
             for rows, cols in plan:
                 work.put((i, rows, cols))

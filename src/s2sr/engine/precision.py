@@ -355,8 +355,8 @@ LAYOUTS = ("strips", "tiles")
 def ncnn_layout() -> str:
     """How this worker's ncnn networks cut a window on 2 or more threads: ``S2SR_NCNN_LAYOUT``
     where set (``strips`` or ``tiles``), else the benchmarked-CPU table's ``ncnn_layout`` for
-    this CPU (``table_choice``), else ``strips`` (``ncnn_runtime.tiles``; on Zen 4 tiles were
-    no faster within the noise: docs/speed_notes.md, *Tiles on 1-thread networks*)."""
+    this CPU (``table_choice``), else ``strips`` (``ncnn_runtime.tiles``; on Zen 4 tiles ran
+    0.93-1.20x the strips, the fast model slower: docs/speed_notes.md, *Tiles on 1-thread networks*)."""
     asked = os.environ.get(LAYOUT_ENV, "").strip()
     if asked:
         if asked not in LAYOUTS:
