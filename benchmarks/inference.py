@@ -218,7 +218,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         cube = XarrayDataCube(xarray.DataArray(x, dims=("t", "bands", "y", "x"), coords={"bands": list(BANDS)}))
         ctx = {"overlap": spec["overlap"], "threads": threads, "weights": spec["weights"], **UDF_CONTEXT[path]}
         run = lambda: udf["apply_datacube"](cube, ctx).get_array().values  # noqa: E731
-        engine.load_model(ctx)  # load, probe and (auto) the timing: one-time costs
+        model = engine.load_model(ctx)[0]  # load, probe and (auto) the timing: one-time costs
         _, chosen, runtime = engine.choose_path(Path(spec["weights"]).resolve(), ctx.get("precision", "auto"), "cpu",
                                                 ctx.get("runtime", "auto"))
     elif path in ("onnxruntime", "onnxruntime_int8"):
@@ -255,11 +255,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
-    layout = None
-    if runtime == "ncnn":
-        from s2sr.engine.precision import ncnn_layout
-
-        layout = ncnn_layout() if threads > 1 else "strips"
+    layout = getattr(model, "layout", None) if udf is not None else None  # ncnn's, as the model runs it
     return {"load_s": load_s, "first_s": first_s, "s": statistics.median(times), "peak_rss_gib": _peak_rss_gib(),
             "precision": chosen, "runtime": runtime, "layout": layout}
 
@@ -577,7 +573,8 @@ def measure_layouts(weights: str, margin: int, reps: int) -> Dict[str, Any]:
     (``S2SR_NCNN_LAYOUT``: row strips on one 2-thread network in turn, or tiles on two 1-thread
     networks at once), alternating for ``LAYOUT_ROUNDS`` rounds: the evidence for the CPU
     table's ``ncnn_layout``."""
-    w, out = default_window(), {"window": default_window(), "threads": 2, "s": {}, "peak_rss_gib": {}}
+    w = default_window()
+    out = {"window": w, "threads": 2, "s": {}, "peak_rss_gib": {}}
     for rnd in range(LAYOUT_ROUNDS):
         for path in (("udf_strips", "udf_tiles") if rnd % 2 == 0 else ("udf_tiles", "udf_strips")):
             r = _spawn({"path": path, "threads": 2, "window": w, "reps": reps, "overlap": margin, "weights": weights})

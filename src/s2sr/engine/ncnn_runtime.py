@@ -489,7 +489,7 @@ class NcnnModel:
                  layout: str = "strips") -> None:
         self.module, self.factor, self.margin = module, int(meta["factor"]), int(meta["margin"])
         self.global_skip, self.hard_constraint = bool(module.global_skip), bool(module.hard_constraint)
-        self.precision, self.layout = precision, layout
+        self.precision = precision
         self.shrink = network.shrink
         if self.shrink > self.factor * self.margin:
             raise NcnnUnsupported(f"unpadded convs lose {self.shrink} output pixels per side, more than the margin")
@@ -497,6 +497,7 @@ class NcnnModel:
         # tiles: one 1-thread network per thread, each on its own tiles at once; strips: one
         # network of ``threads`` threads that splits every layer (see ``tiles``)
         nets, per_net = (threads, 1) if layout == "tiles" and threads > 1 else (1, threads)
+        self.layout = "tiles" if nets > 1 else "strips"  # what runs: one network cuts a window in strips
         import ncnn  # optional: only this runtime needs it
 
         self._mat = ncnn.Mat
