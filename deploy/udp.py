@@ -163,6 +163,10 @@ def parameters(models: Sequence[str], default_model: str) -> List[Parameter]:
         Parameter.string(name="runtime", default="auto", values=list(engine.RUNTIMES),
                          description="Inference runtime: auto (whichever runtime the worker has: onnxruntime from the "
                                      "hosted onnx_deps archive on CDSE), or one of them by name."),
+        Parameter.number(name="swir_cap", default=engine.SWIR_CAP_K,
+                         description="Cap on B11 / B12's detail over bicubic, in units of each band's own local input contrast "
+                                     "(where the SWIR is flat under textured visible bands, e.g. snow, the network would "
+                                     "otherwise draw the visible texture into it); 0: the network's output as it is."),
         Parameter.number(name="max_cloud_cover", default=50, description="Skip scenes with more cloud cover than this (percent)."),
         Parameter.number(name="radiometric_offset", default=0,
                          description="Added to the DN before scaling (reflectance = (DN + offset) / 10000): -1000 for "
@@ -245,6 +249,7 @@ def build_graph(models: Optional[Dict[str, Dict[str, Any]]] = None, window: int 
         "offset": {"from_parameter": "radiometric_offset"},
         "precision": {"from_parameter": "precision"},
         "runtime": {"from_parameter": "runtime"},
+        "swir_cap": {"from_parameter": "swir_cap"},
         "overlap": geometry["overlap"],
     }
     udf = openeo.UDF(udf_source(), runtime="Python-Jep", version=UDF_PYTHON_VERSION, context=context)
@@ -273,7 +278,7 @@ def build_udp(models: Optional[Dict[str, Dict[str, Any]]] = None, archive_url: O
             "Super-resolves B02 B03 B04 B08 (10 m) and B05 B06 B07 B8A B11 B12 (20 m) to 5 m with a shallow CARN "
             "network (CESBIO/EVOLAND design) run as a UDF. The 20 m bands are brought to 10 m with cubic resampling, "
             f"then the network runs on {geometry['size']} px windows with {geometry['overlap']} px overlap (its "
-            f"receptive field), seam-free; {dates}. Output: the ten bands at 5 m, float32 in the input's units, "
+            f"receptive field, then the reach of the cap on the SWIR bands' detail and of the no-data fill), seam-free; {dates}. Output: the ten bands at 5 m, float32 in the input's units, "
             f"no-data NaN. s2sr {s2sr.__version__}."
         ),
         parameters=parameters(list(models), default),
@@ -302,7 +307,8 @@ def load_udp_json(path: Path = UDP_JSON) -> Dict[str, Any]:
 
 
 def superresolve(cube: DataCube, model: str = engine.DEFAULT_MODEL, offset: float = 0.0, size: Optional[int] = None,
-                 overlap: Optional[int] = None, precision: str = "auto", runtime: str = "auto") -> DataCube:
+                 overlap: Optional[int] = None, precision: str = "auto", runtime: str = "auto",
+                 swir_cap: float = engine.SWIR_CAP_K) -> DataCube:
     """Add s2sr to an existing openEO cube holding the ten bands on the 10 m grid.
 
     One line for a Jupyter user: ``sr = superresolve(cube)``.  Bring the 20 m bands to the
@@ -316,13 +322,16 @@ def superresolve(cube: DataCube, model: str = engine.DEFAULT_MODEL, offset: floa
     overlap = overlap if overlap is not None else geometry["overlap"]
     if overlap < geometry["overlap"]:
         raise ValueError(f"overlap {overlap} is smaller than the {geometry['overlap']} px the model needs (its margin plus the "
-                         "no-data fill's reach): tiles would show seams")
+                         "SWIR cap's and the no-data fill's reach): tiles would show seams")
     if precision not in engine.PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; available: {list(engine.PRECISIONS)}")
     if runtime not in engine.RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; available: {list(engine.RUNTIMES)}")
+    if not (isinstance(swir_cap, (int, float)) and 0 <= swir_cap < math.inf):
+        raise ValueError(f"swir_cap must be a number >= 0 (0: no cap), got {swir_cap!r}")
     udf = openeo.UDF(udf_source(), runtime="Python-Jep", version=UDF_PYTHON_VERSION,
-                     context={"model": model, "offset": offset, "overlap": overlap, "precision": precision, "runtime": runtime})
+                     context={"model": model, "offset": offset, "overlap": overlap, "precision": precision, "runtime": runtime,
+                              "swir_cap": swir_cap})
     return cube.apply_neighborhood(udf, size=_px(size), overlap=_px(overlap))
 
 

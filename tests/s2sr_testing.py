@@ -61,6 +61,16 @@ def cube_with_gap(ny: int, nx: int, seed: int, band: int, rows: slice, cols: sli
     return cube
 
 
+def flat_swir(cube: xarray.DataArray, seed: int = 0) -> xarray.DataArray:
+    """``cube`` with B11 / B12 nearly flat (as under snow: 1500 DN, noise of 3 DN) while the
+    other bands keep their texture: where the network's SWIR detail exceeds the cap."""
+    rng = np.random.default_rng(seed)
+    for band in ("B11", "B12"):
+        plane = cube.loc[{"bands": band}]
+        cube.loc[{"bands": band}] = 1500.0 + rng.normal(0, 3.0, plane.shape).astype(np.float32)
+    return cube
+
+
 def export_slim(path: Path, seed: int = 0, cascades: int = 3, global_skip: bool = True) -> Path:
     """A narrow CARN (width 16, same depth and margin as the default) with random weights.
 

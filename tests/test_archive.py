@@ -20,7 +20,7 @@ from s2sr_testing import make_cube
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "carn_3x3x64g4sw"
-OVERLAP = 23  # the default model's margin (21) + the no-data fill's reach (2): seams exact
+OVERLAP = 24  # the default model's margin (21) + the SWIR cap's reach (1) + the no-data fill's (2): seams exact
 #: what a CDSE worker has (numpy, xarray, openeo) plus onnxruntime from the hosted onnx_deps archive
 NO_TORCH_REQUIREMENTS = ["numpy", "xarray", "openeo", "onnxruntime"]
 

@@ -206,6 +206,18 @@ def test_weights_runs_ones_own_export(workdir, tmp_path_factory):
     assert record["weights"] == str(other) and record["model"] == "other.pt"
 
 
+def test_swir_cap_option_reaches_the_udf(workdir):
+    """--swir-cap K is the UDP's swir_cap: a tight cap changes B11 / B12 alone (GeoTIFF band
+    order: the model's, B11 / B12 last), 0 leaves the network's output."""
+    common = ["run", "--quiet", "--bbox", *SMALL_BBOX, "--bbox-crs", "EPSG:32618", "--precision", "fp32"]
+    assert cli.main(common + ["--out", "none", "--swir-cap", "0"]) == 0
+    assert cli.main(common + ["--out", "tight", "--swir-cap", "0.2"]) == 0
+    none, tight = _sr(workdir / "none"), _sr(workdir / "tight")
+    np.testing.assert_array_equal(none[:8], tight[:8])
+    assert np.abs(none[8:] - tight[8:]).max() > 1.0
+    assert cli.main(common + ["--out", "bad", "--swir-cap", "-1"]) != 0
+
+
 def _default_weights():
     """The weights the default run finds ($S2SR_WEIGHTS_DIR: the slim ones, under the default name)."""
     import os

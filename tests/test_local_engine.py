@@ -81,13 +81,13 @@ def _max_diff(a, b):
 # --------------------------------------------------------------------------- the UDP on the sample
 
 def test_windowed_udp_equals_udf_on_whole_merged_cube(slim_env, catalogue):
-    """Whole sample (256 px, 4 windows of 210 + 2 x 23 px): each window must get its own
+    """Whole sample (256 px, 4 windows of 208 + 2 x 24 px): each window must get its own
     run_udf result; a cached first window would differ from the whole-cube UDF by far."""
     engine = local.LocalEngine(catalogue, workers=2)
     # 256 px windows (the committed UDP's 512 px would cover the sample in one window)
     execution = engine.run_udp(build_udp(window=256), arguments=_arguments(catalogue))
     stats = execution.stats["apply_neighborhood"][0]
-    assert stats["windows"] == 4 and stats["size"] == (210, 210) and stats["overlap"] == (23, 23)
+    assert stats["windows"] == 4 and stats["size"] == (208, 208) and stats["overlap"] == (24, 24)
     whole = run_jep(load_module_from_string(udf_source()), _reference_cube(0, 0, 256, 256), {"precision": "fp32"})
     sr = execution.result
     assert sr.dims == ("t", "bands", "y", "x") and sr.shape == (1, 10, 512, 512)
@@ -100,17 +100,17 @@ def test_windowed_udp_equals_udf_on_whole_merged_cube(slim_env, catalogue):
 
 def test_default_weights_bbox_grid_and_overfetch(catalogue):
     """The shipped weights over a 40 x 40 px box: equal to the UDF on the merged cube read with
-    the overlap buffer (23 px) around the box, then clipped; 5 m centres on the 10 m edges."""
+    the overlap buffer (24 px) around the box, then clipped; 5 m centres on the 10 m edges."""
     col0, row0, col1, row1 = 60, 80, 100, 120
     execution = local.LocalEngine(catalogue).run_udp(arguments=_arguments(catalogue, _utm_bbox(col0, row0, col1, row1)))
     loaded = execution.results["loadcollection1"]
-    assert loaded.sizes["x"] == loaded.sizes["y"] == 40 + 2 * 23, "load_collection must over-fetch by the overlap"
-    ref_cube = _reference_cube(col0 - 23, row0 - 23, col1 + 23, row1 + 23)
+    assert loaded.sizes["x"] == loaded.sizes["y"] == 40 + 2 * 24, "load_collection must over-fetch by the overlap"
+    ref_cube = _reference_cube(col0 - 24, row0 - 24, col1 + 24, row1 + 24)
     assert _max_diff(execution.results["mergecubes1"].values, ref_cube.values) <= 1e-6
     whole = run_jep(load_module_from_string(udf_source()), ref_cube, {"precision": "fp32"})
     sr = execution.result
     assert sr.shape == (1, 10, 80, 80)
-    assert _max_diff(sr.values, whole.values[..., 46:126, 46:126]) <= TOL_REFLECTANCE
+    assert _max_diff(sr.values, whole.values[..., 48:128, 48:128]) <= TOL_REFLECTANCE
     # the 5 m grid: pixel centres half a 5 m pixel inside the 10 m edges of the box
     np.testing.assert_allclose(sr.x.values, X0 + 10 * col0 + (np.arange(80) + 0.5) * 5, atol=1e-6)
     np.testing.assert_allclose(sr.y.values, Y0 - 10 * row0 - (np.arange(80) + 0.5) * 5, atol=1e-6)
@@ -250,7 +250,7 @@ def test_load_reads_requested_bands_extent_and_buffer(toy_catalogue):
 
 def test_pixel_buffer_dry_run_marks_both_loads():
     graph = load_udp_json()["process_graph"]
-    assert local.pixel_buffers(graph, {}) == {"loadcollection1": 23, "loadcollection2": 23}
+    assert local.pixel_buffers(graph, {}) == {"loadcollection1": 24, "loadcollection2": 24}
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from s2sr.deploy.neighborhood import apply_neighborhood
 from s2sr.engine.coords import fine_axis
-from s2sr_testing import chunking_vs_own_error, make_cube, run_local
+from s2sr_testing import chunking_vs_own_error, flat_swir, make_cube, run_local
 
 TOL_REFLECTANCE = 1e-5  # |chunked - whole| everywhere, in reflectance (DN / 10000)
 
@@ -32,10 +32,12 @@ def _assert_same(chunked, whole):
 @given(
     ny=st.integers(20, 70), nx=st.integers(20, 70), size=st.integers(12, 40), extra_overlap=st.integers(0, 6),
     holes=st.lists(st.tuples(st.integers(0, 69), st.integers(0, 69), st.integers(1, 12), st.integers(0, 9)), max_size=3),
-    seed=st.integers(0, 2**16),
+    seed=st.integers(0, 2**16), snow=st.booleans(),
 )
-def test_chunks_reassemble_to_whole_scene(udf_code, slim_weights, slim_overlap, ny, nx, size, extra_overlap, holes, seed):
+def test_chunks_reassemble_to_whole_scene(udf_code, slim_weights, slim_overlap, ny, nx, size, extra_overlap, holes, seed, snow):
     cube = make_cube(ny, nx, seed=seed)
+    if snow:  # flat SWIR: the cap on its detail at work (test_swir_cap.py)
+        cube = flat_swir(cube, seed)
     for y, x, n, band in holes:  # no-data patches, some crossing window borders
         cube.values[0, band, y:y + n, x:x + n] = np.nan
     ctx = {"weights": str(slim_weights), "precision": "fp32"}
@@ -67,6 +69,20 @@ def test_default_weights_two_by_two_windows(udf_code):
     seams, whole_error, chunked_error = chunking_vs_own_error(udf_code, cube, {}, margin, detail=True)
     assert chunked_error <= 1.5 * whole_error  # chunking costs no accuracy
     assert seams <= 1.5 * max(whole_error, chunked_error)  # the two roundings differ by about one error
+
+
+def test_seams_exact_with_the_swir_cap_at_work(udf_code, slim_weights, slim_overlap):
+    """Flat SWIR (the cap scales the detail down nearly everywhere) and no-data across window
+    borders, at exactly the overlap the model needs (its margin, the cap's reach, the fill's):
+    the stitched windows equal the whole scene.  (That the reach is enough: test_swir_cap.py.)"""
+    cube = flat_swir(make_cube(44, 40, seed=4), seed=4)
+    cube.values[0, 8, 18:23, 17:23] = np.nan  # B11, across the borders of the 20 px windows
+    cube.values[0, 2, 1:4, 30:36] = np.nan
+    ctx = {"weights": str(slim_weights), "precision": "fp32"}
+    whole = run_local(udf_code, cube, ctx)
+    _assert_same(_chunked(udf_code, cube, ctx, 20, slim_overlap), whole)
+    raw = run_local(udf_code, cube, {**ctx, "swir_cap": 0})
+    assert np.nanmean(np.abs(raw.values[0, 8:] - whole.values[0, 8:]) > 1.0) > 0.5  # the cap is at work
 
 
 def test_float32_coordinates_like_backends(udf_code, slim_weights, slim_overlap):

@@ -239,7 +239,7 @@ def test_a_window_over_the_scene_edge_computes_only_the_scene(udf_module, slim_w
     values = cube.values.astype(np.float32)
     ctx = {"overlap": m, "batch": 2}
     cropped = engine.superresolve(values.copy(), recording, meta, ctx)
-    mm = meta["margin"]  # the receptive field's: what the network needs around the valid pixels
+    mm = meta["margin"] + engine.CAP_REACH  # the receptive field's, then the SWIR cap's: what the valid pixels need
     assert shapes == [(2, 10, 30 + m + mm, 24 + m + mm)]  # the rows and columns the valid pixels need
     whole_extent = lambda valid, pad, margin: (slice(0, valid.shape[2] + 2 * pad), slice(0, valid.shape[3] + 2 * pad))  # noqa: E731
     patch_engine(monkeypatch, "valid_extent", whole_extent)

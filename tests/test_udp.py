@@ -48,7 +48,10 @@ def test_parameters_and_job_options():
     udp = build_udp()
     params = {p["name"]: p for p in udp["parameters"]}
     assert set(params) == {"spatial_extent", "temporal_extent", "product", "model", "max_cloud_cover", "radiometric_offset",
-                           "precision", "runtime"}  # no output_dtype: the executor returns float32 only
+                           "precision", "runtime", "swir_cap"}  # no output_dtype: the executor returns float32 only
+    assert params["swir_cap"]["default"] == 2.5 and params["swir_cap"]["schema"]["type"] == "number"
+    graph_context = next(n for n in udp["process_graph"].values() if n["process_id"] == "apply_neighborhood")
+    assert '"from_parameter": "swir_cap"' in json.dumps(graph_context)
     assert params["precision"]["default"] == "auto" and "fp32" in params["precision"]["schema"]["enum"]
     assert params["runtime"]["default"] == "auto" and {"auto", "torch", "ncnn"} <= set(params["runtime"]["schema"]["enum"])
     assert params["product"]["schema"]["enum"] == ["SENTINEL2_L2A", "SENTINEL2_L1C"]
@@ -141,10 +144,10 @@ def test_udp_module_imports_no_torch():
 
 
 def test_geometry_keeps_overlap_below_size():
-    # overlap = margin + the no-data fill's reach (2 px)
-    assert neighborhood_geometry({"a": {"margin": 21}}) == {"size": 466, "overlap": 23}
-    assert neighborhood_geometry({"a": {"margin": 21}}, window=256) == {"size": 210, "overlap": 23}
-    assert neighborhood_geometry({"a": {"margin": 21}, "b": {"margin": 49}}, window=256) == {"size": 154, "overlap": 51}
+    # overlap = margin + the SWIR cap's reach (1 px) + the no-data fill's (2 px)
+    assert neighborhood_geometry({"a": {"margin": 21}}) == {"size": 464, "overlap": 24}
+    assert neighborhood_geometry({"a": {"margin": 21}}, window=256) == {"size": 208, "overlap": 24}
+    assert neighborhood_geometry({"a": {"margin": 21}, "b": {"margin": 49}}, window=256) == {"size": 152, "overlap": 52}
     big = neighborhood_geometry({"a": {"margin": 100}}, window=256)
     assert big["size"] > big["overlap"]
 
@@ -155,10 +158,14 @@ def test_superresolve_adds_one_node_to_a_cube():
     cube = DataCube.load_collection("SENTINEL2_L2A", connection=None, fetch_metadata=False)
     sr = superresolve(cube).flat_graph()
     assert [n["process_id"] for n in sr.values()] == ["load_collection", "apply_neighborhood"]
-    with pytest.raises(ValueError, match="smaller than the 23 px the model needs"):
+    with pytest.raises(ValueError, match="smaller than the 24 px the model needs"):
         superresolve(cube, overlap=3)
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         superresolve(cube, model="nope")
+    context = json.dumps(superresolve(cube, swir_cap=0).flat_graph())
+    assert '"swir_cap": 0' in context and '"swir_cap": 2.5' in json.dumps(sr)
+    with pytest.raises(ValueError, match="swir_cap must be a number >= 0"):
+        superresolve(cube, swir_cap=-1)
 
 
 def test_example_memory_options_match_the_builder():

@@ -244,18 +244,23 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def run_x2(weights: Optional[Path], out: Path, areas: List[str], sweep: List[float], hard_constraint: Optional[bool],
-           radiometries: Sequence[str] = ("as_is", "dos")) -> Dict[str, Any]:
-    """The Wald x2 protocol (``protocol.py``): ``x2.json`` and ``x2.md`` in ``out``."""
+           radiometries: Sequence[str] = ("as_is", "dos"), swir_cap: Optional[float] = None) -> Dict[str, Any]:
+    """The Wald x2 protocol (``protocol.py``): ``x2.json`` and ``x2.md`` in ``out``; ``swir_cap``
+    the engine's SWIR cap factor (None: the engine's default; 0: the network's output as it is)."""
+    from s2sr.engine.swir_cap import SWIR_CAP_K
+
     from . import protocol
 
-    predict, desc = protocol.load_predictor(str(weights) if weights else None, hard_constraint)
+    k = SWIR_CAP_K if swir_cap is None else swir_cap
+    predict, desc = protocol.load_predictor(str(weights) if weights else None, hard_constraint, swir_cap=k)
     results = protocol.evaluate_x2(predict, areas, sweep, radiometries=radiometries)
     report = {"model": desc, "protocol": "wald_x2", "areas": results,
               "goals": {k: protocol.goals(v) for k, v in results.items()},
               "note": protocol.seen_scenes_note(desc)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "x2.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    title = f"Wald x2 evaluation of `{Path(desc['weights']).name}`" + (" (hard constraint)" if desc["hard_constraint"] else "")
+    title = (f"Wald x2 evaluation of `{Path(desc['weights']).name}`" + (" (hard constraint)" if desc["hard_constraint"] else "")
+             + (f", SWIR cap k = {k:g}" if k else ", no SWIR cap"))
     (out / "x2.md").write_text(protocol.to_markdown(results, title, report["note"]))
     return report
 
@@ -276,6 +281,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="total MTFs of the sweep, comma-separated ('' for none); default %(default)s")
     parser.add_argument("--hard-constraint", dest="hard_constraint", action=argparse.BooleanOptionalAction, default=None,
                         help="add (or remove) the low-frequency hard constraint layer before evaluating")
+    parser.add_argument("--swir-cap", dest="swir_cap", type=float, default=None,
+                        help="the engine's cap on B11 / B12's detail, as the UDF runs it (default: the engine's; "
+                             "0: the network's output as it is)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="x4 protocol's split")
     parser.add_argument("--out", type=Path, help="output folder (default: a new runs/evaluate/<weights>-<time>)")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
@@ -287,7 +295,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.protocol in ("x2", "both"):
         sweep = [float(v) for v in args.sweep.split(",") if v.strip()]
         run_x2(args.weights, out, [a.strip() for a in args.areas.split(",")], sweep, args.hard_constraint,
-               [r.strip() for r in args.radiometry.split(",") if r.strip()])
+               [r.strip() for r in args.radiometry.split(",") if r.strip()], args.swir_cap)
         print((out / "x2.md").read_text())
     if args.protocol in ("x4", "both"):
         res = evaluate(args.weights, args.split)

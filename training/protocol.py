@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from s2sr.engine.swir_cap import SWIR_CAP_K
 
 from .bands import BANDS, MTF_NYQUIST, REFLECTANCE_SCALE
 from .degradation import _calibrated_sigma, _sampled_gaussian
@@ -221,19 +222,28 @@ def shift_control(out: np.ndarray, case: X2Case, border: int = BORDER) -> Dict[s
     return res
 
 
-def predictor(module: Any, margin: int, tile: int = 192) -> Predict:
-    """``predict(x)`` of a model (eager or TorchScript) in tiles with ``margin`` input pixels of context."""
+def predictor(module: Any, margin: int, tile: int = 192, swir_cap: float = SWIR_CAP_K) -> Predict:
+    """``predict(x)`` of a model (eager or TorchScript) in tiles with ``margin`` input pixels of
+    context, then the engine's cap on the SWIR detail (``swir_cap``; 0: the network's output as it is)."""
+    from s2sr.engine.swir_cap import cap_detail
+
     from .predict import predict_module
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        return predict_module(module, x.float(), 2, margin, tile=tile)
+        out = predict_module(module, x.float(), 2, margin, tile=tile)
+        if not swir_cap:
+            return out
+        capped = cap_detail(out[None].numpy(), x.float()[None].numpy(), BANDS, swir_cap)[0]
+        return torch.from_numpy(capped)
 
     return predict
 
 
-def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool] = None) -> tuple:
+def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool] = None,
+                   swir_cap: float = SWIR_CAP_K) -> tuple:
     """``(predict, description)`` for exported float weights (default: the shipped default), evaluated
-    as trained (reflect padding); ``hard_constraint`` adds / removes the constraint layer."""
+    as trained (reflect padding) and followed by the SWIR cap as the engine runs it (``swir_cap``
+    its factor, 0 for none); ``hard_constraint`` adds / removes the constraint layer."""
     from .models import build_model_from_config, load_trained
     from .models.receptive_field import receptive_field
 
@@ -247,9 +257,9 @@ def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool
                                          hard_constraint=hard_constraint)
         load_trained(model2, model.state_dict())
         model = model2.eval()
-    return predictor(model, receptive_field(model).margin_in_px), {"weights": weights, "architecture": meta.get("architecture"),
-                                                                   "hard_constraint": model.hard_constraint,
-                                                                   "training": meta.get("training", {})}
+    return predictor(model, receptive_field(model).margin_in_px, swir_cap=swir_cap), {
+        "weights": weights, "architecture": meta.get("architecture"), "hard_constraint": model.hard_constraint,
+        "swir_cap": float(swir_cap), "training": meta.get("training", {})}
 
 
 def model_from_file(path: str) -> tuple:

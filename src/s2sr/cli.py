@@ -141,6 +141,9 @@ def _run_parser(prog: str = "s2sr run") -> argparse.ArgumentParser:
                      help="network arithmetic (the UDP's 'precision'; default auto: fp32 or bf16, whichever runs faster)")
     udp.add_argument("--runtime", choices=["auto", "torch", "ncnn", "onnxruntime"],
                      help="inference runtime (the UDP's 'runtime'; default auto)")
+    udp.add_argument("--swir-cap", dest="swir_cap", type=float, metavar="K",
+                     help="cap on B11 / B12's detail, in units of each band's own local input contrast (the UDP's "
+                          "'swir_cap'; default 2.5; 0: none)")
     udp.add_argument("--radiometric-offset", type=float, help="added to DN before scaling (-1000 for baseline >= 04.00 products)")
     udp.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
     udp.add_argument("--workers", type=int, help="local threads running windows (default: the CPUs available)")
@@ -225,7 +228,7 @@ def udp_arguments(args: argparse.Namespace, catalogue, product: str) -> Dict[str
     }
     for name, value in (("model", args.model), ("max_cloud_cover", args.max_cloud_cover),
                         ("radiometric_offset", args.radiometric_offset), ("precision", args.precision),
-                        ("runtime", args.runtime)):
+                        ("runtime", args.runtime), ("swir_cap", args.swir_cap)):
         if value is not None:
             arguments[name] = value
     return arguments
@@ -414,7 +417,7 @@ def run(args: argparse.Namespace, state: Optional[RunState] = None, interrupts: 
 # --------------------------------------------------------------------------- benchmark scenarios
 
 SCENARIO_EXCLUSIVE = ("input", "input_10m", "input_20m", "date", "product", "bbox", "temporal", "max_cloud_cover",
-                      "model", "weights", "precision", "runtime", "radiometric_offset")
+                      "model", "weights", "precision", "runtime", "radiometric_offset", "swir_cap")
 
 
 def _scenario_run(args: argparse.Namespace):

@@ -12,7 +12,8 @@ live here, one job per module:
 - ``torch_runtime``, ``onednn``, ``ncnn_runtime``: the runtimes;
 - ``precision``: which runtime and precision run, the cached models, the ``auto`` decision;
 - ``threads``: the CPUs a worker may use;
-- ``tiling``: one window through the network (fill, pad, valid extent, infer, crop);
+- ``swir_cap``: the cap on B11 / B12's detail after the network (numpy);
+- ``tiling``: one window through the network (fill, pad, valid extent, infer, cap, crop);
 - ``cube``: the whole thing on an xarray cube.
 
 Importing this package imports nothing heavy.
@@ -43,13 +44,14 @@ _EXPORTS = {
     "ncnn_runtime": ("NcnnModel", "ncnn_network"),
     "runtimes": ("ncnn_available", "onnxruntime_available", "torch_available"),
     "precision": ("choose_path", "decision_uses", "decisions", "load_model"),
+    "swir_cap": ("CAP_REACH", "SWIR_BANDS", "SWIR_CAP_K", "cap_detail", "cap_factor"),
     "tiling": ("superresolve", "valid_extent"),
     "cube": ("superresolve_cube",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 
-_MODULES = ("context", "coords", "cube", "ncnn_runtime", "nodata", "onednn", "onnx_runtime", "precision", "runtimes", "threads", "tiling",
+_MODULES = ("context", "coords", "cube", "ncnn_runtime", "nodata", "onednn", "onnx_runtime", "precision", "runtimes", "swir_cap", "threads", "tiling",
             "torch_runtime", "weights")
 
 

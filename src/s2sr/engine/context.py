@@ -51,6 +51,7 @@ KEYS: Dict[str, Tuple[Callable[[Any], bool], str, bool]] = {
     "overlap": (lambda v: _integer(v) and v >= 0, "an integer >= 0", False),
     "factor": (lambda v: _integer(v) and v >= 2, "an integer >= 2", False),
     "resolution": (lambda v: _number(v) and v > 0, "a positive number (metres)", False),
+    "swir_cap": (lambda v: _number(v) and v >= 0, "a number >= 0 (0: no cap; null: the default)", True),
 }
 CONTEXT_KEYS = tuple(KEYS)
 ENUMS = {"precision": PRECISIONS, "runtime": RUNTIMES, "output_dtype": OUTPUT_DTYPES}

@@ -5,6 +5,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from s2sr.engine.swir_cap import CAP_REACH
+
 #: reflectances outside this range are not physical: masked, and an error when they dominate
 REFLECTANCE_RANGE = (-1.0, 3.0)
 INT16_NODATA = -10000
@@ -34,8 +36,8 @@ FILL_REACH = 2
 
 def required_overlap(meta: Dict[str, Any]) -> int:
     """The ``apply_neighborhood`` overlap (input px) with which windows equal the whole-scene run:
-    the receptive field's margin plus the no-data fill's reach."""
-    return int(meta["margin"]) + FILL_REACH
+    the receptive field's margin, the SWIR cap's reach beyond it and the no-data fill's reach."""
+    return int(meta["margin"]) + CAP_REACH + FILL_REACH
 
 
 def fill_nodata(x: np.ndarray, valid: np.ndarray, fallback: np.ndarray, reach: int = FILL_REACH) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""s2sr.engine.tiling: one window through the network: fill, pad, the valid extent, infer, crop."""
+"""s2sr.engine.tiling: one window through the network: fill, pad, the valid extent, infer, cap, crop."""
 
 import math
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -7,6 +7,7 @@ import numpy as np
 
 from s2sr.engine.nodata import check_radiometry, fill_nodata, required_overlap, valid_mask
 from s2sr.engine.runtimes import MIN_NET_SIZE
+from s2sr.engine.swir_cap import CAP_REACH, cap_detail, cap_factor
 
 
 def infer(module: Any, x: np.ndarray, device: str) -> np.ndarray:
@@ -125,7 +126,8 @@ def _superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context
     inner = _inner_window(values.shape, meta, context)
     if inner:  # more overlap than this model needs (the UDP's is the largest model's): what it needs
         return _superresolve_inner(values, module, meta, context, device, dates, inner)
-    f, margin = meta["factor"], meta["margin"]
+    f = meta["factor"]
+    margin = int(meta["margin"]) + CAP_REACH  # the context a kept pixel reads: the net's field, then the SWIR cap
     model_scale = float(meta["input_scaling"]["scale"])
     model_offset = float(meta["input_scaling"].get("offset", 0.0))
     scale = float(context.get("scale", 10000.0))
@@ -153,6 +155,7 @@ def _superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context
     rows, cols = valid_extent(valid, pad, margin)
     x = x[:, :, rows, cols]
     batch = int(context.get("batch", 1))
+    swir_cap = cap_factor(context)
     # the output rows and columns this computes (window coordinates), and where they lie in its result
     (oy, iy), (ox, ix) = _placed(rows, pad, h, f), _placed(cols, pad, w, f)
     covered = (oy.start, oy.stop, ox.start, ox.stop) == (0, f * h, 0, f * w)
@@ -167,7 +170,7 @@ def _superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context
         if not valid[start:stop].any():  # (never where one pass covers all: valid.any() above)
             out[start:stop] = np.nan
             continue
-        y = infer(module, x[start:stop], device)
+        y = cap_detail(infer(module, x[start:stop], device), x[start:stop], meta["bands"], swir_cap)
         if out is None:
             out = y  # the whole output, uncropped (a 42 MB copy less per date at 512 px)
         else:
