@@ -568,13 +568,43 @@ def test_layout_from_the_environment_then_the_cpu_table(monkeypatch, tmp_path):
         precision.ncnn_layout()
     monkeypatch.delenv(precision.LAYOUT_ENV)
     cpu = engine.precision.cpu_signature()
-    for entry, expected in (({"ncnn_layout": "tiles"}, "tiles"), ({}, "strips")):
+    per_net = {"ncnn_layout": {"carn_3x3x64g4sw": "tiles"}}  # one layout per architecture
+    for entry, arch, expected in (({"ncnn_layout": "tiles"}, None, "tiles"), ({}, "carn_3x3x64g4sw", "strips"),
+                                  (per_net, "carn_3x3x64g4sw", "tiles"), (per_net, "carn_2x3x64g4sw", "strips"),
+                                  (per_net, None, "strips")):
         table = tmp_path / "table.json"
         table.write_text(json.dumps({"cpus": [{"name": "this CPU", "vendor": cpu["vendor"], "family": cpu["family"],
                                                "flags": {}, "precision": "fp32", "runtime": "ncnn", **entry}]}))
         monkeypatch.setattr(precision, "AUTO_TABLE", table)
         precision._table_layout.cache_clear()
         try:
-            assert precision.ncnn_layout() == expected
+            assert precision.ncnn_layout(arch) == expected
+        finally:
+            precision._table_layout.cache_clear()
+
+
+def test_the_table_picks_the_layout_by_the_weights_architecture(monkeypatch, tmp_path, slim_weights):
+    """What loads: the table's layout for the weights' own architecture (2 threads: two 1-thread
+    networks for tiles), strips for another architecture; the committed table names real ones."""
+    precision = engine.precision
+    monkeypatch.delenv(precision.LAYOUT_ENV, raising=False)
+    arch = engine.read_metadata(slim_weights)["architecture"]
+    cpu = precision.cpu_signature()
+    shipped = {engine.read_metadata(p)["architecture"] for p in engine.package_weights_dir().glob("*.pt")}
+    for entry in json.loads(precision.AUTO_TABLE.read_text())["cpus"]:
+        layouts = entry.get("ncnn_layout", "strips")
+        assert (set(layouts.values()) if isinstance(layouts, dict) else {layouts}) <= set(precision.LAYOUTS)
+        assert not isinstance(layouts, dict) or set(layouts) <= shipped, entry["name"]
+    for layout_of, expected in (({arch: "tiles"}, "tiles"), ({"another_net": "tiles"}, "strips")):
+        table = tmp_path / "table.json"
+        table.write_text(json.dumps({"cpus": [{"name": "this CPU", "vendor": cpu["vendor"], "family": cpu["family"],
+                                               "flags": {}, "precision": "fp32", "runtime": "ncnn",
+                                               "ncnn_layout": layout_of}]}))
+        monkeypatch.setattr(precision, "AUTO_TABLE", table)
+        precision._table_layout.cache_clear()
+        try:
+            size, mtime = engine.stat_key(slim_weights)
+            model, _ = precision.load(str(slim_weights), size, mtime, "cpu", "fp32", "ncnn", 2)
+            assert model.layout == expected
         finally:
             precision._table_layout.cache_clear()

@@ -13,7 +13,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from s2sr.engine import ENGINE_VERSION
 from s2sr.engine.runtimes import ncnn_available, onnxruntime_available, torch_available
@@ -352,23 +352,28 @@ LAYOUT_ENV = "S2SR_NCNN_LAYOUT"
 LAYOUTS = ("strips", "tiles")
 
 
-def ncnn_layout() -> str:
+def ncnn_layout(architecture: Optional[str] = None) -> str:
     """How this worker's ncnn networks cut a window on 2 or more threads: ``S2SR_NCNN_LAYOUT``
     where set (``strips`` or ``tiles``), else the benchmarked-CPU table's ``ncnn_layout`` for
-    this CPU (``table_choice``), else ``strips`` (``ncnn_runtime.tiles``; on Zen 4 tiles ran
-    0.93-1.20x the strips, the fast model slower: docs/speed_notes.md, *Tiles on 1-thread networks*)."""
+    this CPU (``table_choice``): one layout, or one per ``architecture`` (the weights' metadata;
+    speed follows the network, not its weights), else ``strips`` (``ncnn_runtime.tiles``; on Zen
+    4 tiles run the default's network faster and the fast model's slower: docs/speed_notes.md)."""
     asked = os.environ.get(LAYOUT_ENV, "").strip()
     if asked:
         if asked not in LAYOUTS:
             raise ValueError(f"{LAYOUT_ENV}={asked!r}: use one of {', '.join(LAYOUTS)}")
         return asked
-    return _table_layout()
+    table = _table_layout()
+    if isinstance(table, dict):
+        return str(table.get(architecture or "", "strips"))
+    return str(table)
 
 
 @functools.lru_cache(maxsize=1)
-def _table_layout() -> str:
+def _table_layout() -> Union[str, Dict[str, str]]:
+    """The table's ``ncnn_layout`` for this CPU: a layout, or architecture -> layout."""
     entry = table_choice(cpu_signature())
-    return str((entry or {}).get("ncnn_layout", "strips"))
+    return (entry or {}).get("ncnn_layout", "strips")
 
 
 def load(path_str: str, size: int, mtime: float, device: str, precision: str, runtime: str, threads: int) -> Tuple[Any, Dict[str, Any]]:
@@ -381,7 +386,8 @@ def load(path_str: str, size: int, mtime: float, device: str, precision: str, ru
     if runtime == "ncnn":
         from s2sr.engine.ncnn_runtime import load_ncnn
 
-        return load_ncnn(path_str, size, mtime, threads, precision, ncnn_layout())
+        layout = ncnn_layout(metadata_cached(path_str, size, mtime).get("architecture"))
+        return load_ncnn(path_str, size, mtime, threads, precision, layout)
     return load_torch(path_str, size, mtime, device, precision)
 
 
