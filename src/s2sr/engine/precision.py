@@ -357,7 +357,8 @@ def ncnn_layout(architecture: Optional[str] = None) -> str:
     where set (``strips`` or ``tiles``), else the benchmarked-CPU table's ``ncnn_layout`` for
     this CPU (``table_choice``): one layout, or one per ``architecture`` (the weights' metadata;
     speed follows the network, not its weights), else ``strips`` (``ncnn_runtime.tiles``; on Zen
-    4 tiles run the default's network faster and the fast model's slower: docs/speed_notes.md)."""
+    4 tiles ran the default's network faster in most rounds, the fast model's in half of them:
+    docs/speed_notes.md)."""
     asked = os.environ.get(LAYOUT_ENV, "").strip()
     if asked:
         if asked not in LAYOUTS:
