@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from s2sr.engine.swir_cap import cap_detail
 from s2sr.training import protocol as P
 from s2sr.training.degradation import cubic_upsample
 
@@ -102,6 +103,9 @@ def test_evaluate_writes_a_new_folder_and_refuses_docs(tmp_path):
         from s2sr.training.evaluate import main
 
         main(["--out", "docs", "--protocol", "x2"])  # the committed docs/ is never written by default
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "neg"), "--protocol", "x2", "--swir-cap", "-1"])
+    assert not (tmp_path / "neg").exists()
 
 
 def test_load_predictor_reads_training_checkpoints(tmp_path):
@@ -110,11 +114,16 @@ def test_load_predictor_reads_training_checkpoints(tmp_path):
     model = build_model("carn_1x3x64g4sw")
     torch.save({"config": {"arch": "carn_1x3x64g4sw", "global_skip": True}, "step": 3, "model": model.state_dict()},
                tmp_path / "snap.pt")
-    predict, desc = P.load_predictor(str(tmp_path / "snap.pt"))
+    predict, desc = P.load_predictor(str(tmp_path / "snap.pt"), swir_cap=0)  # the network alone
     x = torch.rand(10, 24, 24) * 3000
     with torch.no_grad():
-        torch.testing.assert_close(predict(x), model.eval()(x[None])[0], atol=1e-2, rtol=1e-5)
-    assert desc["architecture"] == "carn_1x3x64g4sw" and not desc["hard_constraint"]
+        net = model.eval()(x[None])[0]
+    torch.testing.assert_close(predict(x), net, atol=1e-2, rtol=1e-5)
+    assert desc["architecture"] == "carn_1x3x64g4sw" and not desc["hard_constraint"] and desc["swir_cap"] == 0
+    capped, desc_cap = P.load_predictor(str(tmp_path / "snap.pt"), swir_cap=0.5)  # then the engine's cap, as the UDF
+    expected = cap_detail(net[None].numpy().copy(), x[None].numpy(), P.BANDS, 0.5)[0]
+    torch.testing.assert_close(capped(x), torch.from_numpy(expected), atol=1e-2, rtol=1e-5)
+    assert not torch.allclose(capped(x)[8:], net[8:], atol=1.0) and desc_cap["swir_cap"] == 0.5
     predict_hc, desc_hc = P.load_predictor(str(tmp_path / "snap.pt"), hard_constraint=True)
     assert desc_hc["hard_constraint"]
     # a checkpoint describes itself as its export would: here the scenes it drew from

@@ -251,8 +251,8 @@ def run_x2(weights: Optional[Path], out: Path, areas: List[str], sweep: List[flo
 
     from . import protocol
 
-    k = SWIR_CAP_K if swir_cap is None else swir_cap
-    predict, desc = protocol.load_predictor(str(weights) if weights else None, hard_constraint, swir_cap=k)
+    cap = SWIR_CAP_K if swir_cap is None else swir_cap
+    predict, desc = protocol.load_predictor(str(weights) if weights else None, hard_constraint, swir_cap=cap)
     results = protocol.evaluate_x2(predict, areas, sweep, radiometries=radiometries)
     report = {"model": desc, "protocol": "wald_x2", "areas": results,
               "goals": {k: protocol.goals(v) for k, v in results.items()},
@@ -260,7 +260,7 @@ def run_x2(weights: Optional[Path], out: Path, areas: List[str], sweep: List[flo
     out.mkdir(parents=True, exist_ok=True)
     (out / "x2.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     title = (f"Wald x2 evaluation of `{Path(desc['weights']).name}`" + (" (hard constraint)" if desc["hard_constraint"] else "")
-             + (f", SWIR cap k = {k:g}" if k else ", no SWIR cap"))
+             + (f", SWIR cap k = {cap:g}" if cap else ", no SWIR cap"))
     (out / "x2.md").write_text(protocol.to_markdown(results, title, report["note"]))
     return report
 
@@ -289,6 +289,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s: shared machines)")
     args = parser.parse_args(argv)
+    if args.swir_cap is not None and not args.swir_cap >= 0:
+        parser.error(f"--swir-cap must be a number >= 0 (0: no cap), got {args.swir_cap}")
     torch.set_num_threads(args.threads)
     out = args.out or new_out_dir(args.weights)
     check_out_dir(out, args.overwrite)

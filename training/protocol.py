@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+
 from s2sr.engine.swir_cap import SWIR_CAP_K
 
 from .bands import BANDS, MTF_NYQUIST, REFLECTANCE_SCALE

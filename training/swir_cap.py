@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
+
 from s2sr.engine.swir_cap import cap_detail
 
 from .bands import BANDS
