@@ -190,7 +190,9 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     threads, window, reps, path = spec["threads"], spec["window"], spec["reps"], spec["path"]
     udf = None
     if path in UDF_LAYOUTS:
-        os.environ["S2SR_NCNN_LAYOUT"] = UDF_LAYOUTS[path]
+        from s2sr.engine.precision import LAYOUT_ENV  # no torch: the UDF text still loads first
+
+        os.environ[LAYOUT_ENV] = UDF_LAYOUTS[path]
     if path in UDF_CONTEXT:
         # the UDF text first, as a backend runs it: it sets OMP_WAIT_POLICY before torch loads
         from openeo.udf.run_code import load_module_from_string

@@ -327,8 +327,9 @@ def superresolve(cube: DataCube, model: str = engine.DEFAULT_MODEL, offset: floa
         raise ValueError(f"unknown precision {precision!r}; available: {list(engine.PRECISIONS)}")
     if runtime not in engine.RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; available: {list(engine.RUNTIMES)}")
-    if not (isinstance(swir_cap, (int, float)) and 0 <= swir_cap < math.inf):
-        raise ValueError(f"swir_cap must be a number >= 0 (0: no cap), got {swir_cap!r}")
+    check, takes, _ = engine.context.KEYS["swir_cap"]  # the UDF's own rule for the key
+    if swir_cap is not None and not check(swir_cap):
+        raise ValueError(f"swir_cap must be {takes}, got {swir_cap!r}")
     udf = openeo.UDF(udf_source(), runtime="Python-Jep", version=UDF_PYTHON_VERSION,
                      context={"model": model, "offset": offset, "overlap": overlap, "precision": precision, "runtime": runtime,
                               "swir_cap": swir_cap})

@@ -3,6 +3,7 @@ network at load (Winograd 3 x 3 convolutions in float32) and must give the torch
 the FP32 contract, seams included; a backbone it cannot convert, or a worker without ncnn,
 falls back to torch under ``runtime: "auto"`` and is a clear error when ``"ncnn"`` is forced."""
 
+import contextlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -559,6 +560,22 @@ def test_a_failing_tile_fails_the_window(udf_module, slim_weights, monkeypatch):
         tiled(engine.texture(engine.read_metadata(slim_weights), "cpu", 96))
 
 
+@contextlib.contextmanager
+def _cpu_table(monkeypatch, tmp_path, entry):
+    """This CPU's table entry ``entry`` (fp32 on ncnn, plus its keys) in force inside the block."""
+    precision = engine.precision
+    cpu = precision.cpu_signature()
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"cpus": [{"name": "this CPU", "vendor": cpu["vendor"], "family": cpu["family"],
+                                           "flags": {}, "precision": "fp32", "runtime": "ncnn", **entry}]}))
+    monkeypatch.setattr(precision, "AUTO_TABLE", table)
+    precision._table_layout.cache_clear()
+    try:
+        yield
+    finally:
+        precision._table_layout.cache_clear()
+
+
 def test_layout_from_the_environment_then_the_cpu_table(monkeypatch, tmp_path):
     precision = engine.precision
     monkeypatch.setenv(precision.LAYOUT_ENV, "tiles")
@@ -567,20 +584,12 @@ def test_layout_from_the_environment_then_the_cpu_table(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="S2SR_NCNN_LAYOUT='columns': use one of strips, tiles"):
         precision.ncnn_layout()
     monkeypatch.delenv(precision.LAYOUT_ENV)
-    cpu = engine.precision.cpu_signature()
     per_net = {"ncnn_layout": {"carn_3x3x64g4sw": "tiles"}}  # one layout per architecture
     for entry, arch, expected in (({"ncnn_layout": "tiles"}, None, "tiles"), ({}, "carn_3x3x64g4sw", "strips"),
                                   (per_net, "carn_3x3x64g4sw", "tiles"), (per_net, "carn_2x3x64g4sw", "strips"),
                                   (per_net, None, "strips")):
-        table = tmp_path / "table.json"
-        table.write_text(json.dumps({"cpus": [{"name": "this CPU", "vendor": cpu["vendor"], "family": cpu["family"],
-                                               "flags": {}, "precision": "fp32", "runtime": "ncnn", **entry}]}))
-        monkeypatch.setattr(precision, "AUTO_TABLE", table)
-        precision._table_layout.cache_clear()
-        try:
+        with _cpu_table(monkeypatch, tmp_path, entry):
             assert precision.ncnn_layout(arch) == expected
-        finally:
-            precision._table_layout.cache_clear()
 
 
 def test_the_table_picks_the_layout_by_the_weights_architecture(monkeypatch, tmp_path, slim_weights):
@@ -589,22 +598,13 @@ def test_the_table_picks_the_layout_by_the_weights_architecture(monkeypatch, tmp
     precision = engine.precision
     monkeypatch.delenv(precision.LAYOUT_ENV, raising=False)
     arch = engine.read_metadata(slim_weights)["architecture"]
-    cpu = precision.cpu_signature()
     shipped = {engine.read_metadata(p)["architecture"] for p in engine.package_weights_dir().glob("*.pt")}
     for entry in json.loads(precision.AUTO_TABLE.read_text())["cpus"]:
         layouts = entry.get("ncnn_layout", "strips")
         assert (set(layouts.values()) if isinstance(layouts, dict) else {layouts}) <= set(precision.LAYOUTS)
         assert not isinstance(layouts, dict) or set(layouts) <= shipped, entry["name"]
+    size, mtime = engine.stat_key(slim_weights)
     for layout_of, expected in (({arch: "tiles"}, "tiles"), ({"another_net": "tiles"}, "strips")):
-        table = tmp_path / "table.json"
-        table.write_text(json.dumps({"cpus": [{"name": "this CPU", "vendor": cpu["vendor"], "family": cpu["family"],
-                                               "flags": {}, "precision": "fp32", "runtime": "ncnn",
-                                               "ncnn_layout": layout_of}]}))
-        monkeypatch.setattr(precision, "AUTO_TABLE", table)
-        precision._table_layout.cache_clear()
-        try:
-            size, mtime = engine.stat_key(slim_weights)
+        with _cpu_table(monkeypatch, tmp_path, {"ncnn_layout": layout_of}):
             model, _ = precision.load(str(slim_weights), size, mtime, "cpu", "fp32", "ncnn", 2)
             assert model.layout == expected
-        finally:
-            precision._table_layout.cache_clear()

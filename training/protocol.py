@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from s2sr.engine.swir_cap import SWIR_CAP_K
+from s2sr.engine.swir_cap import SWIR_CAP_K, cap_detail
 
 from .bands import BANDS, MTF_NYQUIST, REFLECTANCE_SCALE
 from .degradation import _calibrated_sigma, _sampled_gaussian
@@ -226,18 +226,25 @@ def shift_control(out: np.ndarray, case: X2Case, border: int = BORDER) -> Dict[s
 def predictor(module: Any, margin: int, tile: int = 192, swir_cap: float = SWIR_CAP_K) -> Predict:
     """``predict(x)`` of a model (eager or TorchScript) in tiles with ``margin`` input pixels of
     context, then the engine's cap on the SWIR detail (``swir_cap``; 0: the network's output as it is)."""
-    from s2sr.engine.swir_cap import cap_detail
-
     from .predict import predict_module
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        out = predict_module(module, x.float(), 2, margin, tile=tile)
-        if not swir_cap:
-            return out
-        capped = cap_detail(out[None].numpy(), x.float()[None].numpy(), BANDS, swir_cap)[0]
-        return torch.from_numpy(capped)
+        return predict_module(module, x.float(), 2, margin, tile=tile)
 
-    return predict
+    return capped(predict, swir_cap)
+
+
+def capped(predict: Predict, k: float) -> Predict:
+    """``predict`` followed by the engine's cap on the SWIR detail with factor ``k`` (0: ``predict``
+    itself), on the whole image as the UDF's windows give it (their seams are exact)."""
+    if not k:
+        return predict
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        y = predict(x).float()[None].numpy()
+        return torch.from_numpy(cap_detail(y, x.float()[None].numpy(), BANDS, k)[0])
+
+    return run
 
 
 def load_predictor(weights: Optional[str] = None, hard_constraint: Optional[bool] = None,

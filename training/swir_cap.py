@@ -22,19 +22,8 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from s2sr.engine.swir_cap import cap_detail
-
 from .bands import BANDS
-from .protocol import Predict, evaluate_x2, goals, load_predictor
-
-
-def capped(predict: Predict, k: float) -> Predict:
-    """``predict`` (the network as it is) followed by the engine's cap with factor ``k``."""
-    def run(x: torch.Tensor) -> torch.Tensor:
-        y = predict(x).float()[None].numpy()
-        return torch.from_numpy(cap_detail(y, x.float()[None].numpy(), BANDS, k)[0])
-
-    return run
+from .protocol import capped, evaluate_x2, goals, load_predictor
 
 
 def table(results: Dict[str, Dict[str, dict]]) -> List[str]:

@@ -38,7 +38,7 @@ _EXPORTS = {
                 "read_metadata", "resolve_weights", "sha256_file", "stat_key", "validate_metadata"),
     "context": ("CONTEXT_KEYS", "PRECISIONS", "RUNTIMES", "check_context"),
     "coords": ("fine_axis", "outer_edge", "pixel_centres", "regular_step"),
-    "nodata": ("FILL_REACH", "INT16_NODATA", "required_overlap", "to_int16"),
+    "nodata": ("FILL_REACH", "INT16_NODATA", "output_reach", "required_overlap", "to_int16"),
     "torch_runtime": ("gpu_flags", "min_time", "texture"),
     "onednn": ("QUANTIZED_ENGINE", "dynamic_int8", "fuse_onednn", "int8_products_exact"),
     "ncnn_runtime": ("NcnnModel", "ncnn_network"),

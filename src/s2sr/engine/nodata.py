@@ -34,10 +34,16 @@ def valid_mask(values: np.ndarray, context: Dict[str, Any]) -> np.ndarray:
 FILL_REACH = 2
 
 
+def output_reach(meta: Dict[str, Any]) -> int:
+    """Input px around an output pixel that it reads: the receptive field's margin, then the
+    SWIR cap's reach beyond it (``s2sr.engine.swir_cap``)."""
+    return int(meta["margin"]) + CAP_REACH
+
+
 def required_overlap(meta: Dict[str, Any]) -> int:
     """The ``apply_neighborhood`` overlap (input px) with which windows equal the whole-scene run:
-    the receptive field's margin, the SWIR cap's reach beyond it and the no-data fill's reach."""
-    return int(meta["margin"]) + CAP_REACH + FILL_REACH
+    what an output pixel reads (``output_reach``) plus the no-data fill's reach."""
+    return output_reach(meta) + FILL_REACH
 
 
 def fill_nodata(x: np.ndarray, valid: np.ndarray, fallback: np.ndarray, reach: int = FILL_REACH) -> np.ndarray:

@@ -46,27 +46,28 @@ def _cubic_taps(t: float, a: float = CUBIC_A) -> np.ndarray:
 _EVEN, _ODD = _cubic_taps(0.75), _cubic_taps(0.25)
 
 
-def _along(a: np.ndarray, axis: int, start: int, n: int) -> np.ndarray:
-    """``a[..., start:start + n, ...]`` on ``axis``: a view, no copy."""
+def _along(a: np.ndarray, axis: int, start: int, n: int, step: int = 1) -> np.ndarray:
+    """``n`` entries of ``a`` on ``axis`` from ``start``, every ``step``-th: a view, no copy."""
     index = [slice(None)] * a.ndim
-    index[axis] = slice(start, start + n)
+    index[axis] = slice(start, start + step * n, step)
     return a[tuple(index)]
+
+
+def _pad_axis(a: np.ndarray, axis: int, width: int, mode: str = "constant") -> np.ndarray:
+    """``a`` padded by ``width`` on both sides of ``axis`` (``np.pad``'s ``mode``)."""
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (width, width)
+    return np.pad(a, pad, mode=mode)
 
 
 def _upsample_axis(a: np.ndarray, axis: int) -> np.ndarray:
     """Bicubic x2 along ``axis``, borders replicated (as PyTorch's ``align_corners=False``)."""
     n = a.shape[axis]
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (2, 2)
-    p = np.pad(a, pad, mode="edge")  # p[j + i] is input i + j - 2
+    p = _pad_axis(a, axis, 2, mode="edge")  # p[j + i] is input i + j - 2
     shape = list(a.shape)
     shape[axis] = 2 * n
     out = np.zeros(shape, dtype=a.dtype)
-    index = [slice(None)] * a.ndim
-    index[axis] = slice(0, None, 2)
-    even = out[tuple(index)]
-    index[axis] = slice(1, None, 2)
-    odd = out[tuple(index)]
+    even, odd = _along(out, axis, 0, n, 2), _along(out, axis, 1, n, 2)
     for w, j in zip(_EVEN, range(0, 4)):
         even += w * _along(p, axis, j, n)
     for w, j in zip(_ODD, range(1, 5)):
@@ -87,9 +88,7 @@ def _box_mean(a: np.ndarray, size: int) -> np.ndarray:
     out = a
     for axis in (a.ndim - 2, a.ndim - 1):
         n = out.shape[axis]
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (r, r)
-        p = np.pad(out, pad)
+        p = _pad_axis(out, axis, r)
         out = _along(p, axis, 0, n).copy()
         for j in range(1, size):
             out += _along(p, axis, j, n)

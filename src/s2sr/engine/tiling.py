@@ -5,9 +5,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from s2sr.engine.nodata import check_radiometry, fill_nodata, required_overlap, valid_mask
+from s2sr.engine.nodata import check_radiometry, fill_nodata, output_reach, required_overlap, valid_mask
 from s2sr.engine.runtimes import MIN_NET_SIZE
-from s2sr.engine.swir_cap import CAP_REACH, cap_detail, cap_factor
+from s2sr.engine.swir_cap import cap_detail, cap_factor
 
 
 def infer(module: Any, x: np.ndarray, device: str) -> np.ndarray:
@@ -34,8 +34,8 @@ def pad_nodata(x: np.ndarray, valid: np.ndarray, pad: int) -> Tuple[np.ndarray, 
 def valid_extent(valid: np.ndarray, pad: int, margin: int) -> Tuple[slice, slice]:
     """The rows and columns of the padded window (``pad`` px of fill around ``valid``'s
     ``[T, C, H, W]``) the network needs: the box around every valid pixel of any date and band,
-    widened by the ``margin`` (their receptive field), within the padded window, at least
-    ``MIN_NET_SIZE`` wide where the window is.  A window over the scene's edge (backends fill
+    widened by the ``margin`` (what an output pixel reads: ``output_reach``), within the padded
+    window, at least ``MIN_NET_SIZE`` wide where the window is.  A window over the scene's edge (backends fill
     it with no-data) computes only the scene's part: what lies farther than the margin from
     every valid pixel reaches no kept output."""
     def extent(any_valid: np.ndarray) -> slice:
@@ -127,7 +127,6 @@ def _superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context
     if inner:  # more overlap than this model needs (the UDP's is the largest model's): what it needs
         return _superresolve_inner(values, module, meta, context, device, dates, inner)
     f = meta["factor"]
-    margin = int(meta["margin"]) + CAP_REACH  # the context a kept pixel reads: the net's field, then the SWIR cap
     model_scale = float(meta["input_scaling"]["scale"])
     model_offset = float(meta["input_scaling"].get("offset", 0.0))
     scale = float(context.get("scale", 10000.0))
@@ -152,7 +151,7 @@ def _superresolve(values: np.ndarray, module: Any, meta: Dict[str, Any], context
     if not padded_valid.all():
         fill_nodata(x, padded_valid, fill)
     del padded_valid
-    rows, cols = valid_extent(valid, pad, margin)
+    rows, cols = valid_extent(valid, pad, output_reach(meta))  # the net's field, then the SWIR cap's
     x = x[:, :, rows, cols]
     batch = int(context.get("batch", 1))
     swir_cap = cap_factor(context)
